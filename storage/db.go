@@ -1,0 +1,225 @@
+// Package storage keeps products, orders and idempotency records in MySQL
+// (MariaDB, RDS) or, for the embedded default, in a SQLite file. Both share
+// one set of statements where the dialects agree; each statement is prepared
+// once at Open and reused. Driver errors come back as apiperf error codes.
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
+
+	apiperf "github.com/api-perf/api-perf"
+)
+
+// Config says which database to open and how to size its pool.
+type Config struct {
+	// MySQLDSN is a go-sql-driver DSN. When empty, SQLite at DataDir is used.
+	MySQLDSN string
+	// DataDir holds the SQLite file of the embedded default.
+	DataDir string
+	// MaxOpenConns and MaxIdleConns size the pool; zero picks a default for the host.
+	MaxOpenConns int
+	MaxIdleConns int
+	// QueryTimeout bounds every statement and transaction; zero means 5s.
+	QueryTimeout time.Duration
+	// SkipMigrations leaves the schema alone (the caller ran them already).
+	SkipMigrations bool
+}
+
+// DB is an open database with its prepared statements. It implements
+// apiperf.ProductStore, apiperf.OrderStore and apiperf.IdempotencyStore.
+type DB struct {
+	db      *sql.DB
+	dialect *dialect
+	timeout time.Duration
+	stmts   statements
+	// Path is the SQLite file in the embedded default, empty for MySQL.
+	Path string
+}
+
+var (
+	_ apiperf.ProductStore     = (*DB)(nil)
+	_ apiperf.OrderStore       = (*DB)(nil)
+	_ apiperf.IdempotencyStore = (*DB)(nil)
+	_ apiperf.Pinger           = (*DB)(nil)
+)
+
+// Open connects, applies pending migrations under a database lock, and
+// prepares every statement.
+func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
+	defer apiperf.Wrap(&err, "storage.Open")
+	d := &DB{timeout: cfg.QueryTimeout}
+	if d.timeout <= 0 {
+		d.timeout = 5 * time.Second
+	}
+	maxOpen := cfg.MaxOpenConns
+	if cfg.MySQLDSN != "" {
+		dsn, err := mysqlDSN(cfg.MySQLDSN)
+		if err != nil {
+			return nil, err
+		}
+		if d.db, err = sql.Open("mysql", dsn); err != nil {
+			return nil, err
+		}
+		d.dialect = mysqlDialect
+		if maxOpen == 0 {
+			maxOpen = 8 * runtime.GOMAXPROCS(0)
+		}
+	} else {
+		dir := cfg.DataDir
+		if dir == "" {
+			dir = "data"
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("cannot create DATA_DIR: %w", err)
+		}
+		d.Path = filepath.Join(dir, "api-perf.db")
+		if d.db, err = sql.Open("sqlite", sqliteDSN(d.Path)); err != nil {
+			return nil, err
+		}
+		d.dialect = sqliteDialect
+		if maxOpen == 0 {
+			maxOpen = 4
+		}
+	}
+	maxIdle := cfg.MaxIdleConns
+	if maxIdle == 0 || maxIdle > maxOpen {
+		maxIdle = maxOpen
+	}
+	d.db.SetMaxOpenConns(maxOpen)
+	d.db.SetMaxIdleConns(maxIdle)
+	d.db.SetConnMaxLifetime(30 * time.Minute)
+	d.db.SetConnMaxIdleTime(5 * time.Minute)
+
+	if !cfg.SkipMigrations {
+		if err := d.Migrate(ctx); err != nil {
+			d.db.Close()
+			return nil, err
+		}
+	}
+	if err := d.prepare(ctx); err != nil {
+		d.db.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// mysqlDSN parses dsn and sets what the stores rely on: times parsed as UTC,
+// the session clock in UTC, and bounded dial/read/write times so a dead
+// server cannot hang a request past its deadline.
+func mysqlDSN(dsn string) (string, error) {
+	c, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return "", fmt.Errorf("MYSQL_DSN: %w", err)
+	}
+	c.ParseTime = true
+	c.Loc = time.UTC
+	if c.Params == nil {
+		c.Params = map[string]string{}
+	}
+	c.Params["time_zone"] = "'+00:00'"
+	if c.Timeout == 0 {
+		c.Timeout = 3 * time.Second
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = 30 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 30 * time.Second
+	}
+	c.RejectReadOnly = true
+	return c.FormatDSN(), nil
+}
+
+// sqliteDSN turns on WAL (readers never wait for the writer), foreign keys,
+// a busy timeout, and immediate write transactions so two writers queue on
+// the lock instead of failing when they both upgrade from read to write.
+func sqliteDSN(path string) string {
+	q := url.Values{}
+	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "foreign_keys(1)", "synchronous(NORMAL)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	return "file:" + path + "?" + q.Encode()
+}
+
+// SQL exposes the pool, for tests and the database-stats metrics collector.
+func (d *DB) SQL() *sql.DB { return d.db }
+
+// Dialect names the database: "mysql" or "sqlite".
+func (d *DB) Dialect() string { return d.dialect.name }
+
+// Ping checks the database answers and the schema is current.
+func (d *DB) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	v, err := d.schemaVersion(ctx, d.db)
+	if err != nil {
+		return mapError(err)
+	}
+	if want := len(migrationFiles(d.dialect)); v < want {
+		return apiperf.Errorf(apiperf.EUNAVAILABLE, "schema at version %d, want %d", v, want)
+	}
+	return nil
+}
+
+// Close closes the statements and the pool.
+func (d *DB) Close() error {
+	d.stmts.close()
+	return d.db.Close()
+}
+
+// mapError turns driver errors into apiperf codes: duplicates and foreign-key
+// violations are conflicts; an unreachable, read-only or too slow database
+// is unavailable. Anything else stays internal.
+func mapError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ae *apiperf.Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		switch me.Number {
+		case 1062: // ER_DUP_ENTRY
+			return &apiperf.Error{Code: apiperf.ECONFLICT, Message: "duplicate value", Err: err}
+		case 1451, 1452: // foreign key: row referenced / parent missing
+			return &apiperf.Error{Code: apiperf.ECONFLICT, Message: "the resource is referenced by other resources", Err: err}
+		case 1205, 1213: // lock wait timeout, deadlock: the client may retry
+			return &apiperf.Error{Code: apiperf.EUNAVAILABLE, Message: "the database is busy, retry", Err: err}
+		case 1290, 1792, 1836, 2002, 2003, 2006, 2013, 1040, 1053: // read-only, too many conns, server gone
+			return &apiperf.Error{Code: apiperf.EUNAVAILABLE, Message: "the database is unavailable", Err: err}
+		}
+		return &apiperf.Error{Code: apiperf.EINTERNAL, Err: err}
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "UNIQUE constraint failed"):
+		return &apiperf.Error{Code: apiperf.ECONFLICT, Message: "duplicate value", Err: err}
+	case strings.Contains(msg, "FOREIGN KEY constraint failed"):
+		return &apiperf.Error{Code: apiperf.ECONFLICT, Message: "the resource is referenced by other resources", Err: err}
+	case strings.Contains(msg, "database is locked"), strings.Contains(msg, "SQLITE_BUSY"):
+		return &apiperf.Error{Code: apiperf.EUNAVAILABLE, Message: "the database is busy, retry", Err: err}
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, mysql.ErrInvalidConn) ||
+		errors.Is(err, sql.ErrConnDone) || isNetError(err) {
+		return &apiperf.Error{Code: apiperf.EUNAVAILABLE, Message: "the database is unavailable", Err: err}
+	}
+	if errors.Is(err, context.Canceled) {
+		return &apiperf.Error{Code: apiperf.EUNAVAILABLE, Message: "the request was cancelled", Err: err}
+	}
+	return &apiperf.Error{Code: apiperf.EINTERNAL, Err: err}
+}

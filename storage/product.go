@@ -1,0 +1,133 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	apiperf "github.com/api-perf/api-perf"
+)
+
+func errProductNotFound(id int64) error {
+	return apiperf.Errorf(apiperf.ENOTFOUND, "product %d does not exist", id)
+}
+
+// CreateProduct inserts a product and reads it back, so the timestamps are
+// the database's.
+func (d *DB) CreateProduct(ctx context.Context, in apiperf.ProductInput) (p *apiperf.Product, err error) {
+	defer apiperf.Wrap(&err, "CreateProduct")
+	ctx, cancel := d.withTimeout(ctx)
+	defer cancel()
+	p = new(apiperf.Product)
+	err = d.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.StmtContext(ctx, d.stmts.insertProduct).ExecContext(ctx,
+			in.Name, nullString(in.Description), d.dialect.money(in.Price), in.Stock)
+		if err != nil {
+			return err
+		}
+		id, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		return scanProduct(tx.StmtContext(ctx, d.stmts.productByID).QueryRowContext(ctx, id), p)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Product returns one product.
+func (d *DB) Product(ctx context.Context, id int64) (_ *apiperf.Product, err error) {
+	ctx, cancel := d.withTimeout(ctx)
+	defer cancel()
+	p := new(apiperf.Product)
+	if err := scanProduct(d.stmts.productByID.QueryRowContext(ctx, id), p); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, errProductNotFound(id)
+		}
+		defer apiperf.Wrap(&err, "Product(%d)", id)
+		return nil, mapError(err)
+	}
+	return p, nil
+}
+
+// Products returns one page of products in id order.
+func (d *DB) Products(ctx context.Context, page apiperf.Page) (_ []apiperf.Product, err error) {
+	defer apiperf.Wrap(&err, "Products")
+	ctx, cancel := d.withTimeout(ctx)
+	defer cancel()
+	rows, err := d.stmts.productsAfter.QueryContext(ctx, page.After, page.Limit)
+	if err != nil {
+		return nil, mapError(err)
+	}
+	defer rows.Close()
+	out := make([]apiperf.Product, 0, page.Limit)
+	for rows.Next() {
+		out = append(out, apiperf.Product{})
+		if err := scanProduct(rows, &out[len(out)-1]); err != nil {
+			return nil, mapError(err)
+		}
+	}
+	return out, mapError(rows.Err())
+}
+
+// ReplaceProduct overwrites a product, guarded by ifVersion when non-zero.
+func (d *DB) ReplaceProduct(ctx context.Context, id int64, in apiperf.ProductInput, ifVersion int64) (p *apiperf.Product, err error) {
+	defer apiperf.Wrap(&err, "ReplaceProduct(%d)", id)
+	ctx, cancel := d.withTimeout(ctx)
+	defer cancel()
+	p = new(apiperf.Product)
+	err = d.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.StmtContext(ctx, d.stmts.replaceProduct).ExecContext(ctx,
+			in.Name, nullString(in.Description), d.dialect.money(in.Price), in.Stock, id, ifVersion, ifVersion)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			var v int64
+			err := tx.StmtContext(ctx, d.stmts.productVersion).QueryRowContext(ctx, id).Scan(&v)
+			if errors.Is(err, sql.ErrNoRows) {
+				return errProductNotFound(id)
+			} else if err != nil {
+				return err
+			}
+			return apiperf.Errorf(apiperf.EPRECONDITION, "product %d has changed since it was read", id)
+		}
+		return scanProduct(tx.StmtContext(ctx, d.stmts.productByID).QueryRowContext(ctx, id), p)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// DeleteProduct removes a product that no order references.
+func (d *DB) DeleteProduct(ctx context.Context, id int64) (err error) {
+	defer apiperf.Wrap(&err, "DeleteProduct(%d)", id)
+	ctx, cancel := d.withTimeout(ctx)
+	defer cancel()
+	res, err := d.stmts.deleteProduct.ExecContext(ctx, id)
+	if err != nil {
+		err = mapError(err)
+		if apiperf.ErrorCode(err) == apiperf.ECONFLICT {
+			return &apiperf.Error{Code: apiperf.ECONFLICT, Message: "product is referenced by orders", Err: err}
+		}
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return mapError(err)
+	} else if n == 0 {
+		return errProductNotFound(id)
+	}
+	return nil
+}
+
+func nullString(s *string) any {
+	if s == nil {
+		return nil
+	}
+	return *s
+}

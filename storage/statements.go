@@ -1,0 +1,133 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"reflect"
+	"time"
+
+	apiperf "github.com/api-perf/api-perf"
+)
+
+
+// statements are prepared once at Open. Every field is a *sql.Stmt whose tag
+// holds its SQL, so adding a statement is one line.
+type statements struct {
+	productByID      *sql.Stmt `sql:"SELECT id, name, description, price, stock, version, created_at, updated_at FROM products WHERE id = ?"`
+	productsAfter    *sql.Stmt `sql:"SELECT id, name, description, price, stock, version, created_at, updated_at FROM products WHERE id > ? ORDER BY id LIMIT ?"`
+	insertProduct    *sql.Stmt `sql:"INSERT INTO products (name, description, price, stock) VALUES (?, ?, ?, ?)"`
+	replaceProduct   *sql.Stmt `sql:"UPDATE products SET name = ?, description = ?, price = ?, stock = ?, version = version + 1, updated_at = {now} WHERE id = ? AND (? = 0 OR version = ?)"`
+	productVersion   *sql.Stmt `sql:"SELECT version FROM products WHERE id = ?"`
+	deleteProduct    *sql.Stmt `sql:"DELETE FROM products WHERE id = ?"`
+	reserveStock     *sql.Stmt `sql:"UPDATE products SET stock = stock - ?, version = version + 1, updated_at = {now} WHERE id = ? AND stock >= ?"`
+	returnStock      *sql.Stmt `sql:"UPDATE products SET stock = stock + ?, version = version + 1, updated_at = {now} WHERE id = ?"`
+	productExists    *sql.Stmt `sql:"SELECT 1 FROM products WHERE id = ?"`
+	insertOrder      *sql.Stmt `sql:"INSERT INTO orders (product_id, quantity, unit_price, total, status, idempotency_key) SELECT id, ?, price, price * ?, 'pending', ? FROM products WHERE id = ?"`
+	orderByID        *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE id = ?"`
+	orderForUpdate   *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE id = ?{forupdate}"`
+	orderByKey       *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE idempotency_key = ?"`
+	ordersAfter      *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE id > ? ORDER BY id LIMIT ?"`
+	ordersByStatus   *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE status = ? AND id > ? ORDER BY id LIMIT ?"`
+	ordersByProduct  *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE product_id = ? AND id > ? ORDER BY id LIMIT ?"`
+	ordersByBoth     *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE product_id = ? AND status = ? AND id > ? ORDER BY id LIMIT ?"`
+	setOrderStatus   *sql.Stmt `sql:"UPDATE orders SET status = ?, updated_at = {now} WHERE id = ?"`
+	deleteOrder      *sql.Stmt `sql:"DELETE FROM orders WHERE id = ?"`
+	insertIdemKey    *sql.Stmt `sql:"INSERT INTO idempotency_keys (idem_key, request_hash) VALUES (?, ?)"`
+	idemKey          *sql.Stmt `sql:"SELECT request_hash, status_code, body, CASE WHEN created_at < {ago:60} THEN 1 ELSE 0 END, CASE WHEN created_at < {ago:86400} THEN 1 ELSE 0 END FROM idempotency_keys WHERE idem_key = ?"`
+	takeOverIdemKey  *sql.Stmt `sql:"UPDATE idempotency_keys SET created_at = {now} WHERE idem_key = ? AND status_code IS NULL AND created_at < {ago:60}"`
+	expireIdemKey    *sql.Stmt `sql:"DELETE FROM idempotency_keys WHERE idem_key = ? AND created_at < {ago:86400}"`
+	completeIdemKey  *sql.Stmt `sql:"UPDATE idempotency_keys SET status_code = ?, body = ? WHERE idem_key = ?"`
+	abandonIdemKey   *sql.Stmt `sql:"DELETE FROM idempotency_keys WHERE idem_key = ? AND status_code IS NULL"`
+	purgeIdemKeys    *sql.Stmt `sql:"DELETE FROM idempotency_keys WHERE created_at < {ago:86400}"`
+}
+
+// prepare fills d.stmts from the struct tags.
+func (d *DB) prepare(ctx context.Context) error {
+	v := reflect.ValueOf(&d.stmts).Elem()
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		q := d.dialect.expand(t.Field(i).Tag.Get("sql"))
+		st, err := d.db.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("prepare %s: %w", t.Field(i).Name, mapError(err))
+		}
+		reflect.NewAt(t.Field(i).Type, v.Field(i).Addr().UnsafePointer()).Elem().Set(reflect.ValueOf(st))
+	}
+	return nil
+}
+
+func (s *statements) close() {
+	v := reflect.ValueOf(s).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		f := reflect.NewAt(v.Field(i).Type(), v.Field(i).Addr().UnsafePointer()).Elem()
+		if st, ok := f.Interface().(*sql.Stmt); ok && st != nil {
+			st.Close()
+		}
+	}
+}
+
+// dbTime scans a timestamp from either dialect: MySQL returns time.Time
+// (parseTime is forced on), SQLite returns the RFC 3339 text it stored.
+type dbTime struct{ t *time.Time }
+
+func (s dbTime) Scan(src any) error {
+	switch v := src.(type) {
+	case time.Time:
+		*s.t = v.UTC()
+		return nil
+	case string:
+		return s.parse(v)
+	case []byte:
+		return s.parse(string(v))
+	}
+	return fmt.Errorf("cannot scan %T into a time", src)
+}
+
+func (s dbTime) parse(v string) error {
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		t, err = time.Parse("2006-01-02 15:04:05.999999", v)
+	}
+	*s.t = t.UTC()
+	return err
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanProduct(r scanner, p *apiperf.Product) error {
+	var desc sql.NullString
+	if err := r.Scan(&p.ID, &p.Name, &desc, &p.Price, &p.Stock, &p.Version,
+		dbTime{&p.CreatedAt}, dbTime{&p.UpdatedAt}); err != nil {
+		return err
+	}
+	p.Description = nil
+	if desc.Valid {
+		s := desc.String
+		p.Description = &s
+	}
+	return nil
+}
+
+func scanOrder(r scanner, o *apiperf.Order) error {
+	return r.Scan(&o.ID, &o.ProductID, &o.Quantity, &o.UnitPrice, &o.Total, (*string)(&o.Status),
+		dbTime{&o.CreatedAt}, dbTime{&o.UpdatedAt})
+}
+
+// withTimeout bounds one store call by the configured query timeout.
+func (d *DB) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, d.timeout)
+}
+
+// inTx runs fn in a transaction and commits it, rolling back on error.
+func (d *DB) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return mapError(err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback() //nolint:errcheck // the first error is the one to report
+		return mapError(err)
+	}
+	return mapError(tx.Commit())
+}

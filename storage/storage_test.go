@@ -1,0 +1,375 @@
+package storage_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	apiperf "github.com/api-perf/api-perf"
+	"github.com/api-perf/api-perf/internal/testenv"
+	"github.com/api-perf/api-perf/storage"
+)
+
+// MustOpenDB opens a migrated store on a fresh database of the given backend.
+func MustOpenDB(tb testing.TB, backend string) *storage.DB {
+	tb.Helper()
+	db, err := storage.Open(context.Background(), configFor(tb, backend))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	return db
+}
+
+func configFor(tb testing.TB, backend string) storage.Config {
+	tb.Helper()
+	switch backend {
+	case "mysql":
+		return storage.Config{MySQLDSN: testenv.MySQLDSN(tb), MaxOpenConns: 32}
+	case "sqlite":
+		return storage.Config{DataDir: tb.TempDir()}
+	}
+	tb.Fatalf("unknown backend %q", backend)
+	return storage.Config{}
+}
+
+func eachBackend(t *testing.T, fn func(t *testing.T, db *storage.DB)) {
+	for _, b := range testenv.Backends() {
+		t.Run(b, func(t *testing.T) {
+			t.Parallel()
+			fn(t, MustOpenDB(t, b))
+		})
+	}
+}
+
+func mustProduct(t testing.TB, db *storage.DB, price apiperf.Money, stock int64) *apiperf.Product {
+	t.Helper()
+	p, err := db.CreateProduct(context.Background(), apiperf.ProductInput{Name: "Test Product", Price: price, Stock: stock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func wantCode(t testing.TB, err error, code string) {
+	t.Helper()
+	if got := apiperf.ErrorCode(err); got != code {
+		t.Fatalf("error code = %q (%v), want %q", got, err, code)
+	}
+}
+
+func TestProductStore_CRUD(t *testing.T) {
+	eachBackend(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		desc := "a thing"
+		p, err := db.CreateProduct(ctx, apiperf.ProductInput{Name: "Widget", Description: &desc, Price: 9999, Stock: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.ID == 0 || p.Price != 9999 || p.Version != 1 || p.CreatedAt.IsZero() || *p.Description != desc {
+			t.Fatalf("created %+v", p)
+		}
+		got, err := db.Product(ctx, p.ID)
+		if err != nil || got.Price.String() != "99.99" || got.Name != "Widget" {
+			t.Fatalf("Product = %+v, %v", got, err)
+		}
+		t.Run("ReplaceWithVersion", func(t *testing.T) {
+			up, err := db.ReplaceProduct(ctx, p.ID, apiperf.ProductInput{Name: "Widget 2", Price: 1, Stock: 7}, p.Version)
+			if err != nil || up.Version != 2 || up.Description != nil || up.Stock != 7 {
+				t.Fatalf("Replace = %+v, %v", up, err)
+			}
+			_, err = db.ReplaceProduct(ctx, p.ID, apiperf.ProductInput{Name: "stale"}, p.Version)
+			wantCode(t, err, apiperf.EPRECONDITION)
+		})
+		t.Run("NotFound", func(t *testing.T) {
+			_, err := db.Product(ctx, 1<<40)
+			wantCode(t, err, apiperf.ENOTFOUND)
+			_, err = db.ReplaceProduct(ctx, 1<<40, apiperf.ProductInput{Name: "x"}, 0)
+			wantCode(t, err, apiperf.ENOTFOUND)
+			wantCode(t, db.DeleteProduct(ctx, 1<<40), apiperf.ENOTFOUND)
+		})
+		t.Run("DeleteReferenced", func(t *testing.T) {
+			q := mustProduct(t, db, 100, 3)
+			if _, err := db.CreateOrder(ctx, apiperf.OrderInput{ProductID: q.ID, Quantity: 1}, ""); err != nil {
+				t.Fatal(err)
+			}
+			wantCode(t, db.DeleteProduct(ctx, q.ID), apiperf.ECONFLICT)
+		})
+		if err := db.DeleteProduct(ctx, p.ID); err != nil {
+			t.Fatal(err)
+		}
+		_, err = db.Product(ctx, p.ID)
+		wantCode(t, err, apiperf.ENOTFOUND)
+	})
+}
+
+func TestProductStore_Products(t *testing.T) {
+	eachBackend(t, func(t *testing.T, db *storage.DB) {
+		for i := 0; i < 5; i++ {
+			mustProduct(t, db, apiperf.Money(i), 0)
+		}
+		var seen []int64
+		page := apiperf.Page{Limit: 2}
+		for {
+			items, err := db.Products(context.Background(), page)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(items) == 0 {
+				break
+			}
+			for _, it := range items {
+				seen = append(seen, it.ID)
+			}
+			page.After = items[len(items)-1].ID
+		}
+		if len(seen) != 5 {
+			t.Fatalf("paged through %v, want 5 ids", seen)
+		}
+		for i := 1; i < len(seen); i++ {
+			if seen[i] <= seen[i-1] {
+				t.Fatalf("ids out of order: %v", seen)
+			}
+		}
+	})
+}
+
+func TestOrderStore_Create(t *testing.T) {
+	eachBackend(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		p := mustProduct(t, db, 9999, 10)
+		o, err := db.CreateOrder(ctx, apiperf.OrderInput{ProductID: p.ID, Quantity: 3}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.UnitPrice != 9999 || o.Total != 29997 || o.Status != apiperf.StatusPending {
+			t.Fatalf("order %+v", o)
+		}
+		if got, _ := db.Product(ctx, p.ID); got.Stock != 7 || got.Version != 2 {
+			t.Fatalf("after order: stock %d version %d, want 7 and 2", got.Stock, got.Version)
+		}
+		t.Run("InsufficientStock", func(t *testing.T) {
+			_, err := db.CreateOrder(ctx, apiperf.OrderInput{ProductID: p.ID, Quantity: 8}, "")
+			wantCode(t, err, apiperf.ECONFLICT)
+		})
+		t.Run("UnknownProduct", func(t *testing.T) {
+			_, err := db.CreateOrder(ctx, apiperf.OrderInput{ProductID: 1 << 40, Quantity: 1}, "")
+			wantCode(t, err, apiperf.ENOTFOUND)
+		})
+		t.Run("LargeTotalIsExact", func(t *testing.T) {
+			big := mustProduct(t, db, apiperf.MaxPrice, apiperf.MaxQuantity)
+			o, err := db.CreateOrder(ctx, apiperf.OrderInput{ProductID: big.ID, Quantity: 99}, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.Total != apiperf.MaxPrice*99 {
+				t.Fatalf("total %s, want %s", o.Total, apiperf.MaxPrice*99)
+			}
+		})
+	})
+}
+
+// TestOrderStore_Oversell is the stock invariant under contention: 400
+// concurrent single-unit orders against 50 units.
+func TestOrderStore_Oversell(t *testing.T) {
+	eachBackend(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		products := []*apiperf.Product{mustProduct(t, db, 100, 50), mustProduct(t, db, 100, 20), mustProduct(t, db, 100, 5)}
+		var wg sync.WaitGroup
+		var ok, conflict [3]atomic.Int64
+		var other atomic.Int64
+		for i := 0; i < 400; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				k := [4]int{0, 1, 0, 2}[i%4] // 200, 100 and 100 requests
+				_, err := db.CreateOrder(ctx, apiperf.OrderInput{ProductID: products[k].ID, Quantity: 1}, "")
+				switch apiperf.ErrorCode(err) {
+				case "":
+					ok[k].Add(1)
+				case apiperf.ECONFLICT:
+					conflict[k].Add(1)
+				default:
+					other.Add(1)
+					t.Errorf("order: %v", err)
+				}
+			}(i)
+		}
+		wg.Wait()
+		if other.Load() != 0 {
+			t.Fatalf("%d unexpected errors", other.Load())
+		}
+		for k, p := range products {
+			got, err := db.Product(ctx, p.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok[k].Load() != p.Stock || got.Stock != 0 {
+				t.Errorf("product %d: %d orders for %d units, stock left %d", k, ok[k].Load(), p.Stock, got.Stock)
+			}
+			orders, err := db.Orders(ctx, apiperf.OrderFilter{ProductID: p.ID, Page: apiperf.Page{Limit: 1000}})
+			if err != nil || int64(len(orders)) != p.Stock {
+				t.Errorf("product %d: %d order rows (%v), want %d", k, len(orders), err, p.Stock)
+			}
+		}
+		t.Logf("created %d/%d/%d, conflicts %d/%d/%d", ok[0].Load(), ok[1].Load(), ok[2].Load(),
+			conflict[0].Load(), conflict[1].Load(), conflict[2].Load())
+	})
+}
+
+func TestOrderStore_SetOrderStatus(t *testing.T) {
+	eachBackend(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		p := mustProduct(t, db, 100, 10)
+		order := func() *apiperf.Order {
+			o, err := db.CreateOrder(ctx, apiperf.OrderInput{ProductID: p.ID, Quantity: 2}, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return o
+		}
+		stock := func() int64 {
+			got, err := db.Product(ctx, p.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return got.Stock
+		}
+		o := order()
+		for _, s := range []apiperf.OrderStatus{apiperf.StatusPaid, apiperf.StatusShipped, apiperf.StatusDelivered} {
+			if _, err := db.SetOrderStatus(ctx, o.ID, s); err != nil {
+				t.Fatalf("-> %s: %v", s, err)
+			}
+		}
+		_, err := db.SetOrderStatus(ctx, o.ID, apiperf.StatusCancelled)
+		wantCode(t, err, apiperf.ECONFLICT)
+		if stock() != 8 {
+			t.Fatalf("stock %d after a delivered order, want 8", stock())
+		}
+		c := order()
+		if _, err := db.SetOrderStatus(ctx, c.ID, apiperf.StatusCancelled); err != nil {
+			t.Fatal(err)
+		}
+		if stock() != 8 {
+			t.Fatalf("cancel did not return stock: %d", stock())
+		}
+		d := order()
+		if _, err := db.DeleteOrder(ctx, d.ID); err != nil {
+			t.Fatal(err)
+		}
+		if stock() != 8 {
+			t.Fatalf("delete did not return stock: %d", stock())
+		}
+		_, err = db.DeleteOrder(ctx, d.ID)
+		wantCode(t, err, apiperf.ENOTFOUND)
+		_, err = db.SetOrderStatus(ctx, 1<<40, apiperf.StatusPaid)
+		wantCode(t, err, apiperf.ENOTFOUND)
+	})
+}
+
+func TestIdempotencyStore(t *testing.T) {
+	eachBackend(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		key := testenv.UniqueName("key-")
+		h1 := make([]byte, 32)
+		h2 := append(make([]byte, 31), 1)
+		var owners atomic.Int64
+		var inProgress atomic.Int64
+		var wg sync.WaitGroup
+		for i := 0; i < 20; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r, err := db.BeginIdempotent(ctx, key, h1)
+				switch {
+				case err == nil && r == nil:
+					owners.Add(1)
+				case apiperf.ErrorCode(err) == apiperf.EINPROGRESS:
+					inProgress.Add(1)
+				default:
+					t.Errorf("Begin = %v, %v", r, err)
+				}
+			}()
+		}
+		wg.Wait()
+		if owners.Load() != 1 || inProgress.Load() != 19 {
+			t.Fatalf("owners %d, in progress %d", owners.Load(), inProgress.Load())
+		}
+		if err := db.CompleteIdempotent(ctx, key, apiperf.StoredResponse{Status: 201, Body: []byte(`{"id":1}`)}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := db.BeginIdempotent(ctx, key, h1)
+		if err != nil || r == nil || r.Status != 201 || string(r.Body) != `{"id":1}` {
+			t.Fatalf("replay = %+v, %v", r, err)
+		}
+		_, err = db.BeginIdempotent(ctx, key, h2)
+		wantCode(t, err, apiperf.EMISMATCH)
+
+		k2 := testenv.UniqueName("key-")
+		if r, err := db.BeginIdempotent(ctx, k2, h1); err != nil || r != nil {
+			t.Fatal(r, err)
+		}
+		if err := db.AbandonIdempotent(ctx, k2); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := db.BeginIdempotent(ctx, k2, h2); err != nil || r != nil {
+			t.Fatalf("after abandon: %v, %v", r, err)
+		}
+	})
+}
+
+// TestMigrate_Concurrent starts five pools at once on one new database; the
+// migration must apply exactly once.
+func TestMigrate_Concurrent(t *testing.T) {
+	for _, backend := range testenv.Backends() {
+		t.Run(backend, func(t *testing.T) {
+			cfg := configFor(t, backend)
+			var wg sync.WaitGroup
+			errs := make(chan error, 5)
+			for i := 0; i < 5; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					db, err := storage.Open(context.Background(), cfg)
+					if err == nil {
+						err = db.Ping(context.Background())
+						db.Close()
+					}
+					errs <- err
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			db := mustOpenConfig(t, cfg)
+			var n int
+			if err := db.SQL().QueryRow("SELECT COUNT(*) FROM schema_migrations").Scan(&n); err != nil || n != 1 {
+				t.Fatalf("schema_migrations has %d rows (%v), want 1", n, err)
+			}
+		})
+	}
+}
+
+func mustOpenConfig(tb testing.TB, cfg storage.Config) *storage.DB {
+	tb.Helper()
+	db, err := storage.Open(context.Background(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestOpen_Unreachable(t *testing.T) {
+	_, err := storage.Open(context.Background(), storage.Config{MySQLDSN: "root@tcp(127.0.0.1:1)/x"})
+	wantCode(t, err, apiperf.EUNAVAILABLE)
+	_, err = storage.Open(context.Background(), storage.Config{MySQLDSN: "not a dsn"})
+	if err == nil {
+		t.Fatal("bad DSN accepted")
+	}
+}

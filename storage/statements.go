@@ -10,36 +10,35 @@ import (
 	apiperf "github.com/api-perf/api-perf"
 )
 
-
 // statements are prepared once at Open. Every field is a *sql.Stmt whose tag
 // holds its SQL, so adding a statement is one line.
 type statements struct {
-	productByID      *sql.Stmt `sql:"SELECT id, name, description, price, stock, version, created_at, updated_at FROM products WHERE id = ?"`
-	productsAfter    *sql.Stmt `sql:"SELECT id, name, description, price, stock, version, created_at, updated_at FROM products WHERE id > ? ORDER BY id LIMIT ?"`
-	insertProduct    *sql.Stmt `sql:"INSERT INTO products (name, description, price, stock) VALUES (?, ?, ?, ?)"`
-	replaceProduct   *sql.Stmt `sql:"UPDATE products SET name = ?, description = ?, price = ?, stock = ?, version = version + 1, updated_at = {now} WHERE id = ? AND (? = 0 OR version = ?)"`
-	productVersion   *sql.Stmt `sql:"SELECT version FROM products WHERE id = ?"`
-	deleteProduct    *sql.Stmt `sql:"DELETE FROM products WHERE id = ?"`
-	reserveStock     *sql.Stmt `sql:"UPDATE products SET stock = stock - ?, version = version + 1, updated_at = {now} WHERE id = ? AND stock >= ?"`
-	returnStock      *sql.Stmt `sql:"UPDATE products SET stock = stock + ?, version = version + 1, updated_at = {now} WHERE id = ?"`
-	productExists    *sql.Stmt `sql:"SELECT 1 FROM products WHERE id = ?"`
-	insertOrder      *sql.Stmt `sql:"INSERT INTO orders (product_id, quantity, unit_price, total, status, idempotency_key) SELECT id, ?, price, price * ?, 'pending', ? FROM products WHERE id = ?"`
-	orderByID        *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE id = ?"`
-	orderForUpdate   *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE id = ?{forupdate}"`
-	orderByKey       *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE idempotency_key = ?"`
-	ordersAfter      *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE id > ? ORDER BY id LIMIT ?"`
-	ordersByStatus   *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE status = ? AND id > ? ORDER BY id LIMIT ?"`
-	ordersByProduct  *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE product_id = ? AND id > ? ORDER BY id LIMIT ?"`
-	ordersByBoth     *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE product_id = ? AND status = ? AND id > ? ORDER BY id LIMIT ?"`
-	setOrderStatus   *sql.Stmt `sql:"UPDATE orders SET status = ?, updated_at = {now} WHERE id = ?"`
-	deleteOrder      *sql.Stmt `sql:"DELETE FROM orders WHERE id = ?"`
-	insertIdemKey    *sql.Stmt `sql:"INSERT INTO idempotency_keys (idem_key, request_hash) VALUES (?, ?)"`
-	idemKey          *sql.Stmt `sql:"SELECT request_hash, status_code, body, CASE WHEN created_at < {ago:60} THEN 1 ELSE 0 END, CASE WHEN created_at < {ago:86400} THEN 1 ELSE 0 END FROM idempotency_keys WHERE idem_key = ?"`
-	takeOverIdemKey  *sql.Stmt `sql:"UPDATE idempotency_keys SET created_at = {now} WHERE idem_key = ? AND status_code IS NULL AND created_at < {ago:60}"`
-	expireIdemKey    *sql.Stmt `sql:"DELETE FROM idempotency_keys WHERE idem_key = ? AND created_at < {ago:86400}"`
-	completeIdemKey  *sql.Stmt `sql:"UPDATE idempotency_keys SET status_code = ?, body = ? WHERE idem_key = ?"`
-	abandonIdemKey   *sql.Stmt `sql:"DELETE FROM idempotency_keys WHERE idem_key = ? AND status_code IS NULL"`
-	purgeIdemKeys    *sql.Stmt `sql:"DELETE FROM idempotency_keys WHERE created_at < {ago:86400}"`
+	productByID     *sql.Stmt `sql:"SELECT id, name, description, price, stock, version, created_at, updated_at FROM products WHERE id = ?"`
+	productsAfter   *sql.Stmt `sql:"SELECT id, name, description, price, stock, version, created_at, updated_at FROM products WHERE id > ? ORDER BY id LIMIT ?"`
+	insertProduct   *sql.Stmt `sql:"INSERT INTO products (name, description, price, stock) VALUES (?, ?, ?, ?)"`
+	replaceProduct  *sql.Stmt `sql:"UPDATE products SET name = ?, description = ?, price = ?, stock = ?, version = version + 1, updated_at = {now} WHERE id = ? AND (? = 0 OR version = ?)"`
+	productVersion  *sql.Stmt `sql:"SELECT version FROM products WHERE id = ?"`
+	deleteProduct   *sql.Stmt `sql:"DELETE FROM products WHERE id = ?"`
+	reserveStock    *sql.Stmt `sql:"UPDATE products SET stock = stock - ?, version = version + 1, updated_at = {now} WHERE id = ? AND stock >= ?"`
+	returnStock     *sql.Stmt `sql:"UPDATE products SET stock = stock + ?, version = version + 1, updated_at = {now} WHERE id = ?"`
+	productExists   *sql.Stmt `sql:"SELECT 1 FROM products WHERE id = ?"`
+	insertOrder     *sql.Stmt `sql:"INSERT INTO orders (product_id, quantity, unit_price, total, status, idempotency_key) SELECT id, ?, price, price * ?, 'pending', ? FROM products WHERE id = ?"`
+	orderByID       *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE id = ?"`
+	orderForUpdate  *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE id = ?{forupdate}"`
+	orderByKey      *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE idempotency_key = ?"`
+	ordersAfter     *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE id > ? ORDER BY id LIMIT ?"`
+	ordersByStatus  *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE status = ? AND id > ? ORDER BY id LIMIT ?"`
+	ordersByProduct *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE product_id = ? AND id > ? ORDER BY id LIMIT ?"`
+	ordersByBoth    *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE product_id = ? AND status = ? AND id > ? ORDER BY id LIMIT ?"`
+	setOrderStatus  *sql.Stmt `sql:"UPDATE orders SET status = ?, updated_at = {now} WHERE id = ?"`
+	deleteOrder     *sql.Stmt `sql:"DELETE FROM orders WHERE id = ?"`
+	insertIdemKey   *sql.Stmt `sql:"INSERT INTO idempotency_keys (idem_key, request_hash) VALUES (?, ?)"`
+	idemKey         *sql.Stmt `sql:"SELECT request_hash, status_code, body, CASE WHEN created_at < {ago:60} THEN 1 ELSE 0 END, CASE WHEN created_at < {ago:86400} THEN 1 ELSE 0 END FROM idempotency_keys WHERE idem_key = ?"`
+	takeOverIdemKey *sql.Stmt `sql:"UPDATE idempotency_keys SET created_at = {now} WHERE idem_key = ? AND status_code IS NULL AND created_at < {ago:60}"`
+	expireIdemKey   *sql.Stmt `sql:"DELETE FROM idempotency_keys WHERE idem_key = ? AND created_at < {ago:86400}"`
+	completeIdemKey *sql.Stmt `sql:"UPDATE idempotency_keys SET status_code = ?, body = ? WHERE idem_key = ?"`
+	abandonIdemKey  *sql.Stmt `sql:"DELETE FROM idempotency_keys WHERE idem_key = ? AND status_code IS NULL"`
+	purgeIdemKeys   *sql.Stmt `sql:"DELETE FROM idempotency_keys WHERE created_at < {ago:86400}"`
 }
 
 // prepare fills d.stmts from the struct tags.

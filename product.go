@@ -24,6 +24,9 @@ const (
 	MaxDescriptionLen = 10_000
 	MaxStock          = 1_000_000_000
 	MaxQuantity       = 1_000_000
+	// DefaultStock is the stock of a product created without one, so that
+	// a product made with just a name and a price can be ordered at once.
+	DefaultStock = 100
 )
 
 // ProductInput is a validated full representation for create and replace.

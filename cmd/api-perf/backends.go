@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/rueidis"
+
+	"github.com/api-perf/api-perf/cache"
+	"github.com/api-perf/api-perf/limiter"
+	"github.com/api-perf/api-perf/server"
+)
+
+// backends are the cache and the rate limiter: Redis-backed when REDIS_URL
+// is set, in process otherwise.
+type backends struct {
+	cache   server.BodyCache
+	limiter server.RateLimiter
+	checks  []server.Check
+	closers []func()
+}
+
+func (b *backends) Close() {
+	for i := len(b.closers) - 1; i >= 0; i-- {
+		b.closers[i]()
+	}
+}
+
+func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prometheus.Registerer) (*backends, error) {
+	b := &backends{}
+	copts := cache.Options{TTL: cfg.CacheTTL, Logger: logger, Registerer: reg}
+	var lim limiter.Limiter
+	if cfg.RedisURL == "" {
+		c := cache.NewLocal(copts)
+		b.cache, b.closers = bodyCache{c}, append(b.closers, c.Close)
+		l := limiter.NewLocal()
+		lim = l
+		b.closers = append(b.closers, l.Close)
+	} else {
+		client, err := cache.NewClient(cfg.RedisURL, cfg.RedisClientCache, logger)
+		if err != nil {
+			return nil, err
+		}
+		b.closers = append(b.closers, client.Close)
+		b.checks = append(b.checks, server.Check{Name: "redis", Pinger: redisPinger{client}})
+		c, err := cache.NewRedis(client, copts)
+		if err != nil {
+			b.Close()
+			return nil, err
+		}
+		b.cache, b.closers = bodyCache{c}, append(b.closers, c.Close)
+		failure := limiter.FailOpen
+		if cfg.FailClosed {
+			failure = limiter.FailClosed
+		}
+		f := limiter.NewFallback(limiter.NewRedis(client, limiter.RedisOptions{}), limiter.FallbackOptions{
+			Timeout: cfg.RedisTimeout, Failure: failure, Logger: logger, Registerer: reg,
+		})
+		lim = f
+		b.closers = append(b.closers, f.Close)
+	}
+	if cfg.ReadLimited || cfg.WriteLimited {
+		rl := &rateLimiter{l: lim}
+		if cfg.ReadLimited {
+			rl.policies[server.ClassRead] = newLimitPolicy(cfg.ReadPolicy)
+		}
+		if cfg.WriteLimited {
+			rl.policies[server.ClassWrite] = newLimitPolicy(cfg.WritePolicy)
+		}
+		b.limiter = rl
+	}
+	_ = ctx
+	return b, nil
+}
+
+// bodyCache adapts a cache.Cache to the server's BodyCache.
+type bodyCache struct{ c cache.Cache }
+
+func (b bodyCache) Get(ctx context.Context, key string, load func(context.Context) ([]byte, error)) ([]byte, error) {
+	return b.c.Get(ctx, key, load)
+}
+
+func (b bodyCache) Invalidate(ctx context.Context, keys ...string) error {
+	return b.c.Invalidate(ctx, keys...)
+}
+
+// rateLimiter adapts a limiter.Limiter to the server's per-class interface,
+// with each policy's RateLimit-Policy header rendered once.
+type rateLimiter struct {
+	l        limiter.Limiter
+	policies [2]*limitPolicy
+}
+
+type limitPolicy struct {
+	p      limiter.Policy
+	header []byte
+}
+
+func newLimitPolicy(p limiter.Policy) *limitPolicy {
+	return &limitPolicy{p: p, header: limiter.AppendPolicyHeader(nil, p)}
+}
+
+func (r *rateLimiter) Allow(ctx context.Context, class server.RouteClass, client string, dst []byte) (server.RateDecision, error) {
+	lp := r.policies[class]
+	if lp == nil {
+		return server.RateDecision{}, nil
+	}
+	res, err := r.l.Allow(ctx, client, lp.p, 1)
+	if err != nil {
+		return server.RateDecision{}, err
+	}
+	return server.RateDecision{
+		Allowed:    res.Allowed,
+		RetryAfter: res.RetryAfter,
+		Policy:     lp.header,
+		State:      limiter.AppendRateLimitHeader(dst, lp.p, res),
+	}, nil
+}
+
+// redisPinger is the readiness check of the Redis connection.
+type redisPinger struct{ c rueidis.Client }
+
+func (p redisPinger) Ping(ctx context.Context) error {
+	return p.c.Do(ctx, p.c.B().Ping().Build()).Error()
+}

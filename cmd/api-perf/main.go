@@ -1,0 +1,217 @@
+// Command api-perf serves the products-and-orders API.
+//
+//	api-perf              serve HTTP (or Lambda events when AWS_LAMBDA_RUNTIME_API is set)
+//	api-perf migrate      apply database migrations and exit
+//	api-perf healthcheck  exit 0 when the local server's /healthz answers 200 (container probes)
+//
+// With no MYSQL_DSN it serves on an embedded SQLite file, and with no
+// REDIS_URL it caches and rate-limits in process.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/api-perf/api-perf/server"
+	"github.com/api-perf/api-perf/storage"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "api-perf:", err)
+		os.Exit(1)
+	}
+}
+
+// listening is told the bound addresses once the server accepts
+// connections; tests pass it to learn the ports of ":0" listeners.
+type listening func(apiAddr, metricsAddr string)
+
+// run is the whole program, parameterised for end-to-end tests.
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, onListen listening) error {
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(cfg, stderr)
+	cmd := "serve"
+	if len(args) > 0 {
+		cmd = args[0]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, cfg, logger, onListen)
+	case "migrate":
+		db, err := openDB(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		logger.Info("migrations applied", "database", db.Dialect())
+		return db.Close()
+	case "healthcheck":
+		return healthcheck(cfg.HTTPAddr)
+	}
+	return fmt.Errorf("unknown command %q (want serve, migrate or healthcheck)", cmd)
+}
+
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func openDB(ctx context.Context, cfg config) (*storage.DB, error) {
+	return storage.Open(ctx, storage.Config{
+		MySQLDSN:     cfg.MySQLDSN,
+		DataDir:      cfg.DataDir,
+		MaxOpenConns: cfg.DBMaxOpenConns,
+		MaxIdleConns: cfg.DBMaxIdleConns,
+		QueryTimeout: cfg.DBQueryTimeout,
+	})
+}
+
+// serve wires the stores, cache, limiter and metrics into the server, runs
+// it until ctx ends, then drains in-flight requests and closes the pools.
+func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listening) error {
+	start := time.Now()
+	if cfg.MySQLDSN == "" {
+		logger.Info("using the embedded default: SQLite under DATA_DIR; set MYSQL_DSN and REDIS_URL for MySQL and Redis",
+			"data_dir", cfg.DataDir)
+	}
+	db, err := openDB(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewDBStatsCollector(db.SQL(), "apiperf"))
+	metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+
+	be, err := openBackends(ctx, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+
+	scfg := server.Config{
+		Products:       db,
+		Orders:         db,
+		Idempotency:    db,
+		Cache:          be.cache,
+		Limiter:        be.limiter,
+		Ready:          append([]server.Check{{Name: "database", Pinger: db}}, be.checks...),
+		APIKeys:        cfg.APIKeys,
+		TrustedProxies: cfg.TrustedProxies,
+		AccessLog:      cfg.AccessLog,
+		Logger:         logger,
+		Registerer:     reg,
+		MaxBodySize:    cfg.MaxBodySize,
+	}
+	if cfg.MetricsAddr == "" {
+		scfg.Metrics = metricsHandler
+	}
+	srv := server.New(scfg)
+	go purgeIdempotencyKeys(ctx, db, logger)
+
+	if cfg.LambdaRuntimeAPI != "" {
+		logger.Info("serving Lambda events", "init_ms", time.Since(start).Milliseconds(), "database", db.Dialect())
+		return serveLambda(ctx, srv.Handler(), cfg.LambdaStripPrefix, logger)
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("HTTP_ADDR: %w", err)
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	metricsAddr := ""
+	var msrv *fasthttp.Server
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("METRICS_ADDR: %w", err)
+		}
+		metricsAddr = mln.Addr().String()
+		msrv = &fasthttp.Server{Handler: metricsHandler, Name: "api-perf-metrics", ReadTimeout: 10 * time.Second}
+		go func() { errc <- msrv.Serve(mln) }()
+	}
+	logger.Info("listening", "http_addr", ln.Addr().String(), "metrics_addr", metricsAddr,
+		"database", db.Dialect(), "redis", cfg.RedisURL != "", "startup_ms", time.Since(start).Milliseconds())
+	if onListen != nil {
+		onListen(ln.Addr().String(), metricsAddr)
+	}
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	if msrv != nil {
+		msrv.ShutdownWithContext(sctx) //nolint:errcheck // the API server's error is the one that matters
+	}
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// purgeIdempotencyKeys deletes keys past their 24 hours once an hour.
+func purgeIdempotencyKeys(ctx context.Context, db *storage.DB, logger *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := db.PurgeIdempotencyKeys(ctx); err != nil {
+				logger.Warn("idempotency key purge failed", "error", err)
+			} else if n > 0 {
+				logger.Info("idempotency keys purged", "count", n)
+			}
+		}
+	}
+}
+
+// healthcheck probes the local server's liveness endpoint; distroless
+// images have no curl, so the binary is its own probe.
+func healthcheck(httpAddr string) error {
+	_, port, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return fmt.Errorf("HTTP_ADDR: %w", err)
+	}
+	status, _, err := fasthttp.GetTimeout(nil, "http://127.0.0.1:"+port+"/healthz", 3*time.Second)
+	if err != nil {
+		return err
+	}
+	if status != fasthttp.StatusOK {
+		return fmt.Errorf("/healthz answered %d", status)
+	}
+	return nil
+}

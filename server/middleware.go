@@ -1,0 +1,205 @@
+package server
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/valyala/fasthttp"
+)
+
+const headerRequestID = "X-Request-ID"
+
+func (s *Server) initRequestIDs() {
+	var b [6]byte
+	rand.Read(b[:]) //nolint:errcheck // crypto/rand does not fail
+	hex.Encode(s.ridBase[:], b[:])
+}
+
+// setRequestID keeps a well-formed X-Request-ID from the client, or makes
+// one from the process's random prefix and a counter (unique, no syscall,
+// no allocation), and echoes it on the response.
+func (s *Server) setRequestID(ctx *fasthttp.RequestCtx) {
+	if id := ctx.Request.Header.Peek(headerRequestID); validRequestID(id) {
+		ctx.Response.Header.SetBytesV(headerRequestID, id)
+		return
+	}
+	var buf [12 + 1 + 16]byte
+	copy(buf[:], s.ridBase[:])
+	buf[12] = '-'
+	n := s.ridSeq.Add(1)
+	for i := len(buf) - 1; i > 12; i-- {
+		buf[i] = "0123456789abcdef"[n&15]
+		n >>= 4
+	}
+	ctx.Response.Header.SetBytesV(headerRequestID, buf[:])
+}
+
+func validRequestID(id []byte) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// requestID is the id of the current request (for logs and problems).
+func requestID(ctx *fasthttp.RequestCtx) string {
+	return string(ctx.Response.Header.Peek(headerRequestID))
+}
+
+// outer wraps the router: request ids, panic recovery and the access log.
+func (s *Server) outer(next fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		start := time.Now()
+		s.setRequestID(ctx)
+		defer func() {
+			if r := recover(); r != nil {
+				s.log.Error("panic in handler", "request_id", requestID(ctx), "method", string(ctx.Method()),
+					"path", string(ctx.Path()), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				ctx.Response.ResetBody()
+				s.problem(ctx, fasthttp.StatusInternalServerError, "internal error; quote the request id when reporting it")
+			}
+			s.accessLog(ctx, start)
+		}()
+		next(ctx)
+	}
+}
+
+func (s *Server) accessLog(ctx *fasthttp.RequestCtx, start time.Time) {
+	status := ctx.Response.StatusCode()
+	switch s.cfg.AccessLog {
+	case "off":
+		return
+	case "errors":
+		if status < 500 {
+			return
+		}
+	}
+	s.log.Info("request", "method", string(ctx.Method()), "path", string(ctx.Path()), "status", status,
+		"duration_ms", float64(time.Since(start).Microseconds())/1000, "bytes", len(ctx.Response.Body()),
+		"remote_ip", s.clientIP(ctx).String(), "request_id", requestID(ctx))
+}
+
+// clientIP is the peer's address, or, when the peer is a trusted proxy, the
+// rightmost X-Forwarded-For entry that is not itself a trusted proxy.
+func (s *Server) clientIP(ctx *fasthttp.RequestCtx) netip.Addr {
+	ip, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	ip = ip.Unmap()
+	if len(s.cfg.TrustedProxies) == 0 || !s.trusted(ip) {
+		return ip
+	}
+	xff := ctx.Request.Header.Peek("X-Forwarded-For")
+	for len(xff) > 0 {
+		i := len(xff) - 1
+		for i >= 0 && xff[i] != ',' {
+			i--
+		}
+		part := trimSpace(xff[i+1:])
+		if i < 0 {
+			xff = nil
+		} else {
+			xff = xff[:i]
+		}
+		a, err := netip.ParseAddr(string(part))
+		if err != nil {
+			return ip
+		}
+		a = a.Unmap()
+		if !s.trusted(a) {
+			return a
+		}
+		ip = a
+	}
+	return ip
+}
+
+func (s *Server) trusted(ip netip.Addr) bool {
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// bearer returns the token of an "Authorization: Bearer <token>" header.
+func bearer(ctx *fasthttp.RequestCtx) []byte {
+	h := ctx.Request.Header.Peek("Authorization")
+	if len(h) > 7 && (string(h[:7]) == "Bearer " || string(h[:7]) == "bearer ") {
+		return trimSpace(h[7:])
+	}
+	return nil
+}
+
+// authorized checks the bearer token against every configured key in
+// constant time, so timing does not reveal how much of a key matched.
+func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
+	tok := bearer(ctx)
+	ok := 0
+	for _, k := range s.keys {
+		ok |= subtle.ConstantTimeCompare(tok, k)
+	}
+	return ok == 1
+}
+
+// clientKey names the client for rate limiting: its API key (hashed, so no
+// secret reaches Redis key names) when it sent one, else its IP.
+func (s *Server) clientKey(ctx *fasthttp.RequestCtx, dst []byte) []byte {
+	if tok := bearer(ctx); len(tok) > 0 {
+		dst = append(dst, "key:"...)
+		return strconv.AppendUint(dst, xxhash.Sum64(tok), 16)
+	}
+	dst = append(dst, "ip:"...)
+	return s.clientIP(ctx).AppendTo(dst)
+}
+
+// rateLimit applies the class's policy and sets the RateLimit headers. It
+// answers 429 (or 503 when the limiter fails closed) itself and returns
+// false when the request must not proceed.
+func (s *Server) rateLimit(ctx *fasthttp.RequestCtx, class RouteClass) bool {
+	var kb [80]byte
+	var hb [96]byte
+	key := s.clientKey(ctx, kb[:0])
+	d, err := s.cfg.Limiter.Allow(ctx, class, string(key), hb[:0])
+	if err != nil {
+		s.writeError(ctx, err)
+		return false
+	}
+	if d.Policy == nil {
+		return true
+	}
+	ctx.Response.Header.SetBytesV("RateLimit-Policy", d.Policy)
+	ctx.Response.Header.SetBytesV("RateLimit", d.State)
+	if d.Allowed {
+		return true
+	}
+	secs := int64((d.RetryAfter + time.Second - 1) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	var rb [20]byte
+	ctx.Response.Header.SetBytesV("Retry-After", strconv.AppendInt(rb[:0], secs, 10))
+	s.problem(ctx, fasthttp.StatusTooManyRequests, "rate limit exceeded; retry after "+strconv.FormatInt(secs, 10)+"s")
+	return false
+}

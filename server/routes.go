@@ -1,0 +1,91 @@
+package server
+
+import (
+	"time"
+
+	"github.com/fasthttp/router"
+	"github.com/valyala/fasthttp"
+)
+
+// apiPrefix is the canonical prefix; every API route also answers at the
+// root so that the old service's clients keep working.
+const apiPrefix = "/api/v1"
+
+func (s *Server) routesSetup() {
+	r := router.New()
+	r.HandleMethodNotAllowed = true
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	s.router = r
+
+	for _, prefix := range []string{apiPrefix, ""} {
+		s.api(fasthttp.MethodPost, prefix+"/products", s.createProduct)
+		s.api(fasthttp.MethodGet, prefix+"/products", s.listProducts)
+		s.api(fasthttp.MethodGet, prefix+"/products/{id}", s.getProduct)
+		s.api(fasthttp.MethodPut, prefix+"/products/{id}", s.replaceProduct)
+		s.api(fasthttp.MethodPatch, prefix+"/products/{id}", s.patchProduct)
+		s.api(fasthttp.MethodDelete, prefix+"/products/{id}", s.deleteProduct)
+		s.api(fasthttp.MethodPost, prefix+"/orders", s.createOrder)
+		s.api(fasthttp.MethodGet, prefix+"/orders", s.listOrders)
+		s.api(fasthttp.MethodGet, prefix+"/orders/{id}", s.getOrder)
+		s.api(fasthttp.MethodPatch, prefix+"/orders/{id}", s.patchOrder)
+		s.api(fasthttp.MethodDelete, prefix+"/orders/{id}", s.deleteOrder)
+	}
+	s.plain(fasthttp.MethodGet, "/healthz", s.healthz)
+	s.plain(fasthttp.MethodGet, "/readyz", s.readyz)
+	s.plain(fasthttp.MethodGet, "/openapi.json", s.openAPI)
+	s.plain(fasthttp.MethodGet, "/docs", s.swaggerUI)
+	s.plain(fasthttp.MethodGet, "/redoc", s.redoc)
+	if s.cfg.Metrics != nil {
+		s.plain(fasthttp.MethodGet, "/metrics", s.cfg.Metrics)
+	}
+
+	unmatched := s.metrics.route("unmatched", "any")
+	r.NotFound = func(ctx *fasthttp.RequestCtx) {
+		start := time.Now()
+		s.problem(ctx, fasthttp.StatusNotFound, "no route matches "+string(ctx.Method())+" "+string(ctx.Path()))
+		unmatched.observe(fasthttp.StatusNotFound, time.Since(start))
+	}
+	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
+		start := time.Now()
+		s.problem(ctx, fasthttp.StatusMethodNotAllowed, "method "+string(ctx.Method())+" is not allowed here")
+		unmatched.observe(fasthttp.StatusMethodNotAllowed, time.Since(start))
+	}
+}
+
+// api registers an API route: metrics, API-key check for writes, rate limit.
+func (s *Server) api(method, path string, h fasthttp.RequestHandler) {
+	class := ClassRead
+	if method != fasthttp.MethodGet && method != fasthttp.MethodHead {
+		class = ClassWrite
+	}
+	rm := s.metrics.route(path, method)
+	s.routes = append(s.routes, Route{method, path})
+	s.router.Handle(method, path, func(ctx *fasthttp.RequestCtx) {
+		start := time.Now()
+		s.metrics.inflight.Inc()
+		defer func() {
+			s.metrics.inflight.Dec()
+			rm.observe(ctx.Response.StatusCode(), time.Since(start))
+		}()
+		if class == ClassWrite && len(s.keys) > 0 && !s.authorized(ctx) {
+			s.writeError(ctx, errUnauthorized)
+			return
+		}
+		if s.cfg.Limiter != nil && !s.rateLimit(ctx, class) {
+			return
+		}
+		h(ctx)
+	})
+}
+
+// plain registers an operational route: metrics only, never limited.
+func (s *Server) plain(method, path string, h fasthttp.RequestHandler) {
+	rm := s.metrics.route(path, method)
+	s.routes = append(s.routes, Route{method, path})
+	s.router.Handle(method, path, func(ctx *fasthttp.RequestCtx) {
+		start := time.Now()
+		h(ctx)
+		rm.observe(ctx.Response.StatusCode(), time.Since(start))
+	})
+}

@@ -1,0 +1,188 @@
+// Package server is api-perf's HTTP face: a fasthttp router, the handlers
+// for products and orders, problem+json errors, request ids, access logs,
+// API-key checks, rate-limit headers, metrics and the OpenAPI document. It
+// talks to storage, cache and limiter only through the interfaces below.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/router"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	apiperf "github.com/api-perf/api-perf"
+)
+
+// BodyCache is cache-aside over exact response bodies. The cache package
+// implements it over Redis (client-side cached) and in process.
+type BodyCache interface {
+	// Get returns key's value, calling load once on a miss. An ENOTFOUND
+	// from load is remembered briefly and returned on later calls.
+	Get(ctx context.Context, key string, load func(ctx context.Context) ([]byte, error)) ([]byte, error)
+	// Invalidate drops keys on every replica, after a write committed.
+	Invalidate(ctx context.Context, keys ...string) error
+}
+
+// RouteClass groups routes under one rate-limit policy.
+type RouteClass int
+
+// The route classes: safe methods read, everything else writes.
+const (
+	ClassRead RouteClass = iota
+	ClassWrite
+)
+
+// RateDecision is one rate-limit verdict with its header values.
+type RateDecision struct {
+	Allowed    bool
+	RetryAfter time.Duration
+	// Policy is the RateLimit-Policy header value (shared, read-only).
+	Policy []byte
+	// State is the RateLimit header value, appended into the caller's buffer.
+	State []byte
+}
+
+// RateLimiter decides whether client may make one more request of class.
+// A nil RateDecision.Policy means the class is not limited.
+type RateLimiter interface {
+	Allow(ctx context.Context, class RouteClass, client string, dst []byte) (RateDecision, error)
+}
+
+// Check is a named readiness check for /readyz.
+type Check struct {
+	Name string
+	apiperf.Pinger
+}
+
+// Config is everything the server needs; cmd builds it.
+type Config struct {
+	Products    apiperf.ProductStore
+	Orders      apiperf.OrderStore
+	Idempotency apiperf.IdempotencyStore
+	// Cache, when set, serves product reads; writes invalidate it.
+	Cache BodyCache
+	// Limiter, when set, rate-limits every API route.
+	Limiter RateLimiter
+	// Ready lists the dependencies /readyz checks.
+	Ready []Check
+	// APIKeys, when not empty, are the bearer tokens writes need.
+	APIKeys []string
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+	// AccessLog is "all", "errors" (5xx only) or "off".
+	AccessLog string
+	Logger    *slog.Logger
+	// Registerer receives the HTTP metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Metrics, when set, is served at /metrics on the API listener.
+	Metrics fasthttp.RequestHandler
+	// MaxBodySize caps request bodies; zero means 1 MiB.
+	MaxBodySize int
+	// ReadTimeout, WriteTimeout and IdleTimeout bound slow clients.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+}
+
+// Server serves the API.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	router  *router.Router
+	handler fasthttp.RequestHandler
+	metrics *httpMetrics
+	http    *fasthttp.Server
+	keys    [][]byte
+	ridBase [12]byte
+	ridSeq  atomic.Uint64
+	// routes lists every registered method and path, for the OpenAPI test.
+	routes []Route
+}
+
+// Route is one registered method and path template.
+type Route struct{ Method, Path string }
+
+// New builds a server and its routes.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxBodySize == 0 {
+		cfg.MaxBodySize = 1 << 20
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = 10 * time.Second
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 90 * time.Second
+	}
+	if cfg.AccessLog == "" {
+		cfg.AccessLog = "errors"
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newHTTPMetrics(cfg.Registerer)}
+	for _, k := range cfg.APIKeys {
+		s.keys = append(s.keys, []byte(k))
+	}
+	s.initRequestIDs()
+	s.routesSetup()
+	s.handler = s.outer(s.router.Handler)
+	s.http = &fasthttp.Server{
+		Handler:                       s.handler,
+		Name:                          "api-perf",
+		ReadTimeout:                   cfg.ReadTimeout,
+		WriteTimeout:                  cfg.WriteTimeout,
+		IdleTimeout:                   cfg.IdleTimeout,
+		MaxRequestBodySize:            cfg.MaxBodySize,
+		NoDefaultServerHeader:         true,
+		NoDefaultDate:                 false,
+		DisableHeaderNamesNormalizing: false,
+		CloseOnShutdown:               true,
+		ErrorHandler:                  s.transportError,
+		Logger:                        fasthttpLogger{s.log},
+	}
+	return s
+}
+
+// Handler is the whole API as one fasthttp handler (the Lambda adapter and
+// benchmarks call it directly).
+func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }
+
+// Routes lists every registered method and path template.
+func (s *Server) Routes() []Route { return s.routes }
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
+
+// Shutdown stops accepting connections and waits for in-flight requests
+// until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.http.ShutdownWithContext(ctx) }
+
+// transportError answers errors fasthttp meets before a handler runs, such
+// as a body over the size limit or a malformed request line.
+func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		s.problem(ctx, fasthttp.StatusRequestEntityTooLarge, "the request body is larger than the limit")
+	case errors.As(err, &ne) && ne.Timeout():
+		s.problem(ctx, fasthttp.StatusRequestTimeout, "the request was not received in time")
+	default:
+		s.problem(ctx, fasthttp.StatusBadRequest, "the request is malformed")
+	}
+	ctx.SetConnectionClose()
+}
+
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug("fasthttp", "message", fmt.Sprintf(format, args...))
+}

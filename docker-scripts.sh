@@ -140,10 +140,11 @@ main() {
 		stack exec api "$@"
 		;;
 	test)
-		# Tests create and drop their own databases, so they connect as root.
+		# Tests create and drop their own databases (internal/testenv), so
+		# they connect as root to the server, not to one database.
 		dev run --rm \
-			-e "MYSQL_DSN=root:${MYSQL_ROOT_PASSWORD:-root}@tcp(mysql:3306)/apiperf?parseTime=true" \
-			-e "REDIS_URL=redis://redis:6379/0" \
+			-e "TEST_MYSQL_DSN=root:${MYSQL_ROOT_PASSWORD:-root}@tcp(mysql:3306)/" \
+			-e "TEST_REDIS_ADDR=redis:6379" \
 			api make test "$@"
 		;;
 	clean)

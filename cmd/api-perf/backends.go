@@ -27,7 +27,7 @@ func (b *backends) Close() {
 	}
 }
 
-func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prometheus.Registerer) (*backends, error) {
+func openBackends(cfg config, logger *slog.Logger, reg prometheus.Registerer) (*backends, error) {
 	b := &backends{}
 	copts := cache.Options{TTL: cfg.CacheTTL, Logger: logger, Registerer: reg}
 	var lim limiter.Limiter
@@ -70,7 +70,9 @@ func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prom
 		}
 		b.limiter = rl
 	}
-	_ = ctx
+	if !cfg.CacheEnabled {
+		b.cache = nil
+	}
 	return b, nil
 }
 

@@ -21,6 +21,8 @@ type config struct {
 	DataDir           string
 	RedisURL          string
 	RedisClientCache  bool
+	CacheEnabled      bool
+	PprofAddr         string
 	CacheTTL          time.Duration
 	ReadPolicy        limiter.Policy
 	ReadLimited       bool
@@ -100,6 +102,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		RedisURL:          get("REDIS_URL", ""),
 		RedisClientCache:  oneOf("REDIS_CLIENT_CACHE", "on", "on", "off") == "on",
 		CacheTTL:          dur("CACHE_TTL", "60s"),
+		CacheEnabled:      oneOf("CACHE", "on", "on", "off") == "on",
+		PprofAddr:         get("PPROF_ADDR", ""),
 		FailClosed:        oneOf("RATE_LIMIT_FAILURE", "open", "open", "closed") == "closed",
 		RedisTimeout:      dur("REDIS_TIMEOUT", "5ms"),
 		DBMaxOpenConns:    num("DB_MAX_OPEN_CONNS", 0, 0, 10_000),

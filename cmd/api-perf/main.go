@@ -107,7 +107,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 		collectors.NewDBStatsCollector(db.SQL(), "apiperf"))
 	metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 
-	be, err := openBackends(ctx, cfg, logger, reg)
+	be, err := openBackends(cfg, logger, reg)
 	if err != nil {
 		return err
 	}
@@ -138,6 +138,11 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 		return serveLambda(ctx, srv.Handler(), cfg.LambdaStripPrefix, logger)
 	}
 
+	if cfg.PprofAddr != "" {
+		if err := servePprof(ctx, cfg.PprofAddr, logger); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("HTTP_ADDR: %w", err)

@@ -181,7 +181,7 @@ func (s *Server) rateLimit(ctx *fasthttp.RequestCtx, class RouteClass) bool {
 	var kb [80]byte
 	var hb [96]byte
 	key := s.clientKey(ctx, kb[:0])
-	d, err := s.cfg.Limiter.Allow(ctx, class, string(key), hb[:0])
+	d, err := s.cfg.Limiter.Allow(s.base, class, string(key), hb[:0])
 	if err != nil {
 		s.writeError(ctx, err)
 		return false

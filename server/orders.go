@@ -40,7 +40,7 @@ func (s *Server) createOrder(ctx *fasthttp.RequestCtx) {
 	h.Write(strconv.AppendInt(nil, in.ProductID, 10))
 	h.Write([]byte{':'})
 	h.Write(strconv.AppendInt(nil, in.Quantity, 10))
-	stored, err := s.cfg.Idempotency.BeginIdempotent(ctx, key, h.Sum(nil))
+	stored, err := s.cfg.Idempotency.BeginIdempotent(s.base, key, h.Sum(nil))
 	if err != nil {
 		s.writeError(ctx, err)
 		return
@@ -59,24 +59,24 @@ func (s *Server) createOrder(ctx *fasthttp.RequestCtx) {
 	status := ctx.Response.StatusCode()
 	if status >= 500 {
 		// A retry may succeed: release the key rather than replay a failure.
-		if err := s.cfg.Idempotency.AbandonIdempotent(ctx, key); err != nil {
+		if err := s.cfg.Idempotency.AbandonIdempotent(s.base, key); err != nil {
 			s.log.Warn("idempotency key release failed", "request_id", requestID(ctx), "error", err)
 		}
 		return
 	}
 	resp := apiperf.StoredResponse{Status: status, Body: append([]byte(nil), ctx.Response.Body()...)}
-	if err := s.cfg.Idempotency.CompleteIdempotent(ctx, key, resp); err != nil {
+	if err := s.cfg.Idempotency.CompleteIdempotent(s.base, key, resp); err != nil {
 		s.log.Warn("idempotency response not stored", "request_id", requestID(ctx), "error", err)
 	}
 }
 
 func (s *Server) placeOrder(ctx *fasthttp.RequestCtx, in apiperf.OrderInput, key string) {
-	o, err := s.cfg.Orders.CreateOrder(ctx, in, key)
+	o, err := s.cfg.Orders.CreateOrder(s.base, in, key)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
 	}
-	s.invalidateProduct(ctx, o.ProductID)
+	s.invalidateProduct(s.base, o.ProductID)
 	location(ctx, o.ID)
 	s.writeJSON(ctx, fasthttp.StatusCreated, o)
 }
@@ -109,7 +109,7 @@ func (s *Server) listOrders(ctx *fasthttp.RequestCtx) {
 	}
 	want := f.Limit
 	f.Limit++
-	items, err := s.cfg.Orders.Orders(ctx, f)
+	items, err := s.cfg.Orders.Orders(s.base, f)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
@@ -128,7 +128,7 @@ func (s *Server) getOrder(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	o, err := s.cfg.Orders.Order(ctx, id)
+	o, err := s.cfg.Orders.Order(s.base, id)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
@@ -150,13 +150,13 @@ func (s *Server) patchOrder(ctx *fasthttp.RequestCtx) {
 		s.writeError(ctx, err)
 		return
 	}
-	o, err := s.cfg.Orders.SetOrderStatus(ctx, id, status)
+	o, err := s.cfg.Orders.SetOrderStatus(s.base, id, status)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
 	}
 	if status == apiperf.StatusCancelled {
-		s.invalidateProduct(ctx, o.ProductID)
+		s.invalidateProduct(s.base, o.ProductID)
 	}
 	s.writeJSON(ctx, fasthttp.StatusOK, o)
 }
@@ -166,13 +166,13 @@ func (s *Server) deleteOrder(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	o, err := s.cfg.Orders.DeleteOrder(ctx, id)
+	o, err := s.cfg.Orders.DeleteOrder(s.base, id)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
 	}
 	if o.Status.HoldsStock() {
-		s.invalidateProduct(ctx, o.ProductID)
+		s.invalidateProduct(s.base, o.ProductID)
 	}
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
 }

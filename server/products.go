@@ -65,13 +65,13 @@ func (s *Server) productBody(ctx context.Context, id int64) ([]byte, error) {
 	if s.cfg.Cache == nil {
 		return s.loadProduct(ctx, id)
 	}
-	return s.cfg.Cache.Get(ctx, productKey(id), func(ctx context.Context) ([]byte, error) {
+	return s.cfg.Cache.Get(s.base, productKey(id), func(ctx context.Context) ([]byte, error) {
 		return s.loadProduct(ctx, id)
 	})
 }
 
 func (s *Server) loadProduct(ctx context.Context, id int64) ([]byte, error) {
-	p, err := s.cfg.Products.Product(ctx, id)
+	p, err := s.cfg.Products.Product(s.base, id)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +84,7 @@ func (s *Server) invalidateProduct(ctx context.Context, id int64) {
 	if s.cfg.Cache == nil {
 		return
 	}
-	if err := s.cfg.Cache.Invalidate(ctx, productKey(id)); err != nil {
+	if err := s.cfg.Cache.Invalidate(s.base, productKey(id)); err != nil {
 		s.log.Warn("cache invalidation failed", "product_id", id, "error", err)
 	}
 }
@@ -95,7 +95,7 @@ func (s *Server) getProduct(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	body, err := s.productBody(ctx, id)
+	body, err := s.productBody(s.base, id)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
@@ -156,7 +156,7 @@ func (s *Server) createProduct(ctx *fasthttp.RequestCtx) {
 		s.writeError(ctx, err)
 		return
 	}
-	p, err := s.cfg.Products.CreateProduct(ctx, in)
+	p, err := s.cfg.Products.CreateProduct(s.base, in)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
@@ -217,7 +217,7 @@ func (s *Server) listProducts(ctx *fasthttp.RequestCtx) {
 	}
 	want := pg.Limit
 	pg.Limit++ // one extra row tells whether another page exists
-	items, err := s.cfg.Products.Products(ctx, pg)
+	items, err := s.cfg.Products.Products(s.base, pg)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
@@ -233,7 +233,7 @@ func (s *Server) listProducts(ctx *fasthttp.RequestCtx) {
 
 // current loads a product and checks If-Match against its current body.
 func (s *Server) current(ctx *fasthttp.RequestCtx, id int64) (*apiperf.Product, bool) {
-	p, err := s.cfg.Products.Product(ctx, id)
+	p, err := s.cfg.Products.Product(s.base, id)
 	if err != nil {
 		s.writeError(ctx, err)
 		return nil, false
@@ -304,12 +304,12 @@ func (s *Server) patchProduct(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) replace(ctx *fasthttp.RequestCtx, id int64, in apiperf.ProductInput, version int64) {
-	p, err := s.cfg.Products.ReplaceProduct(ctx, id, in, version)
+	p, err := s.cfg.Products.ReplaceProduct(s.base, id, in, version)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
 	}
-	s.invalidateProduct(ctx, id)
+	s.invalidateProduct(s.base, id)
 	s.writeProduct(ctx, fasthttp.StatusOK, p)
 }
 
@@ -318,10 +318,10 @@ func (s *Server) deleteProduct(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	if err := s.cfg.Products.DeleteProduct(ctx, id); err != nil {
+	if err := s.cfg.Products.DeleteProduct(s.base, id); err != nil {
 		s.writeError(ctx, err)
 		return
 	}
-	s.invalidateProduct(ctx, id)
+	s.invalidateProduct(s.base, id)
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
 }

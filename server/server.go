@@ -99,6 +99,10 @@ type Server struct {
 	metrics *httpMetrics
 	http    *fasthttp.Server
 	keys    [][]byte
+	// base is the parent context of every store, cache and limiter call.
+	// A *fasthttp.RequestCtx is recycled when its handler returns, so it
+	// must never become a context's parent: a timer could still read it.
+	base context.Context
 	ridBase [12]byte
 	ridSeq  atomic.Uint64
 	// routes lists every registered method and path, for the OpenAPI test.
@@ -128,7 +132,7 @@ func New(cfg Config) *Server {
 	if cfg.AccessLog == "" {
 		cfg.AccessLog = "errors"
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newHTTPMetrics(cfg.Registerer)}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newHTTPMetrics(cfg.Registerer), base: context.Background()}
 	for _, k := range cfg.APIKeys {
 		s.keys = append(s.keys, []byte(k))
 	}
@@ -170,6 +174,7 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.http.ShutdownWit
 // as a body over the size limit or a malformed request line.
 func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	var ne net.Error
+	s.setRequestID(ctx)
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		s.problem(ctx, fasthttp.StatusRequestEntityTooLarge, "the request body is larger than the limit")

@@ -44,6 +44,11 @@ type DB struct {
 	dialect *dialect
 	timeout time.Duration
 	stmts   statements
+	// writers admits write transactions in arrival order: one at a time
+	// on SQLite, up to the pool size on MySQL. database/sql hands a freed
+	// connection to a random waiter, so under a burst some requests would
+	// otherwise starve past their deadline while later ones get through.
+	writers chan struct{}
 	// Path is the SQLite file in the embedded default, empty for MySQL.
 	Path string
 }
@@ -89,9 +94,17 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 			return nil, err
 		}
 		d.dialect = sqliteDialect
+		// SQLite has one writer at a time and its busy handler backs off
+		// by sleeping, so pooled writers racing for the lock starve each
+		// other. Writers queue on a channel instead (FIFO, bounded by the
+		// caller's deadline); readers run beside them in WAL mode.
+		d.writers = make(chan struct{}, 1)
 		if maxOpen == 0 {
 			maxOpen = 4
 		}
+	}
+	if d.writers == nil {
+		d.writers = make(chan struct{}, maxOpen)
 	}
 	maxIdle := cfg.MaxIdleConns
 	if maxIdle == 0 || maxIdle > maxOpen {

@@ -20,7 +20,7 @@ func (d *DB) BeginIdempotent(ctx context.Context, key string, hash []byte) (_ *a
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
 	for attempt := 0; attempt < 2; attempt++ {
-		_, err := d.stmts.insertIdemKey.ExecContext(ctx, key, hash)
+		_, err := d.exec(ctx, d.stmts.insertIdemKey, key, hash)
 		if err == nil {
 			return nil, nil
 		}
@@ -40,7 +40,7 @@ func (d *DB) BeginIdempotent(ctx context.Context, key string, hash []byte) (_ *a
 			return nil, mapError(err)
 		}
 		if under == 1 {
-			if _, err := d.stmts.expireIdemKey.ExecContext(ctx, key); err != nil {
+			if _, err := d.exec(ctx, d.stmts.expireIdemKey, key); err != nil {
 				return nil, mapError(err)
 			}
 			continue
@@ -52,7 +52,7 @@ func (d *DB) BeginIdempotent(ctx context.Context, key string, hash []byte) (_ *a
 			return &apiperf.StoredResponse{Status: int(status.Int64), Body: body}, nil
 		}
 		if stale == 1 {
-			res, err := d.stmts.takeOverIdemKey.ExecContext(ctx, key)
+			res, err := d.exec(ctx, d.stmts.takeOverIdemKey, key)
 			if err != nil {
 				return nil, mapError(err)
 			}
@@ -69,7 +69,7 @@ func (d *DB) BeginIdempotent(ctx context.Context, key string, hash []byte) (_ *a
 func (d *DB) CompleteIdempotent(ctx context.Context, key string, resp apiperf.StoredResponse) error {
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
-	_, err := d.stmts.completeIdemKey.ExecContext(ctx, resp.Status, resp.Body, key)
+	_, err := d.exec(ctx, d.stmts.completeIdemKey, resp.Status, resp.Body, key)
 	return mapError(err)
 }
 
@@ -77,7 +77,7 @@ func (d *DB) CompleteIdempotent(ctx context.Context, key string, resp apiperf.St
 func (d *DB) AbandonIdempotent(ctx context.Context, key string) error {
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
-	_, err := d.stmts.abandonIdemKey.ExecContext(ctx, key)
+	_, err := d.exec(ctx, d.stmts.abandonIdemKey, key)
 	return mapError(err)
 }
 

@@ -109,7 +109,7 @@ func (d *DB) DeleteProduct(ctx context.Context, id int64) (err error) {
 	defer apiperf.Wrap(&err, "DeleteProduct(%d)", id)
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
-	res, err := d.stmts.deleteProduct.ExecContext(ctx, id)
+	res, err := d.exec(ctx, d.stmts.deleteProduct, id)
 	if err != nil {
 		err = mapError(err)
 		if apiperf.ErrorCode(err) == apiperf.ECONFLICT {

@@ -1,0 +1,353 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/api-perf/api-perf/server"
+)
+
+// TestAPI_ReadmeExamples runs the README's curl examples verbatim.
+func TestAPI_ReadmeExamples(t *testing.T) {
+	eachBackend(t, func(t *testing.T, backend string) {
+		ts := newTestServer(t, backend)
+		r := ts.do(t, "POST", "/products", `{"name": "Test Product", "price": 99.99}`).want(t, 201)
+		if !strings.Contains(string(r.Body), `"price":99.99`) || r.Header.Get("Location") != "/products/1" {
+			t.Fatalf("create: %s, Location %q", r.Body, r.Header.Get("Location"))
+		}
+		r = ts.do(t, "GET", "/products", "").want(t, 200)
+		if !strings.Contains(string(r.Body), `"price":99.99`) || !strings.Contains(string(r.Body), `"next_cursor":null`) {
+			t.Fatalf("list: %s", r.Body)
+		}
+		r = ts.do(t, "POST", "/orders", `{"product_id": 1, "quantity": 2}`).want(t, 201)
+		if !strings.Contains(string(r.Body), `"unit_price":99.99`) || !strings.Contains(string(r.Body), `"total":199.98`) {
+			t.Fatalf("order: %s", r.Body)
+		}
+		r = ts.do(t, "GET", "/orders", "").want(t, 200)
+		if !strings.Contains(string(r.Body), `"status":"pending"`) {
+			t.Fatalf("orders: %s", r.Body)
+		}
+		ts.do(t, "GET", "/api/v1/products/1", "").want(t, 200)
+	})
+}
+
+func TestAPI_Products(t *testing.T) {
+	eachBackend(t, func(t *testing.T, backend string) {
+		ts := newTestServer(t, backend)
+		r := ts.do(t, "POST", "/api/v1/products", `{"name":"Lamp","description":"bright","price":10.5,"stock":3}`).want(t, 201)
+		if r.Header.Get("Location") != "/api/v1/products/1" || r.Header.Get("ETag") == "" {
+			t.Fatalf("headers %v", r.Header)
+		}
+		p := r.JSON(t)
+		if p["price"].(fmt.Stringer).String() != "10.50" || p["stock"].(fmt.Stringer).String() != "3" {
+			t.Fatalf("created %s", r.Body)
+		}
+
+		t.Run("ETag", func(t *testing.T) {
+			g := ts.do(t, "GET", "/products/1", "").want(t, 200)
+			etag := g.Header.Get("ETag")
+			if etag != r.Header.Get("ETag") {
+				t.Fatalf("GET ETag %q, create ETag %q", etag, r.Header.Get("ETag"))
+			}
+			ts.do(t, "GET", "/products/1", "", "If-None-Match", etag).want(t, 304)
+			ts.do(t, "GET", "/products/1", "", "If-None-Match", `"other"`).want(t, 200)
+			ts.do(t, "PUT", "/products/1", `{"name":"Lamp","price":11}`, "If-Match", `"stale"`).want(t, 412)
+			u := ts.do(t, "PUT", "/products/1", `{"name":"Lamp 2","price":11}`, "If-Match", etag).want(t, 200)
+			if u.Header.Get("ETag") == etag || !strings.Contains(string(u.Body), `"price":11.00`) ||
+				!strings.Contains(string(u.Body), `"description":null`) || !strings.Contains(string(u.Body), `"stock":100`) {
+				t.Fatalf("PUT is a full replace: %s", u.Body)
+			}
+			ts.do(t, "GET", "/products/1", "", "If-None-Match", etag).want(t, 200)
+		})
+		t.Run("MergePatch", func(t *testing.T) {
+			r := ts.do(t, "PATCH", "/products/1", `{"description":"dim","stock":7}`, "Content-Type", "application/merge-patch+json").want(t, 200)
+			if !strings.Contains(string(r.Body), `"description":"dim"`) || !strings.Contains(string(r.Body), `"name":"Lamp 2"`) ||
+				!strings.Contains(string(r.Body), `"stock":7`) {
+				t.Fatalf("patch: %s", r.Body)
+			}
+			r = ts.do(t, "PATCH", "/products/1", `{"description":null}`).want(t, 200)
+			if !strings.Contains(string(r.Body), `"description":null`) {
+				t.Fatalf("null clears: %s", r.Body)
+			}
+			ts.do(t, "PATCH", "/products/1", `{"name":null}`).want(t, 422)
+			ts.do(t, "PATCH", "/products/999", `{"name":"x"}`).want(t, 404)
+		})
+		t.Run("Pagination", func(t *testing.T) {
+			for i := 0; i < 4; i++ {
+				ts.do(t, "POST", "/products", fmt.Sprintf(`{"name":"P%d","price":1}`, i)).want(t, 201)
+			}
+			seen := 0
+			path := "/products?limit=2"
+			for pages := 0; ; pages++ {
+				if pages > 5 {
+					t.Fatal("pagination does not end")
+				}
+				r := ts.do(t, "GET", path, "").want(t, 200).JSON(t)
+				seen += len(r["items"].([]any))
+				if r["next_cursor"] == nil {
+					break
+				}
+				path = "/products?limit=2&cursor=" + r["next_cursor"].(string)
+			}
+			if seen != 5 {
+				t.Fatalf("paged over %d products, want 5", seen)
+			}
+			ts.do(t, "GET", "/products?limit=0", "").want(t, 422)
+			ts.do(t, "GET", "/products?limit=101", "").want(t, 422)
+			ts.do(t, "GET", "/products?cursor=%%%", "").want(t, 422)
+		})
+		t.Run("Delete", func(t *testing.T) {
+			ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":1}`).want(t, 201)
+			ts.do(t, "DELETE", "/products/1", "").want(t, 409)
+			ts.do(t, "DELETE", "/products/2", "").want(t, 204)
+			ts.do(t, "GET", "/products/2", "").want(t, 404)
+			ts.do(t, "DELETE", "/products/2", "").want(t, 404)
+		})
+	})
+}
+
+func TestAPI_Orders(t *testing.T) {
+	eachBackend(t, func(t *testing.T, backend string) {
+		ts := newTestServer(t, backend)
+		ts.do(t, "POST", "/products", `{"name":"Pen","price":0.1,"stock":10}`).want(t, 201)
+		o := ts.do(t, "POST", "/api/v1/orders", `{"product_id":1,"quantity":3}`).want(t, 201)
+		if o.Header.Get("Location") != "/api/v1/orders/1" || !strings.Contains(string(o.Body), `"total":0.30`) {
+			t.Fatalf("order %s %v", o.Body, o.Header)
+		}
+		stock := func() string {
+			return ts.do(t, "GET", "/products/1", "").want(t, 200).JSON(t)["stock"].(fmt.Stringer).String()
+		}
+		if stock() != "7" {
+			t.Fatalf("stock %s after ordering 3 of 10", stock())
+		}
+		ts.do(t, "GET", "/orders/1", "").want(t, 200)
+		ts.do(t, "GET", "/orders/2", "").want(t, 404)
+		ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":8}`).want(t, 409)
+		ts.do(t, "POST", "/orders", `{"product_id":42,"quantity":1}`).want(t, 404)
+
+		ts.do(t, "PATCH", "/orders/1", `{"status":"shipped"}`).want(t, 409)
+		ts.do(t, "PATCH", "/orders/1", `{"status":"paid"}`).want(t, 200)
+		ts.do(t, "PATCH", "/orders/1", `{"status":"lost"}`).want(t, 422)
+		ts.do(t, "PATCH", "/orders/1", `{"status":"cancelled"}`).want(t, 200)
+		if stock() != "10" {
+			t.Fatalf("cancel did not return stock: %s", stock())
+		}
+		ts.do(t, "PATCH", "/orders/1", `{"status":"paid"}`).want(t, 409)
+
+		ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":4}`).want(t, 201)
+		if stock() != "6" {
+			t.Fatalf("stock %s", stock())
+		}
+		ts.do(t, "DELETE", "/orders/2", "").want(t, 204)
+		if stock() != "10" {
+			t.Fatalf("delete did not return stock: %s", stock())
+		}
+		ts.do(t, "DELETE", "/orders/2", "").want(t, 404)
+
+		l := ts.do(t, "GET", "/orders?status=cancelled&product_id=1", "").want(t, 200).JSON(t)
+		if n := len(l["items"].([]any)); n != 1 {
+			t.Fatalf("filtered list has %d orders, want 1", n)
+		}
+		ts.do(t, "GET", "/orders?status=nope", "").want(t, 422)
+		ts.do(t, "GET", "/orders?product_id=x", "").want(t, 422)
+	})
+}
+
+// TestAPI_Oversell: 400 concurrent single-unit orders against 50 units.
+func TestAPI_Oversell(t *testing.T) {
+	eachBackend(t, func(t *testing.T, backend string) {
+		ts := newTestServer(t, backend)
+		ts.do(t, "POST", "/products", `{"name":"Hot","price":5,"stock":50}`).want(t, 201)
+		ts.do(t, "POST", "/products", `{"name":"Warm","price":5,"stock":30}`).want(t, 201)
+		var mu sync.Mutex
+		statuses := map[int]map[int]int{1: {}, 2: {}}
+		var wg sync.WaitGroup
+		for i := 0; i < 400; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				id := 1 + i%2
+				if i < 200 {
+					id = 1
+				}
+				r := ts.do(t, "POST", "/orders", fmt.Sprintf(`{"product_id":%d,"quantity":1}`, id))
+				mu.Lock()
+				statuses[id][r.Status]++
+				mu.Unlock()
+			}(i)
+		}
+		wg.Wait()
+		if statuses[1][201] != 50 || statuses[2][201] != 30 {
+			t.Fatalf("created %d and %d orders for 50 and 30 units: %v", statuses[1][201], statuses[2][201], statuses)
+		}
+		for id, m := range statuses {
+			for st := range m {
+				if st != 201 && st != 409 {
+					t.Fatalf("product %d got status %d: %v", id, st, statuses)
+				}
+			}
+		}
+		for id := 1; id <= 2; id++ {
+			p := ts.do(t, "GET", fmt.Sprintf("/products/%d", id), "").want(t, 200).JSON(t)
+			if p["stock"].(fmt.Stringer).String() != "0" {
+				t.Fatalf("product %d stock %v", id, p["stock"])
+			}
+		}
+		if n := ts.count(t, "orders"); n != 80 {
+			t.Fatalf("%d order rows, want 80", n)
+		}
+	})
+}
+
+func TestAPI_Idempotency(t *testing.T) {
+	eachBackend(t, func(t *testing.T, backend string) {
+		ts := newTestServer(t, backend)
+		ts.do(t, "POST", "/products", `{"name":"Once","price":1,"stock":100}`).want(t, 201)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		bodies := map[string]int{}
+		statuses := map[int]int{}
+		for i := 0; i < 20; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":2}`, "Idempotency-Key", "abc-123")
+				mu.Lock()
+				defer mu.Unlock()
+				statuses[r.Status]++
+				if r.Status == 201 {
+					bodies[string(r.Body)]++
+				}
+			}()
+		}
+		wg.Wait()
+		if statuses[201] < 1 || statuses[201]+statuses[409] != 20 || len(bodies) != 1 {
+			t.Fatalf("statuses %v, distinct 201 bodies %d", statuses, len(bodies))
+		}
+		if n := ts.count(t, "orders"); n != 1 {
+			t.Fatalf("%d orders for one idempotency key", n)
+		}
+		r := ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":2}`, "Idempotency-Key", "abc-123").want(t, 201)
+		if _, ok := bodies[string(r.Body)]; !ok || r.Header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("replay differs: %s", r.Body)
+		}
+		ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":3}`, "Idempotency-Key", "abc-123").want(t, 422)
+		ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":3}`, "Idempotency-Key", strings.Repeat("k", 256)).want(t, 422)
+		// A failed first attempt is replayed as the same failure.
+		ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":1000}`, "Idempotency-Key", "big").want(t, 409)
+		ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":1000}`, "Idempotency-Key", "big").want(t, 409)
+	})
+}
+
+// TestAPI_BadInput sends malformed and hostile requests: each gets its
+// documented 4xx and the database is left as it was.
+func TestAPI_BadInput(t *testing.T) {
+	eachBackend(t, func(t *testing.T, backend string) {
+		ts := newTestServer(t, backend)
+		ts.do(t, "POST", "/products", `{"name":"Base","price":1,"stock":5}`).want(t, 201)
+		huge := `{"name":"` + strings.Repeat("x", 10<<20) + `","price":1}`
+		cases := []struct {
+			name, method, path, body string
+			header                   []string
+			status                   int
+			field                    string
+		}{
+			{"MalformedJSON", "POST", "/products", `{"name":`, nil, 400, ""},
+			{"NotAnObject", "POST", "/products", `[1,2]`, nil, 400, ""},
+			{"TrailingGarbage", "POST", "/products", `{"name":"a","price":1} x`, nil, 400, ""},
+			{"WrongTypeName", "POST", "/products", `{"name":1,"price":1}`, nil, 422, "name"},
+			{"PriceString", "POST", "/products", `{"name":"a","price":"1.00"}`, nil, 422, "price"},
+			{"ThreeDecimals", "POST", "/products", `{"name":"a","price":9.999}`, nil, 422, "price"},
+			{"NegativePrice", "POST", "/products", `{"name":"a","price":-1}`, nil, 422, "price"},
+			{"ExponentPrice", "POST", "/products", `{"name":"a","price":1e3}`, nil, 422, "price"},
+			{"HugePrice", "POST", "/products", `{"name":"a","price":123456789012345678901234567890}`, nil, 422, "price"},
+			{"HugeStock", "POST", "/products", `{"name":"a","price":1,"stock":99999999999999999999}`, nil, 422, "stock"},
+			{"MissingName", "POST", "/products", `{"price":1}`, nil, 422, "name"},
+			{"EmptyName", "POST", "/products", `{"name":"  ","price":1}`, nil, 422, "name"},
+			{"LongName", "POST", "/products", `{"name":"` + strings.Repeat("é", 201) + `","price":1}`, nil, 422, "name"},
+			{"UnknownField", "POST", "/products", `{"name":"a","price":1,"admin":true}`, nil, 422, "admin"},
+			{"NegativeQuantity", "POST", "/orders", `{"product_id":1,"quantity":-1}`, nil, 422, "quantity"},
+			{"ZeroQuantity", "POST", "/orders", `{"product_id":1,"quantity":0}`, nil, 422, "quantity"},
+			{"FractionalQuantity", "POST", "/orders", `{"product_id":1,"quantity":1.5}`, nil, 422, "quantity"},
+			{"QuantityString", "POST", "/orders", `{"product_id":1,"quantity":"1"}`, nil, 422, "quantity"},
+			{"NullProduct", "POST", "/orders", `{"product_id":null,"quantity":1}`, nil, 422, "product_id"},
+			{"SQLLookingName", "POST", "/orders", `{"product_id":"1; DROP TABLE products","quantity":1}`, nil, 422, "product_id"},
+			{"TooLarge", "POST", "/products", huge, nil, 413, ""},
+			{"WrongContentType", "POST", "/products", `{"name":"a","price":1}`, []string{"Content-Type", "text/plain"}, 415, ""},
+			{"FormContentType", "POST", "/orders", `product_id=1`, []string{"Content-Type", "application/x-www-form-urlencoded"}, 415, ""},
+			{"NonNumericID", "GET", "/products/abc", "", nil, 422, "id"},
+			{"NegativeID", "GET", "/products/-1", "", nil, 422, "id"},
+			{"OverflowID", "GET", "/orders/99999999999999999999", "", nil, 422, "id"},
+			{"UnknownID", "GET", "/products/123456", "", nil, 404, ""},
+			{"UnknownRoute", "GET", "/nope", "", nil, 404, ""},
+			{"UnknownNested", "GET", "/products/1/reviews", "", nil, 404, ""},
+			{"WrongMethod", "DELETE", "/products", "", nil, 405, ""},
+			{"PatchMissingBody", "PATCH", "/orders/1", "", []string{"Content-Type", "application/json"}, 400, ""},
+		}
+		products, orders := ts.count(t, "products"), ts.count(t, "orders")
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				r := ts.do(t, c.method, c.path, c.body, c.header...).want(t, c.status)
+				if c.field != "" && !strings.Contains(string(r.Body), `"field":"`+c.field+`"`) {
+					t.Fatalf("no error for field %q: %s", c.field, r.Body)
+				}
+				if c.status == 405 && r.Header.Get("Allow") == "" {
+					t.Fatal("405 without Allow")
+				}
+			})
+		}
+		if p, o := ts.count(t, "products"), ts.count(t, "orders"); p != products || o != orders {
+			t.Fatalf("bad input changed the database: products %d->%d, orders %d->%d", products, p, orders, o)
+		}
+		// An SQL-looking string is just data.
+		r := ts.do(t, "POST", "/products", `{"name":"'; DROP TABLE products; --","price":1}`).want(t, 201)
+		if !strings.Contains(string(r.Body), `DROP TABLE`) || ts.count(t, "products") != products+1 {
+			t.Fatalf("SQL-looking name: %s", r.Body)
+		}
+	})
+}
+
+func TestAPI_APIKeys(t *testing.T) {
+	db := openStore(t, "sqlite", "")
+	ts := startServer(t, db, server.Config{APIKeys: []string{"0123456789abcdef-key"}})
+	r := ts.do(t, "POST", "/products", `{"name":"a","price":1}`).want(t, 401)
+	if r.Header.Get("WWW-Authenticate") == "" {
+		t.Fatal("401 without WWW-Authenticate")
+	}
+	ts.do(t, "POST", "/products", `{"name":"a","price":1}`, "Authorization", "Bearer wrong-key-wrong-key").want(t, 401)
+	ts.do(t, "POST", "/products", `{"name":"a","price":1}`, "Authorization", "Bearer 0123456789abcdef-key").want(t, 201)
+	ts.do(t, "GET", "/products/1", "").want(t, 200) // reads stay open
+}
+
+// fixedLimiter refuses every request of a class; the limiter package tests
+// the real GCRA, this checks the server's headers and problem.
+type fixedLimiter struct{}
+
+func (fixedLimiter) Allow(_ context.Context, class server.RouteClass, client string, dst []byte) (server.RateDecision, error) {
+	if class == server.ClassRead {
+		return server.RateDecision{Allowed: true, Policy: []byte(`"read";q=10;w=1`), State: append(dst, `"read";r=9;t=1`...)}, nil
+	}
+	return server.RateDecision{Allowed: false, RetryAfter: 1500_000_000, Policy: []byte(`"write";q=1;w=1`), State: append(dst, `"write";r=0;t=2`...)}, nil
+}
+
+func TestAPI_RateLimitHeaders(t *testing.T) {
+	db := openStore(t, "sqlite", "")
+	ts := startServer(t, db, server.Config{Limiter: fixedLimiter{}})
+	r := ts.do(t, "GET", "/products", "").want(t, 200)
+	if r.Header.Get("RateLimit-Policy") != `"read";q=10;w=1` || r.Header.Get("RateLimit") != `"read";r=9;t=1` {
+		t.Fatalf("headers %v", r.Header)
+	}
+	r = ts.do(t, "POST", "/products", `{"name":"a","price":1}`).want(t, 429)
+	if r.Header.Get("Retry-After") != "2" || r.Header.Get("RateLimit") != `"write";r=0;t=2` {
+		t.Fatalf("429 headers %v", r.Header)
+	}
+	ts.do(t, "GET", "/healthz", "").want(t, 200)
+	if n := ts.count(t, "products"); n != 0 {
+		t.Fatal("a limited write reached the database")
+	}
+	_ = http.StatusOK
+}

@@ -83,7 +83,9 @@ func jsonContentType(ct []byte, mergePatch bool) bool {
 // validator collects field errors.
 type validator struct{ errs []apiperf.FieldError }
 
-func (v *validator) add(field, msg string) { v.errs = append(v.errs, apiperf.FieldError{Field: field, Message: msg}) }
+func (v *validator) add(field, msg string) {
+	v.errs = append(v.errs, apiperf.FieldError{Field: field, Message: msg})
+}
 
 func (v *validator) err() error {
 	if len(v.errs) == 0 {

@@ -102,7 +102,7 @@ type Server struct {
 	// base is the parent context of every store, cache and limiter call.
 	// A *fasthttp.RequestCtx is recycled when its handler returns, so it
 	// must never become a context's parent: a timer could still read it.
-	base context.Context
+	base    context.Context
 	ridBase [12]byte
 	ridSeq  atomic.Uint64
 	// routes lists every registered method and path, for the OpenAPI test.

@@ -1,0 +1,156 @@
+// Package cache is the cache-aside layer of api-perf. It stores opaque byte
+// values (the server caches exact response bodies) and knows nothing of what
+// they mean.
+//
+// Two implementations satisfy Cache: Redis, which keeps values in Redis and
+// serves hot keys from rueidis client-side caching (process memory, no network
+// hop, dropped by Redis's invalidation push when the key changes), and Local,
+// an in-process variant for the embedded default that runs without Redis.
+//
+// Both load a missing key once per process (singleflight) and refuse to store
+// a value loaded before an Invalidate: a load holds a lease on the key, an
+// invalidation deletes the lease, and the loaded value is stored only if the
+// lease is still there (compare-and-set). Redis also shares the lease between
+// replicas, so a cold key is loaded once across all of them.
+package cache
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	apiperf "github.com/api-perf/api-perf"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// LoadFunc loads a value on a miss. If it returns an error whose
+// apiperf.ErrorCode(err) == apiperf.ENOTFOUND, the cache remembers the absence
+// for Options.NegativeTTL (negative caching) and later Gets return an
+// *apiperf.Error{Code: apiperf.ENOTFOUND} without calling load. Any other error
+// is returned to the callers that shared the load and is not cached.
+//
+// The returned slice is handed over: the cache keeps it and gives it to
+// other callers, so the loader must not modify or reuse it (a pooled buffer
+// must be copied out first). The context carries the first caller's values
+// but not its cancellation, and ends after Options.LeaseTTL.
+type LoadFunc func(ctx context.Context) ([]byte, error)
+
+// Cache is what the server calls. Get never fails because the cache itself
+// is unavailable: it then calls load directly.
+type Cache interface {
+	// Get returns the value of key, loading it once on a miss. The returned
+	// slice must not be modified by callers; it may be shared (on a
+	// client-side hit it is the cached copy itself).
+	Get(ctx context.Context, key string, load LoadFunc) ([]byte, error)
+	// Invalidate drops keys everywhere (every replica's client-side copy
+	// too). Call it after the write that changed them has committed.
+	Invalidate(ctx context.Context, keys ...string) error
+	// Close releases what the cache started. It does not close a
+	// rueidis.Client that was handed to NewRedis.
+	Close()
+}
+
+// Options configure both implementations. The zero value of a field selects
+// its default.
+type Options struct {
+	// Prefix starts every Redis key; the cache key follows in a hash tag, so
+	// "apiperf:c:" and "product:42" give "apiperf:c:{product:42}". Default
+	// "apiperf:c:". Local ignores it.
+	Prefix string
+	// TTL bounds how long a value lives, in Redis and client-side. Default 60s.
+	TTL time.Duration
+	// NegativeTTL is how long an absence (ENOTFOUND from load) is remembered.
+	// Default 5s; a negative value turns negative caching off.
+	NegativeTTL time.Duration
+	// Timeout is the deadline of one Redis round trip. Past it, Get loads
+	// directly. Default 50ms.
+	Timeout time.Duration
+	// LeaseTTL bounds one load: the loader's context is cancelled after it,
+	// and a lease left by a crashed replica expires after it. Default 3s.
+	LeaseTTL time.Duration
+	// RetryInterval is how often Redis is probed while it is considered
+	// down; between probes Gets load directly without waiting for it.
+	// Default 1s.
+	RetryInterval time.Duration
+	// MaxEntries bounds Local's map; past it arbitrary entries are dropped.
+	// Default 100000. Redis ignores it (rueidis bounds its own memory).
+	MaxEntries int
+	// Logger receives state changes (Redis down, Redis back) and
+	// invalidation failures. Default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the cache metrics; nil registers none.
+	Registerer prometheus.Registerer
+}
+
+// Default values of Options.
+const (
+	DefaultPrefix        = "apiperf:c:"
+	DefaultTTL           = 60 * time.Second
+	DefaultNegativeTTL   = 5 * time.Second
+	DefaultTimeout       = 50 * time.Millisecond
+	DefaultLeaseTTL      = 3 * time.Second
+	DefaultRetryInterval = time.Second
+	DefaultMaxEntries    = 100_000
+)
+
+// maxAttempts bounds how often one Get loads again because an invalidation
+// arrived while it was loading.
+const maxAttempts = 3
+
+// withDefaults fills the zero fields and rejects values that cannot work.
+func (o Options) withDefaults() (Options, error) {
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.TTL == 0 {
+		o.TTL = DefaultTTL
+	}
+	if o.NegativeTTL == 0 {
+		o.NegativeTTL = DefaultNegativeTTL
+	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = DefaultLeaseTTL
+	}
+	if o.RetryInterval == 0 {
+		o.RetryInterval = DefaultRetryInterval
+	}
+	if o.MaxEntries == 0 {
+		o.MaxEntries = DefaultMaxEntries
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	switch {
+	case o.TTL < time.Millisecond:
+		return o, fmt.Errorf("cache: TTL %v is shorter than 1ms", o.TTL)
+	case o.Timeout < 0:
+		return o, fmt.Errorf("cache: negative Timeout %v", o.Timeout)
+	case o.LeaseTTL < time.Millisecond:
+		return o, fmt.Errorf("cache: LeaseTTL %v is shorter than 1ms", o.LeaseTTL)
+	case o.RetryInterval < 0:
+		return o, fmt.Errorf("cache: negative RetryInterval %v", o.RetryInterval)
+	case o.MaxEntries < 0:
+		return o, fmt.Errorf("cache: negative MaxEntries %d", o.MaxEntries)
+	}
+	return o, nil
+}
+
+// negativeEnabled reports whether absences are cached at all.
+func (o *Options) negativeEnabled() bool { return o.NegativeTTL > 0 }
+
+// notFound is the error a negative hit returns. The message is the one the
+// loader gave when the absence was cached, so a 404 reads the same whether it
+// came from the database or from the cache.
+func notFound(msg string) error {
+	if msg == "" {
+		msg = "not found"
+	}
+	return &apiperf.Error{Code: apiperf.ENOTFOUND, Message: msg}
+}
+
+// isNotFound reports whether a load error is an absence worth remembering.
+func isNotFound(err error) bool { return apiperf.ErrorCode(err) == apiperf.ENOTFOUND }

@@ -1,0 +1,52 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+
+	"github.com/redis/rueidis"
+)
+
+// NewClient connects to the Redis named by a redis:// or rediss:// URL
+// (REDIS_URL) and returns a client suited to NewRedis and shareable with
+// other packages.
+//
+// With clientCache the client asks Redis for CLIENT TRACKING, so DoCache
+// serves hot keys from process memory. Some managed Redis deployments refuse
+// it; then NewClient logs why and connects again without client-side
+// caching, which costs a round trip per hit and changes nothing else.
+// clientCache false (REDIS_CLIENT_CACHE=off) skips the attempt.
+//
+// The client uses one connection per Redis node (rueidis pipelines on it):
+// that is what lets Invalidate wait until the invalidation push for a key has
+// been applied locally, which several connections would not guarantee.
+func NewClient(redisURL string, clientCache bool, logger *slog.Logger) (rueidis.Client, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	opt, err := rueidis.ParseURL(redisURL)
+	if err != nil {
+		// url.Error repeats the URL, password included: keep only the cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("cache: REDIS_URL is not a redis:// or rediss:// URL: %w", err)
+	}
+	opt.PipelineMultiplex = -1
+	opt.DisableCache = !clientCache
+	c, err := rueidis.NewClient(opt)
+	if err != nil && clientCache && errors.Is(err, rueidis.ErrNoCache) {
+		logger.Warn("cache: Redis refused client-side caching (CLIENT TRACKING, RESP3); "+
+			"continuing without it, so every cache hit is a round trip to Redis; "+
+			"set REDIS_CLIENT_CACHE=off to skip this attempt", "err", err)
+		opt.DisableCache = true
+		c, err = rueidis.NewClient(opt)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cache: connect to Redis %v: %w", opt.InitAddress, err)
+	}
+	return c, nil
+}

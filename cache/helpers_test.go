@@ -1,0 +1,264 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/api-perf/api-perf/internal/testenv"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/rueidis"
+	"go.uber.org/goleak"
+)
+
+// testRedisAddr is the shared Redis the tests use (TEST_REDIS_ADDR
+// overrides 127.0.0.1:6379); every test writes under its own random prefix
+// and deletes what it wrote.
+var testRedisAddr = testenv.RedisAddr()
+
+// verifyNoLeaks checks, once the test and its cleanups have closed
+// everything they opened, that no goroutine of the cache or of rueidis is
+// left running. Call it first, so that its cleanup runs last.
+func verifyNoLeaks(t *testing.T, opts ...goleak.Option) {
+	t.Helper()
+	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
+}
+
+// testPrefix returns a prefix no other test run uses.
+func testPrefix(t testing.TB) string {
+	t.Helper()
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return "apiperf-test:" + hex.EncodeToString(b[:]) + ":"
+}
+
+// MustNewClient connects to addr like the server does. It fails the test
+// when Redis is not there: these tests exist to run against a real one.
+func MustNewClient(tb testing.TB, addr string, clientCache bool) rueidis.Client {
+	tb.Helper()
+	c, err := NewClient("redis://"+addr, clientCache, quietLogger())
+	if err != nil {
+		tb.Fatalf("Redis at %s is required for this test: %v", addr, err)
+	}
+	return c
+}
+
+// deleteByPrefix removes every key a test wrote under prefix.
+func deleteByPrefix(tb testing.TB, c rueidis.Client, prefix string) {
+	tb.Helper()
+	ctx := context.Background()
+	var cursor uint64
+	for {
+		e, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(prefix+"*").Count(1000).Build()).AsScanEntry()
+		if err != nil {
+			tb.Errorf("clean up %s*: %v", prefix, err)
+			return
+		}
+		for _, k := range e.Elements {
+			c.Do(ctx, c.B().Del().Key(k).Build())
+		}
+		if cursor = e.Cursor; cursor == 0 {
+			return
+		}
+	}
+}
+
+// replicas is a set of Redis caches sharing one Redis, each with its own
+// client (its own connection and client-side cache), as separate server
+// replicas would have.
+type replicas struct {
+	caches  []*Redis
+	clients []rueidis.Client
+	regs    []*prometheus.Registry
+}
+
+// MustOpenReplicas opens n Redis caches with their own clients. Everything is
+// closed and the keys deleted when the test ends.
+func MustOpenReplicas(tb testing.TB, n int, clientCache bool, opts Options) *replicas {
+	tb.Helper()
+	if opts.Prefix == "" {
+		opts.Prefix = testPrefix(tb)
+	}
+	if opts.Logger == nil {
+		opts.Logger = quietLogger()
+	}
+	if opts.Timeout == 0 {
+		// Generous: the machine running the tests may be busy, and a Redis
+		// timeout turns a hit into a load, which these tests count. The
+		// timeout path has its own test with a frozen Redis.
+		opts.Timeout = 2 * time.Second
+	}
+	rs := &replicas{}
+	for i := 0; i < n; i++ {
+		c := MustNewClient(tb, testRedisAddr, clientCache)
+		o := opts
+		reg := prometheus.NewRegistry()
+		o.Registerer = reg
+		r, err := NewRedis(c, o)
+		if err != nil {
+			c.Close()
+			tb.Fatal(err)
+		}
+		rs.caches = append(rs.caches, r)
+		rs.clients = append(rs.clients, c)
+		rs.regs = append(rs.regs, reg)
+	}
+	tb.Cleanup(func() {
+		deleteByPrefix(tb, rs.clients[0], opts.Prefix)
+		rs.close()
+	})
+	return rs
+}
+
+// close closes the caches and their clients; it may run twice.
+func (rs *replicas) close() {
+	for i, r := range rs.caches {
+		r.Close()
+		rs.clients[i].Close()
+	}
+	rs.caches, rs.clients = nil, nil
+}
+
+// counter returns the value of a cache counter with the given label value
+// (empty for the unlabelled one) in reg.
+func counter(tb testing.TB, reg *prometheus.Registry, name, label string) float64 {
+	tb.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label == "" && len(m.GetLabel()) == 0 {
+				return m.GetCounter().GetValue()
+			}
+			for _, lp := range m.GetLabel() {
+				if lp.GetValue() == label {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// quietLogger drops log records; tests that check logs use a captureLogger.
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// logBuffer collects log output safely across goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// captureLogger returns a logger writing text records into the buffer.
+func captureLogger() (*slog.Logger, *logBuffer) {
+	b := &logBuffer{}
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
+}
+
+// redisServer is a redis-server child process on its own loopback port, for
+// tests that stop, freeze or restart Redis.
+type redisServer struct {
+	tb   testing.TB
+	port int
+	args []string
+	dir  string
+	cmd  *exec.Cmd
+}
+
+// MustStartRedisServer starts redis-server on a free loopback port with the
+// given extra configuration arguments. It is killed when the test ends.
+func MustStartRedisServer(tb testing.TB, extra ...string) *redisServer {
+	tb.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		tb.Fatalf("redis-server is required for this test: %v", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	s := &redisServer{tb: tb, port: port, args: extra, dir: tb.TempDir()}
+	s.start()
+	tb.Cleanup(s.kill)
+	return s
+}
+
+// addr is the server's host:port.
+func (s *redisServer) addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
+
+// start runs the server (again, on the same port) and waits until it answers.
+func (s *redisServer) start() {
+	s.tb.Helper()
+	args := append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir}, s.args...)
+	s.cmd = exec.Command("redis-server", args...)
+	logf, err := os.Create(filepath.Join(s.dir, fmt.Sprintf("redis-%d.log", time.Now().UnixNano())))
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	defer logf.Close()
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	if err := s.cmd.Start(); err != nil {
+		s.tb.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", s.addr(), 100*time.Millisecond)
+		if err == nil {
+			fmt.Fprint(conn, "PING\r\n")
+			buf := make([]byte, 7)
+			conn.SetReadDeadline(time.Now().Add(time.Second))
+			n, _ := conn.Read(buf)
+			conn.Close()
+			if string(buf[:n]) == "+PONG\r\n" {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.kill()
+			s.tb.Fatalf("redis-server on %s did not start: %v", s.addr(), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill stops the server at once (SIGKILL) and reaps it.
+func (s *redisServer) kill() {
+	if s.cmd == nil {
+		return
+	}
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+	s.cmd = nil
+}

@@ -1,0 +1,104 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// The behaviour Local shares with Redis is in cache_test.go; these are its
+// own limits.
+
+func TestLocal_MaxEntries(t *testing.T) {
+	verifyNoLeaks(t)
+	l := NewLocal(Options{MaxEntries: 100})
+	defer l.Close()
+	src := newSource("v")
+	for i := 0; i < 1000; i++ {
+		if got := mustGet(t, l, fmt.Sprintf("k%d", i), src.load); got != "v" {
+			t.Fatalf("Get = %q", got)
+		}
+	}
+	if n := l.size.Load(); n > 100 {
+		t.Fatalf("%d entries kept, want at most MaxEntries (100)", n)
+	}
+	var counted int64
+	l.entries.Range(func(any, any) bool { counted++; return true })
+	if counted != l.size.Load() {
+		t.Fatalf("size says %d entries, the map holds %d", l.size.Load(), counted)
+	}
+}
+
+func TestLocal_SweepsExpiredEntries(t *testing.T) {
+	verifyNoLeaks(t)
+	l := NewLocal(Options{TTL: 50 * time.Millisecond, NegativeTTL: 50 * time.Millisecond})
+	defer l.Close()
+	src := newSource("v")
+	for i := 0; i < 50; i++ {
+		mustGet(t, l, fmt.Sprintf("k%d", i), src.load)
+	}
+	// The sweeper runs at most once a second.
+	deadline := time.Now().Add(3 * time.Second)
+	for l.size.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d expired entries still held after 3s", l.size.Load())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestLocal_Close(t *testing.T) {
+	verifyNoLeaks(t)
+	l := NewLocal(Options{})
+	l.Close()
+	l.Close() // a second Close is harmless
+	if got := mustGet(t, l, "k", newSource("v").load); got != "v" {
+		t.Fatalf("Get after Close = %q", got)
+	}
+}
+
+func TestNewLocal_PanicsOnBadOptions(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Error("NewLocal accepted a negative TTL")
+		}
+	}()
+	l := NewLocal(Options{TTL: -time.Second})
+	l.Close()
+}
+
+// TestCache_HitAllocations holds the hit paths to their allocation budget:
+// none for Local, the Redis key string alone for a client-side hit.
+func TestCache_HitAllocations(t *testing.T) {
+	verifyNoLeaks(t)
+	for _, tc := range []struct {
+		im     impl
+		budget float64
+	}{
+		{impls[0], 1},  // Redis: the key concatenation
+		{impls[1], -1}, // RedisNoClientCache: a round trip; only reported
+		{impls[2], 0},  // Local
+	} {
+		t.Run(tc.im.name, func(t *testing.T) {
+			cs, _ := tc.im.open(t, 1, Options{})
+			src := newSource(`{"id":1,"name":"hot"}`)
+			for i := 0; i < 3; i++ {
+				mustGet(t, cs[0], "product:1", src.load)
+			}
+			ctx, c, load := context.Background(), cs[0], LoadFunc(src.load)
+			allocs := testing.AllocsPerRun(1000, func() {
+				if _, err := c.Get(ctx, "product:1", load); err != nil {
+					t.Fatal(err)
+				}
+			})
+			t.Logf("%s: %.1f allocations per hit", tc.im.name, allocs)
+			if tc.budget >= 0 && allocs > tc.budget {
+				t.Errorf("%.1f allocations per hit, budget %.0f", allocs, tc.budget)
+			}
+			if src.loads.Load() != 1 {
+				t.Errorf("the hits reloaded the value")
+			}
+		})
+	}
+}

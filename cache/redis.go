@@ -1,0 +1,423 @@
+package cache
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	apiperf "github.com/api-perf/api-perf"
+	"github.com/redis/rueidis"
+	"golang.org/x/sync/singleflight"
+)
+
+// A Redis key holds one of three things, told apart by its first byte:
+//
+//	'v' + value      a cached value
+//	'n' + message    a remembered absence (the loader's ENOTFOUND message)
+//	'l' + token      a lease: one replica is loading the key right now
+//
+// Keeping all three in the one key matters: Invalidate's DEL removes a lease
+// as surely as a value, so a load that started before a write cannot store
+// what it read once the write's Invalidate has run.
+const (
+	tagValue    = 'v'
+	tagNegative = 'n'
+	tagLease    = 'l'
+)
+
+// The scripts take the key in KEYS[1] only, so they run on Redis Cluster
+// (the key carries its hash tag). Each is one round trip.
+var (
+	// acquireScript takes the lease when the key is empty and then returns
+	// nil; otherwise it returns what the key holds (a value, an absence or
+	// another replica's lease). It works on Redis versions that refuse
+	// SET NX together with GET.
+	acquireScript = rueidis.NewLuaScript(`
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false`)
+
+	// storeScript replaces the lease ARGV[1] with ARGV[2] for ARGV[3]
+	// milliseconds, and does nothing when the lease is gone (an Invalidate
+	// deleted it, or it expired). It returns 1 when it stored.
+	storeScript = rueidis.NewLuaScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0`)
+
+	// releaseScript deletes the lease ARGV[1] if it is still the one in
+	// place, so that a failed load lets the next caller try at once.
+	releaseScript = rueidis.NewLuaScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+)
+
+// Redis is the Cache over Redis. Values are read with rueidis DoCache, so
+// with a client that has client-side caching a hot key is served from
+// process memory and Redis's invalidation push drops every replica's copy
+// when the key changes; with a client without it every Get is one round trip
+// and everything else works the same.
+//
+// Read-your-writes on the replica that calls Invalidate needs the client to
+// use one connection per Redis node (NewClient builds it so): Invalidate then
+// waits on that connection until Redis's invalidation push for the key has
+// been applied, so a Get right after it cannot see the old client-side copy.
+type Redis struct {
+	client rueidis.Client
+	opts   Options
+	log    *slog.Logger
+	m      *metrics
+	dl     *deadlines
+	group  singleflight.Group
+
+	// Script arguments formatted once.
+	ttlMs, negativeTTLMs, leaseTTLMs string
+
+	owner string        // random per instance; starts every lease token
+	seq   atomic.Uint64 // makes lease tokens unique within the instance
+
+	down    atomic.Bool  // Redis failed and has not answered since
+	probeAt atomic.Int64 // while down: when (UnixNano) the next Get may ask Redis
+}
+
+var _ Cache = (*Redis)(nil)
+
+// NewRedis returns a Cache over c. It uses client-side caching when c has it
+// (see NewClient). The client stays the caller's: Close does not close it.
+func NewRedis(c rueidis.Client, opts Options) (*Redis, error) {
+	if c == nil {
+		return nil, errors.New("cache: NewRedis needs a rueidis client")
+	}
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	var id [8]byte
+	for i := range id {
+		id[i] = byte(rand.Uint32())
+	}
+	return &Redis{
+		client:        c,
+		opts:          opts,
+		log:           opts.Logger,
+		m:             m,
+		dl:            newDeadlines(opts.Timeout),
+		ttlMs:         millis(opts.TTL),
+		negativeTTLMs: millis(opts.NegativeTTL),
+		leaseTTLMs:    millis(opts.LeaseTTL),
+		owner:         string(tagLease) + hex.EncodeToString(id[:]) + ":",
+	}, nil
+}
+
+// millis formats d as whole milliseconds, at least 1, for PX arguments.
+func millis(d time.Duration) string {
+	return strconv.FormatInt(max(d.Milliseconds(), 1), 10)
+}
+
+// redisKey is the Redis key of a cache key: the prefix, then the key as a
+// hash tag so that all of one key's commands go to one Cluster slot.
+func (r *Redis) redisKey(key string) string {
+	return r.opts.Prefix + "{" + key + "}"
+}
+
+// Get implements Cache. The hit path is one DoCache call (no network hop on
+// a client-side hit) and allocates only the Redis key.
+func (r *Redis) Get(ctx context.Context, key string, load LoadFunc) ([]byte, error) {
+	rkey := r.redisKey(key)
+	if r.down.Load() && !r.probeDue() {
+		r.m.miss.Inc()
+		return r.direct(ctx, rkey, load, reasonCircuitOpen)
+	}
+	resp := r.client.DoCache(r.dl.get(), r.client.B().Get().Key(rkey).Cache(), r.opts.TTL)
+	b, err := resp.AsBytes()
+	switch {
+	case err == nil:
+		r.up()
+		switch tag(b) {
+		case tagValue:
+			if resp.IsCacheHit() {
+				r.m.clientHit.Inc()
+			} else {
+				r.m.redisHit.Inc()
+			}
+			return b[1:], nil
+		case tagNegative:
+			r.m.negativeHit.Inc()
+			return nil, notFound(string(b[1:]))
+		}
+		// A lease (or a value this package did not write): fill sorts it out.
+	case rueidis.IsRedisNil(err):
+		r.up()
+	default:
+		r.m.miss.Inc()
+		r.fail(err)
+		return r.direct(ctx, rkey, load, reasonOf(err))
+	}
+	r.m.miss.Inc()
+	v, err, _ := r.group.Do(rkey, func() (any, error) { return r.fill(ctx, rkey, load) })
+	b, _ = v.([]byte)
+	return b, err
+}
+
+// fill runs once per process for a missing key: it takes the Redis lease and
+// loads, or waits for the replica that holds the lease, and falls back to
+// loading without Redis when Redis fails or the wait is too long.
+func (r *Redis) fill(ctx context.Context, rkey string, load LoadFunc) ([]byte, error) {
+	lctx, cancel := r.loadContext(ctx)
+	defer cancel()
+	waitUntil := time.Now().Add(r.opts.LeaseTTL)
+	for loads := 0; ; {
+		token := r.owner + strconv.FormatUint(r.seq.Add(1), 10)
+		cur, err := acquireScript.Exec(r.dl.get(), r.client, []string{rkey}, []string{token, r.leaseTTLMs}).AsBytes()
+		if err == nil { // the key holds something: the lease is not ours
+			var gone bool
+			cur, gone, err = r.awaitLease(rkey, cur, waitUntil)
+			switch {
+			case errors.Is(err, errLeaseWait):
+				r.m.fallback(reasonLeaseWait)
+				return r.loadOnly(lctx, load)
+			case err != nil:
+				return r.fallback(lctx, load, err)
+			case gone:
+				continue // the lease went away without a value: try to take it
+			}
+			switch tag(cur) {
+			case tagValue:
+				return cur[1:], nil
+			case tagNegative:
+				return nil, notFound(string(cur[1:]))
+			}
+			// Not written by this package: serve the loader's value and
+			// leave the key alone.
+			r.m.fallback(reasonRedisError)
+			return r.loadOnly(lctx, load)
+		} else if !rueidis.IsRedisNil(err) {
+			return r.fallback(lctx, load, err)
+		}
+
+		// This process holds the lease.
+		val, lerr := load(lctx)
+		loads++
+		done, err := r.store(rkey, token, val, lerr)
+		if err != nil {
+			r.fail(err)
+			done = true
+		}
+		if done || loads >= maxAttempts {
+			r.m.load(lerr)
+			return val, lerr
+		}
+		// An Invalidate deleted the lease while the loader ran, so what it
+		// read may predate the write: load again rather than hand an old
+		// value to callers that joined this flight after the write.
+		if lerr == nil {
+			r.m.loadDiscarded.Inc()
+		} else {
+			r.m.load(lerr)
+		}
+	}
+}
+
+// errLeaseWait ends a wait for another replica's lease that took longer
+// than LeaseTTL.
+var errLeaseWait = errors.New("cache: waited LeaseTTL for another load")
+
+// awaitLease polls a key that holds another load's lease until it holds
+// something else, and returns that (gone when the key is empty). Polling goes
+// through DoCache, so with client-side caching it is a memory read until
+// Redis pushes the key's invalidation, which the lease holder's store causes.
+func (r *Redis) awaitLease(rkey string, cur []byte, until time.Time) (_ []byte, gone bool, err error) {
+	for pause := time.Millisecond; tag(cur) == tagLease; pause = min(2*pause, maxPollPause) {
+		if time.Now().After(until) {
+			return nil, false, errLeaseWait
+		}
+		time.Sleep(pause)
+		cur, err = r.client.DoCache(r.dl.get(), r.client.B().Get().Key(rkey).Cache(), r.opts.TTL).AsBytes()
+		if rueidis.IsRedisNil(err) {
+			return nil, true, nil
+		} else if err != nil {
+			return nil, false, err
+		}
+	}
+	return cur, false, nil
+}
+
+// maxPollPause caps the pause between two looks at another load's lease.
+const maxPollPause = 16 * time.Millisecond
+
+// store replaces the lease token with the load's result when the lease is
+// still in place. done is false only when the lease was lost and the result
+// may be stale; a load error other than ENOTFOUND releases the lease and
+// reports done.
+func (r *Redis) store(rkey, token string, val []byte, lerr error) (done bool, err error) {
+	var payload []byte
+	ttl := r.ttlMs
+	switch {
+	case lerr == nil:
+		payload = make([]byte, 1+len(val))
+		payload[0] = tagValue
+		copy(payload[1:], val)
+	case isNotFound(lerr) && r.opts.negativeEnabled():
+		msg := message(lerr)
+		payload = make([]byte, 1+len(msg))
+		payload[0] = tagNegative
+		copy(payload[1:], msg)
+		ttl = r.negativeTTLMs
+	default:
+		err = releaseScript.Exec(r.dl.get(), r.client, []string{rkey}, []string{token}).Error()
+		return true, err
+	}
+	n, err := storeScript.Exec(r.dl.get(), r.client, []string{rkey},
+		[]string{token, rueidis.BinaryString(payload), ttl}).AsInt64()
+	return n == 1, err
+}
+
+// direct loads without Redis, still once per process and key.
+func (r *Redis) direct(ctx context.Context, rkey string, load LoadFunc, reason string) ([]byte, error) {
+	r.m.fallback(reason)
+	v, err, _ := r.group.Do(rkey, func() (any, error) {
+		lctx, cancel := r.loadContext(ctx)
+		defer cancel()
+		return r.loadOnly(lctx, load)
+	})
+	b, _ := v.([]byte)
+	return b, err
+}
+
+// fallback notes a Redis failure met inside a flight and loads directly.
+func (r *Redis) fallback(lctx context.Context, load LoadFunc, err error) ([]byte, error) {
+	r.fail(err)
+	r.m.fallback(reasonOf(err))
+	return r.loadOnly(lctx, load)
+}
+
+// loadOnly calls the loader and counts it; nothing is stored.
+func (r *Redis) loadOnly(lctx context.Context, load LoadFunc) ([]byte, error) {
+	val, err := load(lctx)
+	r.m.load(err)
+	return val, err
+}
+
+// loadContext is the context a shared load runs with: the first caller's
+// values without its cancellation (one caller going away must not fail the
+// others waiting on the same load), bounded by LeaseTTL.
+func (r *Redis) loadContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), r.opts.LeaseTTL)
+}
+
+// Invalidate implements Cache. It deletes each key (value, absence or lease)
+// and then reads it back on the same connection: Redis sends the key's
+// invalidation push before that second reply, so when Invalidate returns
+// this replica's client-side copy is gone. Other replicas drop theirs when
+// the push reaches them. A failure is logged and counted and returned as
+// EUNAVAILABLE; the keys then stay stale until their TTL.
+func (r *Redis) Invalidate(ctx context.Context, keys ...string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	cmds := make(rueidis.Commands, 0, 2*len(keys))
+	for _, key := range keys {
+		rkey := r.redisKey(key)
+		// Later Gets in this process must not join a load that started
+		// before the write.
+		r.group.Forget(rkey)
+		cmds = append(cmds,
+			r.client.B().Del().Key(rkey).Build(),
+			r.client.B().Exists().Key(rkey).Build())
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.Timeout)
+	defer cancel()
+	var err error
+	for _, resp := range r.client.DoMulti(ctx, cmds...) {
+		if e := resp.Error(); e != nil && err == nil {
+			err = e
+		}
+	}
+	if err != nil {
+		r.fail(err)
+		r.m.invalidateErrors.Inc()
+		r.log.Error("cache: invalidation failed; the keys stay cached until their TTL",
+			"keys", keys, "ttl", r.opts.TTL, "err", err)
+		return &apiperf.Error{Code: apiperf.EUNAVAILABLE, Message: "cache invalidation failed", Err: err}
+	}
+	r.up()
+	return nil
+}
+
+// Close implements Cache. The rueidis client is not closed: it belongs to
+// the caller, who may share it with other packages.
+func (r *Redis) Close() {
+	r.dl.close()
+}
+
+// fail notes a Redis failure. Network errors and timeouts mark Redis down
+// (logged once per change of state); an error reply from a working Redis
+// does not.
+func (r *Redis) fail(err error) {
+	if _, ok := rueidis.IsRedisErr(err); ok {
+		return
+	}
+	if r.down.Load() {
+		return
+	}
+	r.probeAt.Store(time.Now().Add(r.opts.RetryInterval).UnixNano())
+	if r.down.CompareAndSwap(false, true) {
+		r.log.Warn("cache: Redis unavailable; loading directly and probing it again",
+			"every", r.opts.RetryInterval, "err", err)
+	}
+}
+
+// up notes a successful Redis call; the first after a failure logs the
+// recovery.
+func (r *Redis) up() {
+	if r.down.Load() && r.down.CompareAndSwap(true, false) {
+		r.log.Info("cache: Redis reachable again")
+	}
+}
+
+// probeDue reports, while Redis is down, whether this Get should try Redis:
+// one Get per RetryInterval does, the others load directly without waiting
+// for a Redis that is probably still gone.
+func (r *Redis) probeDue() bool {
+	now := time.Now().UnixNano()
+	at := r.probeAt.Load()
+	return now >= at && r.probeAt.CompareAndSwap(at, now+int64(r.opts.RetryInterval))
+}
+
+// reasonOf names a Redis failure for the fallbacks metric.
+func reasonOf(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return reasonTimeout
+	}
+	return reasonRedisError
+}
+
+// tag returns the kind byte of a stored payload, 0 for an empty one.
+func tag(b []byte) byte {
+	if len(b) == 0 {
+		return 0
+	}
+	return b[0]
+}
+
+// message is the client-safe message of a not-found error, kept with the
+// absence so that a negative hit reads like the original miss.
+func message(err error) string {
+	var e *apiperf.Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return ""
+}

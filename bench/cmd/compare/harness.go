@@ -1,0 +1,444 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/api-perf/api-perf/bench"
+)
+
+// harness owns everything a run starts.
+type harness struct {
+	o              options
+	root           string
+	group          *bench.Group
+	tmp            string
+	bins           map[string]string
+	db             *bench.Database
+	redis          *bench.RedisDB
+	loader         loader
+	procs          map[string]*bench.Process
+	fix            fixture
+	static         string // the hot product's body, served by the static ceiling
+	notes          []string
+	hasCacheSwitch bool
+	pprofAddrs     map[string]string // PPROF_ADDR of each api-perf instance, with -pprof
+}
+
+// serverCPUs is where servers and ceilings run when pinning.
+func (h *harness) serverCPUs() string {
+	if h.o.pin {
+		return "0"
+	}
+	return ""
+}
+
+// prepare builds the binaries, creates the database and the Redis logical
+// database, starts the api-perf instance the seeding goes through, and
+// seeds.
+func (h *harness) prepare(ctx context.Context) error {
+	if h.o.pin {
+		if _, err := exec.LookPath("taskset"); err != nil {
+			h.o.pin = false
+			h.note("taskset is not installed: nothing is pinned")
+		}
+	}
+	tmp, err := os.MkdirTemp("", "api-perf-compare-")
+	if err != nil {
+		return err
+	}
+	h.tmp = tmp
+	h.group.Add(func() error { return os.RemoveAll(tmp) })
+	if h.loader, err = chooseLoader(h.o, tmp); err != nil {
+		return err
+	}
+
+	need := map[string]bool{"api-perf": true}
+	for _, n := range h.o.scenarios {
+		s := findScenario(n)
+		need[s.Server] = true
+		if s.Ceiling != "" && !h.o.pprof {
+			need[s.Ceiling] = true
+		}
+	}
+	h.bins = map[string]string{"api-perf": filepath.Join(tmp, "api-perf")}
+	builds := [][2]string{{"api-perf", "./cmd/api-perf"}}
+	for _, c := range []string{"static", "selectbyid", "ordertx"} {
+		if need[c] {
+			h.bins[c] = filepath.Join(tmp, c)
+			builds = append(builds, [2]string{c, "./bench/ceiling/" + c})
+		}
+	}
+	start := time.Now()
+	for _, b := range builds {
+		if err := bench.Build(ctx, h.root, b[1], h.bins[b[0]]); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "built %d binaries in %v\n", len(builds), time.Since(start).Round(time.Millisecond))
+
+	if h.db, err = bench.CreateDatabase(ctx, "apiperf_bench"); err != nil {
+		return err
+	}
+	h.group.Add(h.db.Drop)
+	if h.redis, err = bench.ClaimRedisDB(ctx); err != nil {
+		return err
+	}
+	h.group.Add(h.redis.Release)
+	if err := bench.Migrate(ctx, h.bins["api-perf"], h.db.DSN); err != nil {
+		return err
+	}
+	h.hasCacheSwitch = bench.SupportsSetting(ctx, h.bins["api-perf"], "CACHE")
+	if !h.hasCacheSwitch {
+		h.note("the server has no CACHE=off switch: get-uncached runs with CACHE_TTL=1ms over rotating ids, so nearly every read misses but still pays the cache's bookkeeping")
+	}
+
+	if _, err := h.start(ctx, "api-perf"); err != nil {
+		return err
+	}
+	if err := h.seed(ctx, need); err != nil {
+		return err
+	}
+	for _, name := range []string{"api-perf-limiter", "api-perf-nocache", "api-perf-embedded", "static", "selectbyid", "ordertx"} {
+		if need[name] {
+			if _, err := h.start(ctx, name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// seed creates the products through the API.
+func (h *harness) seed(ctx context.Context, need map[string]bool) error {
+	api := h.procs["api-perf"].Addr
+	start := time.Now()
+	ids, err := bench.SeedProducts(api, "hot", 1, 1_000_000)
+	if err != nil {
+		return err
+	}
+	h.fix.hotID = ids[0]
+	if need["api-perf-nocache"] {
+		n := h.o.readIDs
+		if h.o.quick {
+			n = min(n, 200)
+		}
+		if h.fix.readIDs, err = bench.SeedProducts(api, "read", n, 1_000); err != nil {
+			return err
+		}
+	}
+	if slices.Contains(h.o.scenarios, "order-create") {
+		n := h.o.orderIDs
+		if h.o.quick {
+			n = min(n, 20)
+		}
+		if h.fix.orderIDs, err = bench.SeedProducts(api, "order", n, orderStock); err != nil {
+			return err
+		}
+	}
+	status, body, err := bench.Get(api, "/products/"+strconv.FormatInt(h.fix.hotID, 10))
+	if err != nil || status != http.StatusOK {
+		return fmt.Errorf("read back the hot product: status %d, %v", status, err)
+	}
+	h.static = string(body)
+	if need["api-perf-embedded"] {
+		p, err := h.start(ctx, "api-perf-embedded")
+		if err != nil {
+			return err
+		}
+		if ids, err = bench.SeedProducts(p.Addr, "hot", 1, 1_000_000); err != nil {
+			return err
+		}
+		h.fix.embeddedHotID = ids[0]
+	}
+	fmt.Fprintf(os.Stderr, "seeded %d products in %v\n", 1+len(h.fix.readIDs)+len(h.fix.orderIDs),
+		time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// orderStock is the stock of the order products: more than any run can sell.
+const orderStock = 1_000_000_000
+
+// start launches a target by name once and remembers it.
+func (h *harness) start(ctx context.Context, name string) (*bench.Process, error) {
+	if p := h.procs[name]; p != nil {
+		return p, nil
+	}
+	addr, err := bench.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	sc := bench.ServerConfig{Binary: h.bins["api-perf"], Addr: addr, MySQLDSN: h.db.DSN, RedisURL: h.redis.URL,
+		DBMaxOpenConns: h.o.dbConns, CPUs: h.serverCPUs()}
+	if h.o.pprof {
+		if sc.PprofAddr, err = bench.FreeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	var p *bench.Process
+	switch name {
+	case "api-perf":
+		p, err = bench.StartServer(ctx, name, sc)
+	case "api-perf-limiter":
+		sc.ReadLimit, sc.WriteLimit = bench.HugeLimit, bench.HugeLimit
+		p, err = bench.StartServer(ctx, name, sc)
+	case "api-perf-nocache":
+		if h.hasCacheSwitch {
+			sc.CacheOff = true
+		} else {
+			sc.CacheTTL = "1ms"
+		}
+		p, err = bench.StartServer(ctx, name, sc)
+	case "api-perf-embedded":
+		sc.MySQLDSN, sc.RedisURL, sc.DBMaxOpenConns = "", "", 0
+		sc.DataDir = filepath.Join(h.tmp, "data")
+		p, err = bench.StartServer(ctx, name, sc)
+	case "static", "selectbyid", "ordertx":
+		env := []string{"HTTP_ADDR=" + addr, "MYSQL_DSN=" + h.db.DSN, "DB_MAX_OPEN_CONNS=" + strconv.Itoa(h.o.dbConns)}
+		if name == "static" {
+			env = append(env, "STATIC_BODY="+h.static)
+		}
+		// The ceilings have no health route; any answer means they listen.
+		p, err = bench.Start(ctx, bench.ProcessOptions{Name: name, Binary: h.bins[name], Env: env, Addr: addr,
+			CPUs: h.serverCPUs(), ReadyPath: "/", AnyStatus: true})
+	default:
+		return nil, fmt.Errorf("unknown target %q", name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	h.group.Add(p.Stop)
+	h.procs[name] = p
+	if sc.PprofAddr != "" && strings.HasPrefix(name, "api-perf") {
+		h.pprofAddrs[name] = sc.PprofAddr
+	}
+	return p, nil
+}
+
+// compare runs every selected scenario for every round and connection
+// count, alternating which of the pair goes first from round to round.
+func (h *harness) compare(ctx context.Context) (*report, error) {
+	o := h.o
+	r := &report{Started: time.Now().UTC(), Command: "go run ./bench/cmd/compare " + strings.Join(os.Args[1:], " "),
+		Machine: machine(ctx, h), Loader: h.loader.Name(), Rounds: o.rounds, Duration: o.duration.String()}
+	r.Command = strings.TrimSpace(r.Command)
+	r.Pinning = "none"
+	if o.pin {
+		r.Pinning = "servers and ceilings on CPU 0, load generator on CPU 1 (taskset); MariaDB and Redis unpinned"
+	}
+	var cells []*cell
+	for _, name := range o.scenarios {
+		s := findScenario(name)
+		for _, c := range o.conns {
+			cl := &cell{Scenario: s.Name, Conns: c, Target: s.Target, Server: series{Target: s.Server}}
+			if s.Ceiling != "" {
+				cl.Ceiling = &series{Target: s.Ceiling}
+			}
+			cells = append(cells, cl)
+		}
+	}
+	runs := 0
+	for _, cl := range cells {
+		runs += o.rounds
+		if cl.Ceiling != nil {
+			runs += o.rounds
+		}
+	}
+	fmt.Fprintf(os.Stderr, "%d runs of %v each (about %v)\n", runs, o.duration, (time.Duration(runs) * (o.duration + 400*time.Millisecond)).Round(time.Second))
+
+	// Warm every target once per scenario: caches filled, pools opened,
+	// the Go runtime's heap grown.
+	for _, name := range o.scenarios {
+		s := findScenario(name)
+		for _, t := range []string{s.Ceiling, s.Server} {
+			if t == "" {
+				continue
+			}
+			if _, err := h.loader.Run(ctx, h.procs[t].Addr, s.Load(&h.fix), 64, o.warmup); err != nil {
+				return nil, fmt.Errorf("warm-up of %s on %s: %w", s.Name, t, err)
+			}
+		}
+	}
+
+	for round := range o.rounds {
+		for _, name := range o.scenarios {
+			s := findScenario(name)
+			if s.Restock {
+				if err := bench.SetStock(h.procs["api-perf"].Addr, orderStock, h.fix.orderIDs...); err != nil {
+					return nil, fmt.Errorf("restock: %w", err)
+				}
+			}
+		}
+		for _, cl := range cells {
+			s := findScenario(cl.Scenario)
+			pair := []*series{cl.Ceiling, &cl.Server}
+			if round%2 == 1 {
+				pair[0], pair[1] = pair[1], pair[0]
+			}
+			for _, se := range pair {
+				if se == nil {
+					continue
+				}
+				m, err := h.measure(ctx, se.Target, s.Load(&h.fix), cl.Conns)
+				if err != nil {
+					return nil, fmt.Errorf("%s on %s at %d connections: %w", s.Name, se.Target, cl.Conns, err)
+				}
+				se.Runs = append(se.Runs, m)
+				fmt.Fprintf(os.Stderr, "round %d  %-18s %-18s c=%-4d %9.0f req/s  p50 %-10s p99 %-10s errors %d\n",
+					round+1, s.Name, se.Target, cl.Conns, m.RPS, fmtDur(m.P50), fmtDur(m.P99), m.Errors)
+			}
+		}
+	}
+	r.Machine["loadavg_at_end"] = loadAvg()
+	for _, cl := range cells {
+		cl.finish()
+		r.Cells = append(r.Cells, *cl)
+	}
+	r.Notes = h.notes
+	for _, name := range o.scenarios {
+		s := findScenario(name)
+		r.Notes = append(r.Notes, s.Name+": "+s.About)
+	}
+	return r, nil
+}
+
+// measure runs one load and checks its error rate.
+func (h *harness) measure(ctx context.Context, target string, w workload, conns int) (measurement, error) {
+	p := h.procs[target]
+	if p.Exited() {
+		return measurement{}, fmt.Errorf("%s has exited:\n%s", target, p.Output())
+	}
+	time.Sleep(250 * time.Millisecond) // let the previous run's sockets close
+	m, err := h.loader.Run(ctx, p.Addr, w, conns, h.o.duration)
+	if err != nil {
+		return m, err
+	}
+	if m.Requests == 0 || float64(m.Errors) > h.o.maxErrorRate*float64(m.Requests) {
+		return m, fmt.Errorf("%d of %d responses were errors (want status %d)", m.Errors, m.Requests, w.OK)
+	}
+	return m, nil
+}
+
+// profile takes a CPU profile of each selected scenario's server while the
+// scenario's load runs, then prints pprof's top entries.
+func (h *harness) profile(ctx context.Context) error {
+	if err := os.MkdirAll(h.o.out, 0o755); err != nil {
+		return err
+	}
+	for _, name := range h.o.scenarios {
+		s := findScenario(name)
+		p := h.procs[s.Server]
+		if s.Restock {
+			if err := bench.SetStock(h.procs["api-perf"].Addr, orderStock, h.fix.orderIDs...); err != nil {
+				return err
+			}
+		}
+		pprofAddr := h.pprofAddrs[s.Server]
+		if status, _, err := bench.Get(pprofAddr, "/debug/pprof/"); pprofAddr == "" || err != nil || status != http.StatusOK {
+			return fmt.Errorf("%s: no PPROF_ADDR listener found; the server needs PPROF_ADDR support for -pprof", s.Server)
+		}
+		file := filepath.Join(h.o.out, "cpu-"+s.Name+".pprof")
+		done := make(chan error, 1)
+		go func() {
+			_, err := h.loader.Run(ctx, p.Addr, s.Load(&h.fix), h.o.pprofConns, 12*time.Second)
+			done <- err
+		}()
+		time.Sleep(time.Second) // profile the steady state, not the ramp
+		perr := fetchProfile(ctx, "http://"+pprofAddr+"/debug/pprof/profile?seconds=10", file)
+		if err := <-done; err != nil {
+			return fmt.Errorf("load while profiling %s: %w", s.Name, err)
+		}
+		if perr != nil {
+			return perr
+		}
+		out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", h.bins["api-perf"], file).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("go tool pprof: %v\n%s", err, out)
+		}
+		txt := filepath.Join(h.o.out, "cpu-"+s.Name+".txt")
+		if err := os.WriteFile(txt, out, 0o644); err != nil {
+			return err
+		}
+		fmt.Printf("== CPU profile of %s under %s at %d connections (%s)\n", s.Server, s.Name, h.o.pprofConns, file)
+		sc := bufio.NewScanner(strings.NewReader(string(out)))
+		for i := 0; sc.Scan() && i < 32; i++ {
+			fmt.Println(sc.Text())
+		}
+		fmt.Println()
+	}
+	return nil
+}
+
+func fetchProfile(ctx context.Context, url, file string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("profile: %s: %s", resp.Status, b)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func (h *harness) note(s string) {
+	h.notes = append(h.notes, s)
+	fmt.Fprintln(os.Stderr, "note:", s)
+}
+
+// machine describes the host for the report.
+func machine(ctx context.Context, h *harness) map[string]string {
+	m := map[string]string{"nproc": strconv.Itoa(runtime.NumCPU()), "go": runtime.Version(),
+		"os": runtime.GOOS + "/" + runtime.GOARCH, "database": h.db.ServerVersion(ctx), "cpu": "unknown"}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m["cpu"] = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	m["loadavg_at_start"] = loadAvg()
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m["kernel"] = "Linux " + strings.TrimSpace(string(b))
+	}
+	return m
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages: on a shared two-core
+// machine a high value at the start explains noisy numbers.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// series is one target's runs in one scenario at one concurrency.
+type series struct {
+	Target string        `json:"target"`
+	Runs   []measurement `json:"runs"`
+	Median measurement   `json:"median"`
+}
+
+// cell is one scenario at one concurrency: the server's runs and, when the
+// scenario has one, the ceiling's, measured in alternation.
+type cell struct {
+	Scenario string  `json:"scenario"`
+	Conns    int     `json:"conns"`
+	Server   series  `json:"server"`
+	Ceiling  *series `json:"ceiling,omitempty"`
+	// Ratio is the median of the per-round ratios server/ceiling req/s:
+	// pairing each server run with the ceiling run next to it cancels
+	// slow drift of the machine.
+	Ratio float64 `json:"ratio,omitempty"`
+	// Target is the ratio the server should reach; 0 means none.
+	Target float64 `json:"target,omitempty"`
+}
+
+// report is everything a run produced, written as results.json.
+type report struct {
+	Started  time.Time         `json:"started"`
+	Command  string            `json:"command"`
+	Machine  map[string]string `json:"machine"`
+	Loader   string            `json:"loader"`
+	Pinning  string            `json:"pinning"`
+	Rounds   int               `json:"rounds"`
+	Duration string            `json:"duration"`
+	Notes    []string          `json:"notes,omitempty"`
+	Cells    []cell            `json:"cells"`
+}
+
+// finish computes medians and ratios.
+func (c *cell) finish() {
+	c.Server.Median = medianOf(c.Server.Runs)
+	if c.Ceiling == nil {
+		return
+	}
+	c.Ceiling.Median = medianOf(c.Ceiling.Runs)
+	var ratios []float64
+	for i := range min(len(c.Server.Runs), len(c.Ceiling.Runs)) {
+		if c.Ceiling.Runs[i].RPS > 0 {
+			ratios = append(ratios, c.Server.Runs[i].RPS/c.Ceiling.Runs[i].RPS)
+		}
+	}
+	c.Ratio = median(ratios)
+}
+
+// medianOf takes the median of each number separately.
+func medianOf(runs []measurement) measurement {
+	var m measurement
+	var rps, p50, p99 []float64
+	for _, r := range runs {
+		rps = append(rps, r.RPS)
+		p50 = append(p50, float64(r.P50))
+		p99 = append(p99, float64(r.P99))
+		m.Requests += r.Requests
+		m.Errors += r.Errors
+	}
+	m.RPS = median(rps)
+	m.P50 = time.Duration(median(p50))
+	m.P99 = time.Duration(median(p99))
+	return m
+}
+
+// median of xs; the mean of the middle two for an even count.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// writeTable prints the Markdown table of the report.
+func writeTable(w io.Writer, r *report) {
+	fmt.Fprintln(w, "| scenario | conns | server req/s | p50 | p99 | ceiling | ceiling req/s | p50 | p99 | ratio | target | errors |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|")
+	for _, c := range r.Cells {
+		ceil, crps, cp50, cp99, ratio := "—", "—", "—", "—", "—"
+		errs := c.Server.Median.Errors
+		if c.Ceiling != nil {
+			ceil = c.Ceiling.Target
+			crps = fmtRPS(c.Ceiling.Median.RPS)
+			cp50, cp99 = fmtDur(c.Ceiling.Median.P50), fmtDur(c.Ceiling.Median.P99)
+			ratio = fmt.Sprintf("%.2fx", c.Ratio)
+			errs += c.Ceiling.Median.Errors
+		}
+		target := "info"
+		if c.Target > 0 {
+			verdict := "met"
+			if c.Ratio < c.Target {
+				verdict = "**missed**"
+			}
+			target = fmt.Sprintf("≥ %.2fx %s", c.Target, verdict)
+		}
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
+			c.Scenario, c.Conns, fmtRPS(c.Server.Median.RPS), fmtDur(c.Server.Median.P50), fmtDur(c.Server.Median.P99),
+			ceil, crps, cp50, cp99, ratio, target, errs)
+	}
+}
+
+func fmtRPS(v float64) string { return fmt.Sprintf("%.0f", v) }
+
+// fmtDur prints a latency in milliseconds with sensible precision.
+func fmtDur(d time.Duration) string {
+	ms := float64(d) / float64(time.Millisecond)
+	switch {
+	case ms < 1:
+		return fmt.Sprintf("%.3f ms", ms)
+	case ms < 10:
+		return fmt.Sprintf("%.2f ms", ms)
+	default:
+		return fmt.Sprintf("%.1f ms", ms)
+	}
+}
+
+// writeResults stores results.json, results.md and chart.svg in dir.
+func writeResults(dir string, r *report) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	var md strings.Builder
+	fmt.Fprintf(&md, "Command: `%s`  \n", r.Command)
+	fmt.Fprintf(&md, "Machine: %s, %s CPUs, %s, %s  \n", r.Machine["cpu"], r.Machine["nproc"], r.Machine["kernel"], r.Machine["go"])
+	fmt.Fprintf(&md, "Load average at start / end: %s / %s  \n", r.Machine["loadavg_at_start"], r.Machine["loadavg_at_end"])
+	fmt.Fprintf(&md, "Loader: %s; pinning: %s; %d round(s) of %s per point, medians.\n\n", r.Loader, r.Pinning, r.Rounds, r.Duration)
+	writeTable(&md, r)
+	for _, n := range r.Notes {
+		fmt.Fprintf(&md, "\n- %s", n)
+	}
+	md.WriteString("\n")
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	svg, err := renderChart(r)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "chart.svg"), svg, 0o644)
+}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+)
+
+// scenario pairs an api-perf instance with the ceiling that does the same
+// route's unavoidable work, under the same workload.
+type scenario struct {
+	Name    string
+	About   string
+	Server  string  // target name of the api-perf instance
+	Ceiling string  // target name of the ceiling; empty for information only
+	Target  float64 // required server/ceiling ratio; 0 for none
+	Load    func(f *fixture) workload
+	// Restock resets the order products' stock before every round.
+	Restock bool
+}
+
+// fixture is what seeding produced: the ids each workload uses.
+type fixture struct {
+	hotID         int64   // the warm product of the cached read scenarios
+	readIDs       []int64 // the rotation of the uncached read scenario
+	orderIDs      []int64 // products with a huge stock, for orders
+	embeddedHotID int64
+}
+
+var scenarios = []scenario{
+	{Name: "get-cached", Server: "api-perf", Ceiling: "static", Target: 0.90,
+		About: "warm GET /products/{id} of one hot product, rate limiter off, against a server that returns the same body with no I/O",
+		Load:  func(f *fixture) workload { return getWorkload(f.hotID) }},
+	{Name: "get-cached-limiter", Server: "api-perf-limiter", Ceiling: "static", Target: 0.60,
+		About: "the same with the Redis GCRA limiter on (a policy of " + "1000000/1s,burst=1000000" + " that never refuses)",
+		Load:  func(f *fixture) workload { return getWorkload(f.hotID) }},
+	{Name: "get-uncached", Server: "api-perf-nocache", Ceiling: "selectbyid", Target: 0.90,
+		About: "GET /products/{id} rotating through many ids with the product cache off, against one prepared SELECT per request",
+		Load:  func(f *fixture) workload { return getWorkload(f.readIDs...) }},
+	{Name: "order-create", Server: "api-perf", Ceiling: "ordertx", Target: 0.80, Restock: true,
+		About: "POST /orders rotating through products with a huge stock, against one UPDATE+INSERT transaction per request",
+		Load:  func(f *fixture) workload { return orderWorkload(f.orderIDs) }},
+	{Name: "get-embedded", Server: "api-perf-embedded",
+		About: "warm GET /products/{id} on the embedded default (SQLite, in-process cache, limiter off); for information",
+		Load:  func(f *fixture) workload { return getWorkload(f.embeddedHotID) }},
+}
+
+func getWorkload(ids ...int64) workload {
+	w := workload{Method: http.MethodGet, OK: http.StatusOK}
+	for _, id := range ids {
+		w.Paths = append(w.Paths, "/products/"+strconv.FormatInt(id, 10))
+	}
+	return w
+}
+
+func orderWorkload(ids []int64) workload {
+	w := workload{Method: http.MethodPost, Paths: []string{"/orders"}, ContentType: "application/json", OK: http.StatusCreated}
+	for _, id := range ids {
+		w.Bodies = append(w.Bodies, fmt.Sprintf(`{"product_id":%d,"quantity":1}`, id))
+	}
+	return w
+}
+
+func scenarioNames() []string {
+	var out []string
+	for _, s := range scenarios {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+func findScenario(name string) *scenario {
+	for i := range scenarios {
+		if scenarios[i].Name == name {
+			return &scenarios[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,103 @@
+package server_test
+
+import (
+	"bytes"
+	"mime"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/api-perf/api-perf/server"
+)
+
+// TestDocs_Pages serves the document and the two documentation pages
+// through the handler, as a client would fetch them, and checks that the
+// pages load the document this server serves.
+func TestDocs_Pages(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	srv, _ := newDocServer(t, func(c *server.Config) {
+		c.Registerer = reg
+		c.Metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	})
+	h := srv.Handler()
+	get := func(t *testing.T, path, wantType string) []byte {
+		t.Helper()
+		resp := serve(h, docRequest{method: "GET", path: path})
+		if resp.StatusCode() != 200 {
+			t.Fatalf("GET %s: %d %s", path, resp.StatusCode(), resp.Body())
+		}
+		mt, params, err := mime.ParseMediaType(string(resp.Header.ContentType()))
+		if err != nil || mt != wantType {
+			t.Errorf("GET %s: Content-Type %q, want %s", path, resp.Header.ContentType(), wantType)
+		}
+		if strings.HasPrefix(mt, "text/") && !strings.EqualFold(params["charset"], "utf-8") {
+			t.Errorf("GET %s: Content-Type %q names no UTF-8 charset", path, resp.Header.ContentType())
+		}
+		if len(resp.Header.Peek("X-Request-ID")) == 0 {
+			t.Errorf("GET %s: no X-Request-ID", path)
+		}
+		return resp.Body()
+	}
+
+	t.Run("OpenAPI", func(t *testing.T) {
+		body := get(t, "/openapi.json", "application/json")
+		file, err := os.ReadFile("openapi.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(body, file) {
+			t.Error("the served document is not openapi.json")
+		}
+		if doc := parseDocument(t, body); doc["openapi"] != "3.1.0" {
+			t.Errorf("served document has openapi %v", doc["openapi"])
+		}
+	})
+
+	// The pages name their document by the path the router serves it at.
+	specURL := regexp.MustCompile(`(?:url:\s*|spec-url=)"([^"]+)"`)
+	page := func(t *testing.T, path string, must ...string) {
+		t.Helper()
+		body := string(get(t, path, "text/html"))
+		if !strings.HasPrefix(strings.ToLower(body), "<!doctype html>") || !strings.HasSuffix(strings.TrimSpace(body), "</html>") {
+			t.Errorf("%s is not a complete HTML document:\n%s", path, body)
+		}
+		m := specURL.FindAllStringSubmatch(body, -1)
+		if len(m) != 1 || m[0][1] != "/openapi.json" {
+			t.Errorf("%s does not load /openapi.json (found %v)", path, m)
+		}
+		for _, s := range must {
+			if !strings.Contains(body, s) {
+				t.Errorf("%s lacks %q", path, s)
+			}
+		}
+		// Every script and stylesheet comes over HTTPS, so the page works
+		// when the API is served over TLS.
+		for _, u := range regexp.MustCompile(`(?:src|href)="([^"]+)"`).FindAllStringSubmatch(body, -1) {
+			if !strings.HasPrefix(u[1], "https://") {
+				t.Errorf("%s loads %s over something other than HTTPS", path, u[1])
+			}
+		}
+		if resp := serve(h, docRequest{method: "POST", path: path}); resp.StatusCode() != 405 {
+			t.Errorf("POST %s: %d, want 405", path, resp.StatusCode())
+		}
+	}
+	t.Run("SwaggerUI", func(t *testing.T) {
+		page(t, "/docs", `id="swagger-ui"`, "swagger-ui-bundle.js", "swagger-ui.css", `dom_id: "#swagger-ui"`)
+	})
+	t.Run("ReDoc", func(t *testing.T) {
+		page(t, "/redoc", "<redoc ", "redoc.standalone.js")
+	})
+
+	t.Run("Metrics", func(t *testing.T) {
+		serve(h, docRequest{method: "GET", path: "/healthz"})
+		body := get(t, "/metrics", "text/plain")
+		if !bytes.Contains(body, []byte(`apiperf_http_requests_total{method="GET",route="/healthz",status="200"} 1`)) {
+			t.Errorf("/metrics does not count the /healthz request:\n%s", body)
+		}
+	})
+}

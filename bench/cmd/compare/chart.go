@@ -18,9 +18,9 @@ import (
 
 const (
 	panelW, panelH        = 420, 300
-	marginL, marginT      = 70, 50
+	marginL, marginT      = 70, 80
 	panelGap              = 110
-	legendRowH, legendTop = 18, 390
+	legendRowH, legendTop = 18, marginT + panelH + 62
 )
 
 var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"}
@@ -130,13 +130,24 @@ func renderChart(r *report) ([]byte, error) {
 		d.XTicks = append(d.XTicks, chartTick{Pos: xOf(i), Label: fmt.Sprint(c)})
 	}
 
-	colour := 0
-	for n, label := range order {
+	// Servers first, then ceilings, so the legend reads in two groups.
+	slices.SortStableFunc(order, func(a, b string) int {
+		switch {
+		case lines[a].ceiling == lines[b].ceiling:
+			return 0
+		case lines[b].ceiling:
+			return -1
+		}
+		return 1
+	})
+	colour, grey := 0, 0
+	for _, label := range order {
 		s := lines[label]
 		l := chartLine{Label: label}
 		if s.ceiling {
-			l.Color = []string{"#555555", "#888888", "#aaaaaa"}[min(n, 2)%3]
-			l.Dash = "6 4"
+			l.Color = []string{"#444444", "#777777", "#aaaaaa"}[grey%3]
+			l.Dash = []string{"7 4", "2 3", "10 3 2 3"}[grey%3]
+			grey++
 		} else {
 			l.Color = palette[colour%len(palette)]
 			colour++
@@ -245,10 +256,10 @@ var chartTemplate = template.Must(template.New("chart").Funcs(template.FuncMap{
 <svg xmlns="http://www.w3.org/2000/svg" width="{{.Width}}" height="{{.Height}}" viewBox="0 0 {{.Width}} {{.Height}}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="#ffffff"/>
 <text x="{{add (index .Panels 0).X 0}}" y="20" font-size="16" font-weight="bold">{{esc .Title}}</text>
-<text x="{{add (index .Panels 0).X 0}}" y="36" fill="#555555">{{esc .Subtitle}}</text>
+<text x="{{add (index .Panels 0).X 0}}" y="40" fill="#555555">{{esc .Subtitle}}</text>
 {{- range $p := .Panels}}
 <g>
-<text x="{{$p.X}}" y="{{add $p.Y -6}}" font-weight="bold">{{esc $p.Title}}</text>
+<text x="{{$p.X}}" y="{{add $p.Y -10}}" font-weight="bold">{{esc $p.Title}}</text>
 <rect x="{{$p.X}}" y="{{$p.Y}}" width="{{$.W}}" height="{{$.H}}" fill="none" stroke="#333333"/>
 {{- range $p.YTicks}}
 <line x1="{{$p.X}}" x2="{{add $p.X $.W}}" y1="{{add $p.Y .Pos}}" y2="{{add $p.Y .Pos}}" stroke="#e5e5e5"/>

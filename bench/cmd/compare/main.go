@@ -21,6 +21,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -55,6 +56,7 @@ type options struct {
 	pprofConns     int
 	timeout        time.Duration
 	maxErrorRate   float64
+	render         string
 }
 
 func main() {
@@ -98,6 +100,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.pprofConns, "pprof-conns", 64, "connections while profiling")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "hard limit of the whole run")
 	fs.Float64Var(&o.maxErrorRate, "max-error-rate", 0.01, "fail when more than this share of a run's responses are errors")
+	fs.StringVar(&o.render, "render", "", "only redraw results.md and chart.svg from DIR/results.json")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -132,6 +135,9 @@ func parseFlags(args []string) (options, error) {
 }
 
 func run(ctx context.Context, o options) (err error) {
+	if o.render != "" {
+		return rerender(o.render)
+	}
 	root, err := bench.ModuleRoot()
 	if err != nil {
 		return err
@@ -167,6 +173,21 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	fmt.Printf("\nwrote %s/{results.json,results.md,chart.svg}\n", o.out)
 	return nil
+}
+
+// rerender rewrites a results directory's table and chart from its JSON,
+// for when only the presentation changed.
+func rerender(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return err
+	}
+	var r report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return err
+	}
+	writeTable(os.Stdout, &r)
+	return writeResults(dir, &r)
 }
 
 // chooseLoader picks wrk when asked for or installed, else the built-in one.

@@ -1,0 +1,95 @@
+package limiter
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// TestRedisCluster_Exactness runs the exactness check on a three-master
+// Redis Cluster the test builds on loopback ports. The limiter's key carries
+// a hash tag, so the script's only key routes to one slot; the clients
+// below are cluster clients that follow the slot map.
+func TestRedisCluster_Exactness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a Redis Cluster; skipped with -short")
+	}
+	verifyNoLeaks(t)
+	addrs := StartCluster(t)
+
+	for _, mode := range redisModes {
+		t.Run(mode.name, func(t *testing.T) {
+			var limiters []Limiter
+			var prefix string
+			for i := range 3 {
+				c := MustClient(t, addrs...)
+				if i == 0 {
+					prefix = MustPrefix(t, c)
+				}
+				opts := mode.opts
+				opts.Prefix = prefix
+				l := NewRedis(c, opts)
+				t.Cleanup(l.Close)
+				limiters = append(limiters, l)
+			}
+			exactness(t, limiters, "client-a")
+
+			// Clients whose keys hash to every master are limited alike.
+			c := MustClient(t, addrs...)
+			nodes := map[string]bool{}
+			p := Policy{Name: "write", Rate: 1, Period: time.Hour, Burst: 3}
+			for _, client := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
+				key := prefix + "{write:" + client + "}"
+				slot, err := c.Do(context.Background(), c.B().ClusterKeyslot().Key(key).Build()).AsInt64()
+				if err != nil {
+					t.Fatalf("CLUSTER KEYSLOT: %v", err)
+				}
+				nodes[slotOwner(t, c, slot)] = true
+				n := 0
+				for i := range 5 {
+					if mustAllow(t, limiters[i%3], client, p, 1).Allowed {
+						n++
+					}
+				}
+				if n != 3 {
+					t.Fatalf("client %s: allowed %d of 5 with burst 3", client, n)
+				}
+			}
+			if len(nodes) != 3 {
+				t.Fatalf("the test keys reached %d masters, want all 3", len(nodes))
+			}
+		})
+	}
+}
+
+// slotOwner returns the address of the master serving slot.
+func slotOwner(t *testing.T, c rueidis.Client, slot int64) string {
+	t.Helper()
+	ranges, err := c.Do(context.Background(), c.B().ClusterSlots().Build()).ToArray()
+	if err != nil {
+		t.Fatalf("CLUSTER SLOTS: %v", err)
+	}
+	for _, r := range ranges {
+		fields, _ := r.ToArray()
+		if len(fields) < 3 {
+			continue
+		}
+		lo, _ := fields[0].AsInt64()
+		hi, _ := fields[1].AsInt64()
+		if slot < lo || slot > hi {
+			continue
+		}
+		master, _ := fields[2].ToArray()
+		if len(master) < 2 {
+			break
+		}
+		host, _ := master[0].ToString()
+		port, _ := master[1].AsInt64()
+		return host + ":" + strconv.FormatInt(port, 10)
+	}
+	t.Fatalf("no master serves slot %d", slot)
+	return ""
+}

@@ -1,0 +1,140 @@
+package limiter
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Policies for the benchmarks: far is a limit a busy client stays under
+// for most of a run; def is the default read policy, which a single hot
+// client blows through at once.
+var (
+	benchFar = Policy{Name: "read", Rate: 1000000, Period: time.Second, Burst: 1000000}
+	benchDef = Policy{Name: "read", Rate: 100, Period: time.Second, Burst: 200}
+)
+
+var benchKeys = func() []string {
+	keys := make([]string, 10000)
+	for i := range keys {
+		keys[i] = "10.0." + strconv.Itoa(i/256) + "." + strconv.Itoa(i%256)
+	}
+	return keys
+}()
+
+// runParallel runs l.Allow from every P, on one key or spread over many,
+// and reports the share of allowed decisions.
+func runParallel(b *testing.B, l Limiter, p Policy, manyKeys bool) {
+	b.Helper()
+	ctx := context.Background()
+	var allowed, seq atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(seq.Add(1)) * 7919
+		n := int64(0)
+		for pb.Next() {
+			key := "hot"
+			if manyKeys {
+				i++
+				key = benchKeys[i%len(benchKeys)]
+			}
+			r, err := l.Allow(ctx, key, p, 1)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if r.Allowed {
+				n++
+			}
+		}
+		allowed.Add(n)
+	})
+	b.ReportMetric(float64(allowed.Load())/float64(b.N), "allowed/op")
+}
+
+func BenchmarkLocal_Allow(b *testing.B) {
+	b.Run("OneKey", func(b *testing.B) {
+		l := NewLocal()
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			l.Allow(ctx, "hot", benchFar, 1)
+		}
+	})
+	b.Run("ParallelOneKey", func(b *testing.B) { runParallel(b, NewLocal(), benchFar, false) })
+	b.Run("ParallelManyKeys", func(b *testing.B) { runParallel(b, NewLocal(), benchDef, true) })
+}
+
+// BenchmarkRedis_Allow is the plain mode: one EVALSHA per decision.
+func BenchmarkRedis_Allow(b *testing.B) {
+	r, _ := MustRedis(b, RedisOptions{Plain: true})
+	if err := r.Preload(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("RoundTrip", func(b *testing.B) {
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := r.Allow(ctx, "hot", benchFar, 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("ParallelOneKey", func(b *testing.B) { runParallel(b, r, benchFar, false) })
+	b.Run("ParallelManyKeys", func(b *testing.B) { runParallel(b, r, benchDef, true) })
+}
+
+// BenchmarkRedis_AllowBatched is the default mode. calls/op is the share
+// of decisions that needed a script call.
+func BenchmarkRedis_AllowBatched(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		p    Policy
+		many bool
+	}{
+		{"ParallelOneKeyFar", benchFar, false},
+		{"ParallelOneKeyOverLimit", benchDef, false},
+		{"ParallelManyKeys", benchDef, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			r, _ := MustRedis(b, RedisOptions{})
+			if err := r.Preload(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			runParallel(b, r, bc.p, bc.many)
+			b.ReportMetric(float64(r.calls.Load())/float64(b.N), "calls/op")
+		})
+	}
+}
+
+// BenchmarkFallback_Allow is what the server runs: batched Redis behind
+// the deadline and the in-process fallback, with metrics.
+func BenchmarkFallback_Allow(b *testing.B) {
+	r, _ := MustRedis(b, RedisOptions{})
+	if err := r.Preload(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	f := NewFallback(r, FallbackOptions{})
+	b.Run("ParallelOneKeyFar", func(b *testing.B) { runParallel(b, f, benchFar, false) })
+	b.Run("ParallelOneKeyOverLimit", func(b *testing.B) { runParallel(b, f, benchDef, false) })
+}
+
+func BenchmarkAppendPolicyHeader(b *testing.B) {
+	buf := make([]byte, 0, 64)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendPolicyHeader(buf[:0], benchDef)
+	}
+}
+
+func BenchmarkAppendRateLimitHeader(b *testing.B) {
+	buf := make([]byte, 0, 64)
+	r := Result{Allowed: true, Limit: 200, Remaining: 57, ResetAfter: 2100 * time.Millisecond}
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendRateLimitHeader(buf[:0], benchDef, r)
+	}
+}

@@ -1,0 +1,183 @@
+package limiter
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// localShards spreads keys over independent locks so that concurrent
+// requests from different clients rarely wait for each other.
+const localShards = 64
+
+// sweepEvery is how often, at most, a shard drops the keys whose bucket is
+// full again. Such a key is indistinguishable from one never seen, so
+// forgetting it changes no decision; it only bounds memory.
+const sweepEvery = 10 * time.Second
+
+// Local is an exact in-process GCRA limiter. It serves the embedded mode
+// (no Redis) and is the fallback of Fallback. Its state lives in this
+// process only, so several replicas using Local each allow the full policy.
+type Local struct {
+	// Now, when set before the first Allow, replaces the clock; tests use
+	// it to replay a sequence of decisions at chosen instants. Nil means
+	// the monotonic clock.
+	Now func() time.Time
+
+	shards [localShards]localShard
+}
+
+type localShard struct {
+	mu        sync.Mutex
+	tats      map[string]*localTAT
+	lastSweep int64
+	_         [40]byte // keeps neighbouring shard locks off one cache line
+}
+
+type localTAT struct{ us int64 }
+
+var _ Limiter = (*Local)(nil)
+
+// NewLocal returns an empty in-process limiter.
+func NewLocal() *Local {
+	l := &Local{}
+	for i := range l.shards {
+		l.shards[i].tats = make(map[string]*localTAT)
+	}
+	return l
+}
+
+// Allow implements Limiter. It never blocks on I/O and never fails except
+// for an invalid policy or cost.
+func (l *Local) Allow(_ context.Context, key string, p Policy, cost int) (Result, error) {
+	r, _, err := l.tryAllow(key, p, cost)
+	return r, err
+}
+
+// tryAllow implements fastDecider: Local always decides.
+func (l *Local) tryAllow(key string, p Policy, cost int) (Result, bool, error) {
+	t, err := p.interval(cost)
+	if err != nil {
+		return Result{}, true, err
+	}
+	var buf [128]byte
+	k := appendBucketID(buf[:0], p.Name, key)
+	now := l.nowMicros()
+	sh := &l.shards[xxhash.Sum64(k)%localShards]
+
+	sh.mu.Lock()
+	e := sh.tats[string(k)]
+	tat := now
+	if e != nil && e.us > now {
+		tat = e.us
+	}
+	r, newTAT := gcra(now, tat, t, p.Burst, cost)
+	if r.Allowed {
+		if e == nil {
+			sh.sweep(now)
+			e = &localTAT{}
+			sh.tats[string(k)] = e
+		}
+		e.us = newTAT
+	}
+	sh.mu.Unlock()
+	return r, true, nil
+}
+
+// gcra is the decision shared by Local and, line for line, the Lua script:
+// tat is max(stored TAT, now). It returns the result and the new TAT.
+func gcra(now, tat, t int64, burst, cost int) (Result, int64) {
+	window := int64(burst) * t
+	avail := floorDiv(window-(tat-now), t)
+	remaining := int(max(avail, 0))
+	if cost > burst {
+		return never(burst, remaining, tat-now), tat
+	}
+	if avail < int64(cost) {
+		return Result{
+			Limit:      burst,
+			Remaining:  remaining,
+			RetryAfter: micros(tat + int64(cost)*t - window - now),
+			ResetAfter: micros(tat - now),
+		}, tat
+	}
+	newTAT := tat + int64(cost)*t
+	return Result{
+		Allowed:    true,
+		Limit:      burst,
+		Remaining:  int(avail) - cost,
+		ResetAfter: micros(newTAT - now),
+	}, newTAT
+}
+
+// floorDiv divides rounding toward negative infinity, as Lua's math.floor
+// does, so that Local and the script agree when a bucket is over-full.
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+// sweep drops keys whose bucket is full again, at most once per sweepEvery.
+// The caller holds sh.mu.
+func (sh *localShard) sweep(now int64) {
+	if now-sh.lastSweep < sweepEvery.Microseconds() {
+		return
+	}
+	sh.lastSweep = now
+	for k, e := range sh.tats {
+		if e.us <= now {
+			delete(sh.tats, k)
+		}
+	}
+}
+
+// Close implements Limiter. Local owns no goroutine or connection, so Close
+// only drops the state.
+func (l *Local) Close() {
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.mu.Lock()
+		clear(sh.tats)
+		sh.mu.Unlock()
+	}
+}
+
+// len counts the keys held, for tests of the idle expiry.
+func (l *Local) len() int {
+	n := 0
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.mu.Lock()
+		n += len(sh.tats)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+func (l *Local) nowMicros() int64 {
+	if l.Now != nil {
+		return l.Now().UnixMicro()
+	}
+	return monoMicros()
+}
+
+// epoch anchors the monotonic clock used when no Now is set, so that wall
+// clock steps never move a bucket.
+var epoch = time.Now()
+
+func monoMicros() int64 { return int64(time.Since(epoch) / time.Microsecond) }
+
+func monoNanos() int64 { return int64(time.Since(epoch)) }
+
+// appendBucketID appends the in-process identity of a bucket: the policy
+// name and the client key, separated by a byte neither contains in practice.
+func appendBucketID(dst []byte, name, key string) []byte {
+	dst = append(dst, name...)
+	dst = append(dst, 0)
+	return append(dst, key...)
+}

@@ -1,0 +1,173 @@
+package limiter
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	apiperf "github.com/api-perf/api-perf"
+)
+
+// fakeClock is a settable clock for Local.Now.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+func mustAllow(t *testing.T, l Limiter, key string, p Policy, cost int) Result {
+	t.Helper()
+	r, err := l.Allow(context.Background(), key, p, cost)
+	if err != nil {
+		t.Fatalf("Allow(%q, %+v, %d): %v", key, p, cost, err)
+	}
+	return r
+}
+
+func TestLocal_Allow(t *testing.T) {
+	p := Policy{Name: "read", Rate: 10, Period: time.Second, Burst: 20} // T = 100ms
+
+	t.Run("BurstThenRefuse", func(t *testing.T) {
+		clk := newFakeClock()
+		l := NewLocal()
+		l.Now = clk.Now
+		for i := range 20 {
+			r := mustAllow(t, l, "c", p, 1)
+			if !r.Allowed || r.Remaining != 19-i || r.Limit != 20 {
+				t.Fatalf("request %d: %+v, want allowed with %d remaining", i, r, 19-i)
+			}
+		}
+		r := mustAllow(t, l, "c", p, 1)
+		if r.Allowed || r.RetryAfter != 100*time.Millisecond || r.Remaining != 0 || r.ResetAfter != 2*time.Second {
+			t.Fatalf("request 21: %+v, want refused, retry after exactly one interval (100ms), reset 2s", r)
+		}
+		clk.Advance(99 * time.Millisecond)
+		if r := mustAllow(t, l, "c", p, 1); r.Allowed || r.RetryAfter != time.Millisecond {
+			t.Fatalf("1ms early: %+v, want refused with 1ms to wait", r)
+		}
+		clk.Advance(time.Millisecond)
+		if r := mustAllow(t, l, "c", p, 1); !r.Allowed || r.Remaining != 0 {
+			t.Fatalf("after RetryAfter: %+v, want allowed", r)
+		}
+		// Other keys and policies are independent.
+		if r := mustAllow(t, l, "other", p, 1); !r.Allowed || r.Remaining != 19 {
+			t.Fatalf("other key: %+v", r)
+		}
+		w := p
+		w.Name = "write"
+		if r := mustAllow(t, l, "c", w, 1); !r.Allowed || r.Remaining != 19 {
+			t.Fatalf("other policy: %+v", r)
+		}
+	})
+
+	t.Run("Cost", func(t *testing.T) {
+		clk := newFakeClock()
+		l := NewLocal()
+		l.Now = clk.Now
+		if r := mustAllow(t, l, "c", p, 15); !r.Allowed || r.Remaining != 5 {
+			t.Fatalf("cost 15: %+v", r)
+		}
+		r := mustAllow(t, l, "c", p, 6)
+		if r.Allowed || r.RetryAfter != 100*time.Millisecond || r.Remaining != 5 {
+			t.Fatalf("cost 6 with 5 left: %+v, want refused for one interval", r)
+		}
+		if r := mustAllow(t, l, "c", p, 5); !r.Allowed || r.Remaining != 0 {
+			t.Fatalf("cost 5 with 5 left: %+v", r)
+		}
+	})
+
+	t.Run("CostAboveBurst", func(t *testing.T) {
+		clk := newFakeClock()
+		l := NewLocal()
+		l.Now = clk.Now
+		for range 3 {
+			r := mustAllow(t, l, "c", p, 21)
+			if r.Allowed || r.RetryAfter != RetryNever || r.Remaining != 20 {
+				t.Fatalf("cost 21 > burst 20: %+v, want refused with RetryNever", r)
+			}
+			clk.Advance(time.Hour)
+		}
+		if r := mustAllow(t, l, "c", p, 20); !r.Allowed {
+			t.Fatalf("cost == burst on a full bucket: %+v, want allowed", r)
+		}
+	})
+
+	t.Run("UnevenInterval", func(t *testing.T) {
+		// 3 per second: T rounds up to 333334µs, so the limiter is never
+		// looser than written.
+		q := Policy{Name: "q", Rate: 3, Period: time.Second, Burst: 1}
+		clk := newFakeClock()
+		l := NewLocal()
+		l.Now = clk.Now
+		mustAllow(t, l, "c", q, 1)
+		if r := mustAllow(t, l, "c", q, 1); r.Allowed || r.RetryAfter != 333334*time.Microsecond {
+			t.Fatalf("%+v, want RetryAfter 333334µs", r)
+		}
+	})
+
+	t.Run("Invalid", func(t *testing.T) {
+		l := NewLocal()
+		for _, tc := range []struct {
+			p    Policy
+			cost int
+		}{
+			{p, 0}, {p, -1},
+			{Policy{Rate: 0, Period: time.Second, Burst: 1}, 1},
+			{Policy{Rate: 1, Period: 0, Burst: 1}, 1},
+			{Policy{Rate: 1, Period: time.Second, Burst: 0}, 1},
+			{Policy{Rate: 10, Period: time.Microsecond, Burst: 1}, 1},
+		} {
+			if _, err := l.Allow(context.Background(), "c", tc.p, tc.cost); apiperf.ErrorCode(err) != apiperf.EINVALID {
+				t.Errorf("Allow(%+v, cost %d) error = %v, want EINVALID", tc.p, tc.cost, err)
+			}
+		}
+	})
+
+	t.Run("IdleKeysExpire", func(t *testing.T) {
+		clk := newFakeClock()
+		l := NewLocal()
+		l.Now = clk.Now
+		for i := range 1000 {
+			mustAllow(t, l, string(rune('a'+i%26))+string(rune(i)), p, 1)
+		}
+		if n := l.len(); n != 1000 {
+			t.Fatalf("holding %d keys, want 1000", n)
+		}
+		clk.Advance(sweepEvery + time.Second)
+		for i := range 1000 { // new keys trigger each shard's sweep
+			mustAllow(t, l, "new"+string(rune(i)), p, 1)
+		}
+		if n := l.len(); n != 1000 {
+			t.Fatalf("holding %d keys after the old ones went idle, want only the 1000 new ones", n)
+		}
+	})
+
+	t.Run("Concurrent", func(t *testing.T) {
+		// With a frozen clock, exactly Burst requests are allowed however
+		// many goroutines ask at once.
+		clk := newFakeClock()
+		l := NewLocal()
+		l.Now = clk.Now
+		var allowed atomic.Int64
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for range 100 {
+					if r, _ := l.Allow(context.Background(), "hot", p, 1); r.Allowed {
+						allowed.Add(1)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if n := allowed.Load(); n != 20 {
+			t.Fatalf("allowed %d of 800 concurrent requests, want exactly the burst (20)", n)
+		}
+	})
+}

@@ -1,0 +1,465 @@
+package limiter
+
+import (
+	"context"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	apiperf "github.com/api-perf/api-perf"
+	"github.com/redis/rueidis"
+)
+
+// redisModes are the two ways Redis decides: one script call per request,
+// and batches of reserved tokens (with the default window, and with a wide
+// one so that batches are really taken in the tests' slow policies).
+var redisModes = []struct {
+	name string
+	opts RedisOptions
+}{
+	{"Plain", RedisOptions{Plain: true}},
+	{"Batched", RedisOptions{}},
+	{"BatchedWide", RedisOptions{BatchWindow: 2 * time.Second}},
+}
+
+// MustRedis returns a Redis limiter with a unique prefix on the shared
+// Redis, closed at the end of the test.
+func MustRedis(tb testing.TB, opts RedisOptions) (*Redis, rueidis.Client) {
+	tb.Helper()
+	c := MustClient(tb, redisAddr)
+	opts.Prefix = MustPrefix(tb, c)
+	r := NewRedis(c, opts)
+	tb.Cleanup(r.Close)
+	return r, c
+}
+
+func TestRedis_Allow(t *testing.T) {
+	for _, mode := range redisModes {
+		t.Run(mode.name, func(t *testing.T) {
+			verifyNoLeaks(t)
+			r, c := MustRedis(t, mode.opts)
+			ctx := context.Background()
+
+			t.Run("BurstIsTheMostAtOnce", func(t *testing.T) {
+				// A policy that refills once an hour: however the requests
+				// interleave, exactly Burst of them are allowed.
+				p := Policy{Name: "read", Rate: 1, Period: time.Hour, Burst: 20}
+				var allowed atomic.Int64
+				var wg sync.WaitGroup
+				for range 8 {
+					wg.Go(func() {
+						for range 10 {
+							res, err := r.Allow(ctx, "burst", p, 1)
+							if err != nil {
+								t.Error(err)
+								return
+							}
+							if res.Allowed {
+								allowed.Add(1)
+							} else if res.RetryAfter <= 0 {
+								t.Errorf("refused with RetryAfter %v", res.RetryAfter)
+							}
+						}
+					})
+				}
+				wg.Wait()
+				if n := allowed.Load(); n != 20 {
+					t.Fatalf("allowed %d of 80 concurrent requests, want exactly the burst (20)", n)
+				}
+			})
+
+			t.Run("RetryAfterIsOneInterval", func(t *testing.T) {
+				p := Policy{Name: "read", Rate: 10, Period: time.Second, Burst: 3} // T = 100ms
+				start := time.Now()
+				for i := range 3 {
+					if res := mustAllow(t, r, "retry", p, 1); !res.Allowed {
+						t.Fatalf("request %d of the burst refused: %+v", i, res)
+					}
+				}
+				res := mustAllow(t, r, "retry", p, 1)
+				elapsed := time.Since(start)
+				if res.Allowed || res.RetryAfter > 100*time.Millisecond || res.RetryAfter < 100*time.Millisecond-elapsed {
+					t.Fatalf("4th request: %+v after %v; want refused with RetryAfter in [100ms-%v, 100ms]", res, elapsed, elapsed)
+				}
+				time.Sleep(res.RetryAfter - 30*time.Millisecond)
+				if early := mustAllow(t, r, "retry", p, 1); early.Allowed {
+					t.Fatalf("allowed 30ms before RetryAfter: %+v", early)
+				}
+				time.Sleep(30*time.Millisecond + time.Millisecond)
+				if late := mustAllow(t, r, "retry", p, 1); !late.Allowed {
+					t.Fatalf("refused right after RetryAfter: %+v", late)
+				}
+			})
+
+			t.Run("CostAboveBurstNeverAllowed", func(t *testing.T) {
+				p := Policy{Name: "write", Rate: 10, Period: time.Second, Burst: 3}
+				for range 3 {
+					res := mustAllow(t, r, "big", p, 4)
+					if res.Allowed || res.RetryAfter != RetryNever {
+						t.Fatalf("cost 4 > burst 3: %+v, want refused with RetryNever", res)
+					}
+				}
+				// The refusals consumed nothing: the whole burst is still there.
+				if res := mustAllow(t, r, "big", p, 3); !res.Allowed {
+					t.Fatalf("cost == burst after refusals: %+v, want allowed", res)
+				}
+			})
+
+			t.Run("StateIsExactIntegerMicroseconds", func(t *testing.T) {
+				// One request per minute: each request moves the TAT by
+				// exactly 60e6µs. A TAT written as a Lua float string would
+				// be rounded to 14 significant digits (100µs steps).
+				p := Policy{Name: "exact", Rate: 1, Period: time.Minute, Burst: 3}
+				key := r.prefix + "{exact:int}"
+				var tats []int64
+				for range 3 {
+					if res := mustAllow(t, r, "int", p, 1); !res.Allowed {
+						t.Fatalf("refused: %+v", res)
+					}
+					s, err := c.Do(ctx, c.B().Get().Key(key).Build()).ToString()
+					if err != nil {
+						t.Fatalf("GET %s: %v", key, err)
+					}
+					if !regexp.MustCompile(`^[0-9]+$`).MatchString(s) {
+						t.Fatalf("stored TAT %q is not a plain integer", s)
+					}
+					v, _ := strconv.ParseInt(s, 10, 64)
+					tats = append(tats, v)
+				}
+				if tats[1]-tats[0] != 60e6 || tats[2]-tats[1] != 60e6 {
+					t.Fatalf("TATs %v do not step by exactly 60000000µs", tats)
+				}
+				now := redisTimeMicros(t, c)
+				if d := tats[2] - now; d <= 179e6 || d > 180e6 {
+					t.Fatalf("TAT is %dµs ahead of Redis time, want just under 180s", d)
+				}
+				// The key expires when the bucket is full again.
+				pttl, err := c.Do(ctx, c.B().Pttl().Key(key).Build()).AsInt64()
+				if err != nil || pttl <= 179000 || pttl > 180000 {
+					t.Fatalf("PTTL = %d (%v), want just under 180000ms", pttl, err)
+				}
+			})
+
+			t.Run("Invalid", func(t *testing.T) {
+				p := Policy{Name: "read", Rate: 10, Period: time.Second, Burst: 3}
+				if _, err := r.Allow(ctx, "x", p, 0); apiperf.ErrorCode(err) != apiperf.EINVALID {
+					t.Fatalf("cost 0: err %v, want EINVALID", err)
+				}
+			})
+		})
+	}
+}
+
+func redisTimeMicros(t *testing.T, c rueidis.Client) int64 {
+	t.Helper()
+	v, err := c.Do(context.Background(), c.B().Time().Build()).AsStrSlice()
+	if err != nil || len(v) != 2 {
+		t.Fatalf("TIME: %v %v", v, err)
+	}
+	s, _ := strconv.ParseInt(v[0], 10, 64)
+	us, _ := strconv.ParseInt(v[1], 10, 64)
+	return s*1e6 + us
+}
+
+// TestRedis_MatchesLocal replays one sequence on Local with a fake clock and
+// on Redis in real time (steps sit at least 100ms from any boundary) and
+// expects the same decisions; durations may differ by the few milliseconds
+// the real calls take.
+func TestRedis_MatchesLocal(t *testing.T) {
+	p := Policy{Name: "seq", Rate: 5, Period: time.Second, Burst: 3} // T = 200ms
+	steps := []struct {
+		at      time.Duration // since the first request
+		cost    int
+		allowed bool
+		remain  int
+		retry   time.Duration
+	}{
+		{0, 1, true, 2, 0},
+		{0, 1, true, 1, 0},
+		{0, 1, true, 0, 0},
+		{0, 1, false, 0, 200 * time.Millisecond},
+		{100 * time.Millisecond, 1, false, 0, 100 * time.Millisecond},
+		{300 * time.Millisecond, 1, true, 0, 0},
+		{300 * time.Millisecond, 2, false, 0, 300 * time.Millisecond},
+		{700 * time.Millisecond, 2, true, 0, 0},
+		{700 * time.Millisecond, 4, false, 0, RetryNever},
+		{1500 * time.Millisecond, 3, true, 0, 0},
+		{1500 * time.Millisecond, 1, false, 0, 200 * time.Millisecond},
+	}
+
+	clk := newFakeClock()
+	local := NewLocal()
+	local.Now = clk.Now
+	var want []Result
+	var elapsed time.Duration
+	for i, s := range steps {
+		clk.Advance(s.at - elapsed)
+		elapsed = s.at
+		res := mustAllow(t, local, "c", p, s.cost)
+		if res.Allowed != s.allowed || res.Remaining != s.remain || res.RetryAfter != s.retry {
+			t.Fatalf("Local step %d (%v cost %d): %+v, want allowed %v remaining %d retry %v",
+				i, s.at, s.cost, res, s.allowed, s.remain, s.retry)
+		}
+		want = append(want, res)
+	}
+
+	for _, mode := range redisModes {
+		t.Run(mode.name, func(t *testing.T) {
+			verifyNoLeaks(t)
+			r, _ := MustRedis(t, mode.opts)
+			start := time.Now()
+			for i, s := range steps {
+				time.Sleep(time.Until(start.Add(s.at)))
+				got := mustAllow(t, r, "c", p, s.cost)
+				if got.Allowed != want[i].Allowed {
+					t.Fatalf("step %d (%v cost %d): Redis %+v, Local %+v", i, s.at, s.cost, got, want[i])
+				}
+				if got.RetryAfter == RetryNever || want[i].RetryAfter == RetryNever {
+					if got.RetryAfter != want[i].RetryAfter {
+						t.Fatalf("step %d: RetryAfter Redis %v, Local %v", i, got.RetryAfter, want[i].RetryAfter)
+					}
+				} else if d := (want[i].RetryAfter - got.RetryAfter).Abs(); d > 50*time.Millisecond {
+					t.Fatalf("step %d: RetryAfter Redis %v, Local %v", i, got.RetryAfter, want[i].RetryAfter)
+				}
+				if mode.opts.Plain {
+					// Batched results estimate Remaining; plain ones are exact.
+					if got.Remaining != want[i].Remaining {
+						t.Fatalf("step %d: Remaining Redis %d, Local %d", i, got.Remaining, want[i].Remaining)
+					}
+					if d := (want[i].ResetAfter - got.ResetAfter).Abs(); d > 50*time.Millisecond {
+						t.Fatalf("step %d: ResetAfter Redis %v, Local %v", i, got.ResetAfter, want[i].ResetAfter)
+					}
+				}
+			}
+		})
+	}
+}
+
+// exactness sends 200 requests within one second, round robin over the
+// limiters (one goroutine each, as separate replicas would), under 10/1s
+// burst 20, and checks the global guarantee: at most 20 + 10 allowed, at
+// least the burst, every refusal with a positive RetryAfter.
+func exactness(t *testing.T, limiters []Limiter, key string) {
+	t.Helper()
+	p := Policy{Name: "read", Rate: 10, Period: time.Second, Burst: 20}
+	var allowed, denied atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for k, l := range limiters {
+		wg.Go(func() {
+			for i := k; i < 200; i += len(limiters) {
+				// 4.9ms apart, the last at 975ms. A request a little late
+				// still fits the bound: at most 20 + 10 are allowed in any
+				// interval shorter than 1.1s.
+				at := start.Add(time.Duration(i) * 4900 * time.Microsecond)
+				time.Sleep(time.Until(at))
+				if time.Since(start) >= 1090*time.Millisecond {
+					t.Errorf("request %d late: the machine is too slow for this schedule", i)
+					return
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				res, err := l.Allow(ctx, key, p, 1)
+				cancel()
+				switch {
+				case err != nil:
+					t.Errorf("request %d: %v", i, err)
+				case res.Allowed:
+					allowed.Add(1)
+				case res.RetryAfter <= 0:
+					t.Errorf("request %d refused with RetryAfter %v", i, res.RetryAfter)
+				default:
+					denied.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	a, d := allowed.Load(), denied.Load()
+	t.Logf("allowed %d, refused %d in %v", a, d, time.Since(start))
+	if a > 30 || a < 20 {
+		t.Fatalf("allowed %d requests in one second, want between 20 (the burst) and 30 (burst + rate x 1s)", a)
+	}
+	if a+d != 200 {
+		t.Fatalf("%d decisions, want 200", a+d)
+	}
+}
+
+func TestRedis_Exactness(t *testing.T) {
+	for _, mode := range redisModes {
+		t.Run(mode.name, func(t *testing.T) {
+			verifyNoLeaks(t)
+			var limiters []Limiter
+			var prefix string
+			for i := range 3 {
+				c := MustClient(t, redisAddr) // one connection per replica
+				if i == 0 {
+					prefix = MustPrefix(t, c)
+				}
+				opts := mode.opts
+				opts.Prefix = prefix
+				l := NewRedis(c, opts)
+				t.Cleanup(l.Close)
+				limiters = append(limiters, l)
+			}
+			exactness(t, limiters, "client-a")
+		})
+	}
+}
+
+// TestRedis_Batched checks what batching is for: a client far from its
+// limit costs few round trips, and concurrent requests share one call.
+func TestRedis_Batched(t *testing.T) {
+	verifyNoLeaks(t)
+	r, _ := MustRedis(t, RedisOptions{})
+	p := Policy{Name: "read", Rate: 100000, Period: time.Second, Burst: 100000} // T = 10µs, batches of 10000
+
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for range 200 {
+				res, err := r.Allow(context.Background(), "far", p, 1)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if res.Allowed {
+					allowed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	calls := r.calls.Load()
+	t.Logf("3200 requests, %d script calls", calls)
+	if allowed.Load() != 3200 {
+		t.Fatalf("allowed %d of 3200 requests far below the limit", allowed.Load())
+	}
+	if calls > 10 {
+		t.Fatalf("%d script calls for 3200 concurrent requests far below the limit, want a handful", calls)
+	}
+
+	// A reservation is spent only before its slot time. Replica a takes a
+	// batch of 10 (slots at 100ms..1000ms) and uses one; 550ms later five
+	// of its slots are still valid and Redis has 15 free, so a and b
+	// together get exactly the burst, 20, however they interleave.
+	t.Run("ExpiredReservationsAreNotSpent", func(t *testing.T) {
+		c := MustClient(t, redisAddr)
+		opts := RedisOptions{Prefix: MustPrefix(t, c), BatchWindow: 2 * time.Second}
+		a, b := NewRedis(c, opts), NewRedis(c, opts)
+		defer a.Close()
+		defer b.Close()
+		p := Policy{Name: "read", Rate: 10, Period: time.Second, Burst: 20} // T = 100ms
+		start := time.Now()
+		if res := mustAllow(t, a, "hoard", p, 1); !res.Allowed {
+			t.Fatalf("first request refused: %+v", res)
+		}
+		time.Sleep(time.Until(start.Add(550 * time.Millisecond)))
+		count := func(l *Redis) (n int) {
+			for range 30 {
+				if mustAllow(t, l, "hoard", p, 1).Allowed {
+					n++
+				}
+			}
+			return n
+		}
+		nb := count(b)
+		na := count(a)
+		if time.Since(start) > 640*time.Millisecond {
+			t.Fatalf("took %v, past the next slot boundary; too slow to judge", time.Since(start))
+		}
+		if na != 5 || nb != 15 {
+			t.Fatalf("at 550ms: replica a allowed %d, b %d; want 5 (a's unexpired slots) and 15", na, nb)
+		}
+	})
+
+	// Near the limit every decision goes back to Redis: a policy with a
+	// burst of 2 never hands out more than one spare token.
+	before := r.calls.Load()
+	q := Policy{Name: "read", Rate: 1, Period: time.Hour, Burst: 2}
+	n := 0
+	for range 10 {
+		if res := mustAllow(t, r, "near", q, 1); res.Allowed {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("allowed %d with burst 2", n)
+	}
+	// Two grants, then one refusal that is cached for the rest.
+	if c := r.calls.Load() - before; c != 3 {
+		t.Fatalf("%d script calls near the limit, want 3 (two grants of one, one cached refusal)", c)
+	}
+}
+
+// TestRedis_ExactnessUnderLoad hammers one client from three replicas, each
+// alternating bursts and pauses so that batches sit unspent for a while,
+// and checks the guarantee over every interval, not only the whole run:
+// the allowed requests between any two of them number at most
+// Burst + elapsed/T (plus a margin for the time a call takes to return).
+func TestRedis_ExactnessUnderLoad(t *testing.T) {
+	p := Policy{Name: "read", Rate: 1000, Period: time.Second, Burst: 50} // T = 1ms
+	for _, mode := range redisModes {
+		t.Run(mode.name, func(t *testing.T) {
+			verifyNoLeaks(t)
+			var prefix string
+			var mu sync.Mutex
+			var times []time.Duration
+			var wg sync.WaitGroup
+			start := time.Now()
+			for i := range 3 {
+				c := MustClient(t, redisAddr)
+				if i == 0 {
+					prefix = MustPrefix(t, c)
+				}
+				opts := mode.opts
+				opts.Prefix = prefix
+				l := NewRedis(c, opts)
+				t.Cleanup(l.Close)
+				for g := range 3 {
+					wg.Go(func() {
+						for time.Since(start) < time.Second {
+							for range 20 + 10*g {
+								res, err := l.Allow(context.Background(), "hot", p, 1)
+								if err != nil {
+									t.Error(err)
+									return
+								}
+								if res.Allowed {
+									at := time.Since(start)
+									mu.Lock()
+									times = append(times, at)
+									mu.Unlock()
+								}
+							}
+							time.Sleep(time.Duration(5+7*i+3*g) * time.Millisecond)
+						}
+					})
+				}
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			slices.Sort(times)
+			n := len(times)
+			t.Logf("allowed %d in %v (bound %d)", n, elapsed, 50+int(elapsed/time.Millisecond))
+			if n > 50+int(elapsed/time.Millisecond)+1 {
+				t.Fatalf("allowed %d in %v, more than burst + rate x time", n, elapsed)
+			}
+			if n < int(elapsed/time.Millisecond)/2 {
+				t.Fatalf("allowed only %d in %v to a client far over its limit", n, elapsed)
+			}
+			const margin = 3 // a decision is timed after the call returns
+			for i := range n {
+				for j := i + 1; j < n; j++ {
+					if count, bound := j-i+1, 50+int((times[j]-times[i])/time.Millisecond)+margin; count > bound {
+						t.Fatalf("%d allowed between %v and %v, bound %d", count, times[i], times[j], bound)
+					}
+				}
+			}
+		})
+	}
+}

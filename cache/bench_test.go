@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 // benchmarkGetHit measures parallel Gets of one hot key that is already
@@ -51,4 +52,29 @@ func BenchmarkLocal_GetHit(b *testing.B) {
 	l := NewLocal(Options{})
 	defer l.Close()
 	benchmarkGetHit(b, l)
+}
+
+// BenchmarkRueidis_DoCacheHit is the baseline under BenchmarkRedis_GetHit:
+// rueidis's own client-side hit for the same key, without this package.
+func BenchmarkRueidis_DoCacheHit(b *testing.B) {
+	rs := MustOpenReplicas(b, 1, true, Options{})
+	r, c := rs.caches[0], rs.clients[0]
+	ctx := context.Background()
+	if _, err := r.Get(ctx, "product:1", newSource("v").load); err != nil {
+		b.Fatal(err)
+	}
+	rkey := r.redisKey("product:1")
+	for i := 0; i < 3; i++ {
+		c.DoCache(ctx, c.B().Get().Key(rkey).Cache(), time.Minute)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if resp := c.DoCache(ctx, c.B().Get().Key(rkey).Cache(), time.Minute); !resp.IsCacheHit() {
+				b.Error("not a client-side hit")
+				return
+			}
+		}
+	})
 }

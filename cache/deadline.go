@@ -16,9 +16,13 @@ import (
 // The price: a Redis call does not stop when the caller's own context is
 // cancelled, which is harmless because it stops after timeout anyway; and
 // if the process is so starved that the ticker runs late, a call gets less
-// than timeout.
+// than timeout. A context found already expired (a process thawed after a
+// freeze, as on Lambda) is replaced on the spot.
 type deadlines struct {
 	cur       atomic.Pointer[sharedDeadline]
+	life      time.Duration
+	mu        sync.Mutex // serializes renewals and close
+	closed    bool
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
@@ -35,19 +39,23 @@ type sharedDeadline struct {
 // quarter of timeout, so a call gets at most 25% more time than asked for.
 func newDeadlines(timeout time.Duration) *deadlines {
 	step := max(timeout/4, time.Millisecond)
-	d := &deadlines{stop: make(chan struct{}), done: make(chan struct{})}
-	d.renew(timeout + step)
-	go d.run(timeout+step, step)
+	d := &deadlines{life: timeout + step, stop: make(chan struct{}), done: make(chan struct{})}
+	d.renew(nil)
+	go d.run(step)
 	return d
 }
 
 // get returns the current shared context.
 func (d *deadlines) get() context.Context {
-	return d.cur.Load().ctx
+	s := d.cur.Load()
+	if s.ctx.Err() != nil {
+		return d.renew(s)
+	}
+	return s.ctx
 }
 
 // run replaces the shared context every step until close.
-func (d *deadlines) run(life, step time.Duration) {
+func (d *deadlines) run(step time.Duration) {
 	defer close(d.done)
 	t := time.NewTicker(step)
 	defer t.Stop()
@@ -56,16 +64,23 @@ func (d *deadlines) run(life, step time.Duration) {
 		case <-d.stop:
 			return
 		case <-t.C:
-			d.renew(life)
+			d.renew(d.cur.Load())
 		}
 	}
 }
 
-// renew makes the next shared context. The previous one is left to expire on
+// renew replaces old, unless another goroutine already did or the source is
+// closed, and returns the current context. The old one is left to expire on
 // its own timer: calls made with it may still be running.
-func (d *deadlines) renew(life time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), life)
+func (d *deadlines) renew(old *sharedDeadline) context.Context {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cur := d.cur.Load(); cur != old || d.closed {
+		return cur.ctx
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.life)
 	d.cur.Store(&sharedDeadline{ctx: ctx, cancel: cancel})
+	return ctx
 }
 
 // close stops the renewing and leaves a cancelled context in place, so that
@@ -74,6 +89,9 @@ func (d *deadlines) close() {
 	d.closeOnce.Do(func() {
 		close(d.stop)
 		<-d.done
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.closed = true
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		d.cur.Swap(&sharedDeadline{ctx: ctx, cancel: cancel}).cancel()

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -86,7 +88,16 @@ type Redis struct {
 
 	down    atomic.Bool  // Redis failed and has not answered since
 	probeAt atomic.Int64 // while down: when (UnixNano) the next Get may ask Redis
+
+	// pending holds the keys whose Invalidate failed, to be deleted as soon
+	// as Redis answers again rather than left stale until their TTL.
+	pendingMu sync.Mutex
+	pending   map[string]struct{}
 }
+
+// maxPending bounds the failed invalidations kept for retry; past it the
+// rest stay stale until their TTL, which the log says.
+const maxPending = 10_000
 
 var _ Cache = (*Redis)(nil)
 
@@ -208,7 +219,7 @@ func (r *Redis) fill(ctx context.Context, rkey string, load LoadFunc) ([]byte, e
 		}
 
 		// This process holds the lease.
-		val, lerr := load(lctx)
+		val, lerr := r.loadLeased(lctx, load, rkey, token)
 		loads++
 		done, err := r.store(rkey, token, val, lerr)
 		if err != nil {
@@ -228,6 +239,21 @@ func (r *Redis) fill(ctx context.Context, rkey string, load LoadFunc) ([]byte, e
 			r.m.load(lerr)
 		}
 	}
+}
+
+// loadLeased calls the loader while this process holds the lease. Should the
+// loader panic, the lease is released on the way out, so that other replicas
+// do not wait LeaseTTL for a load that will never store.
+func (r *Redis) loadLeased(lctx context.Context, load LoadFunc, rkey, token string) (val []byte, err error) {
+	returned := false
+	defer func() {
+		if !returned {
+			releaseScript.Exec(r.dl.get(), r.client, []string{rkey}, []string{token})
+		}
+	}()
+	val, err = load(lctx)
+	returned = true
+	return val, err
 }
 
 // errLeaseWait ends a wait for another replica's lease that took longer
@@ -321,18 +347,37 @@ func (r *Redis) loadContext(ctx context.Context) (context.Context, context.Cance
 // and then reads it back on the same connection: Redis sends the key's
 // invalidation push before that second reply, so when Invalidate returns
 // this replica's client-side copy is gone. Other replicas drop theirs when
-// the push reaches them. A failure is logged and counted and returned as
-// EUNAVAILABLE; the keys then stay stale until their TTL.
+// the push reaches them. A failure is logged, counted and returned as
+// EUNAVAILABLE, and the keys are deleted as soon as Redis answers again (up
+// to maxPending keys; beyond that they stay stale until their TTL).
 func (r *Redis) Invalidate(ctx context.Context, keys ...string) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	cmds := make(rueidis.Commands, 0, 2*len(keys))
-	for _, key := range keys {
-		rkey := r.redisKey(key)
+	rkeys := make([]string, len(keys))
+	for i, key := range keys {
+		rkeys[i] = r.redisKey(key)
 		// Later Gets in this process must not join a load that started
 		// before the write.
-		r.group.Forget(rkey)
+		r.group.Forget(rkeys[i])
+	}
+	if err := r.invalidate(ctx, rkeys); err != nil {
+		r.fail(err)
+		r.m.invalidateErrors.Inc()
+		kept := r.keepPending(keys)
+		r.log.Error("cache: invalidation failed; retrying once Redis answers, else the keys stay cached until their TTL",
+			"keys", keys, "kept_for_retry", kept, "ttl", r.opts.TTL, "err", err)
+		return &apiperf.Error{Code: apiperf.EUNAVAILABLE, Message: "cache invalidation failed", Err: err}
+	}
+	r.up()
+	return nil
+}
+
+// invalidate deletes Redis keys and waits for their invalidation pushes to
+// be applied on this client's connection (see Invalidate).
+func (r *Redis) invalidate(ctx context.Context, rkeys []string) error {
+	cmds := make(rueidis.Commands, 0, 2*len(rkeys))
+	for _, rkey := range rkeys {
 		cmds = append(cmds,
 			r.client.B().Del().Key(rkey).Build(),
 			r.client.B().Exists().Key(rkey).Build())
@@ -345,15 +390,52 @@ func (r *Redis) Invalidate(ctx context.Context, keys ...string) error {
 			err = e
 		}
 	}
-	if err != nil {
-		r.fail(err)
-		r.m.invalidateErrors.Inc()
-		r.log.Error("cache: invalidation failed; the keys stay cached until their TTL",
-			"keys", keys, "ttl", r.opts.TTL, "err", err)
-		return &apiperf.Error{Code: apiperf.EUNAVAILABLE, Message: "cache invalidation failed", Err: err}
+	return err
+}
+
+// keepPending remembers keys whose invalidation failed, up to maxPending,
+// and reports whether all of them were kept.
+func (r *Redis) keepPending(keys []string) bool {
+	r.pendingMu.Lock()
+	defer r.pendingMu.Unlock()
+	if r.pending == nil {
+		r.pending = make(map[string]struct{})
 	}
-	r.up()
-	return nil
+	for _, key := range keys {
+		if len(r.pending) >= maxPending {
+			return false
+		}
+		r.pending[key] = struct{}{}
+	}
+	return true
+}
+
+// retryPending deletes the keys whose invalidation failed while Redis was
+// unreachable. It runs when Redis answers again; keys that fail again stay
+// pending.
+func (r *Redis) retryPending() {
+	r.pendingMu.Lock()
+	keys := make([]string, 0, len(r.pending))
+	for key := range r.pending {
+		keys = append(keys, key)
+	}
+	clear(r.pending)
+	r.pendingMu.Unlock()
+	if len(keys) == 0 {
+		return
+	}
+	for batch := range slices.Chunk(keys, 100) {
+		rkeys := make([]string, len(batch))
+		for i, key := range batch {
+			rkeys[i] = r.redisKey(key)
+		}
+		if err := r.invalidate(context.Background(), rkeys); err != nil {
+			r.keepPending(keys)
+			r.fail(err)
+			return
+		}
+	}
+	r.log.Info("cache: retried the invalidations that failed while Redis was unavailable", "keys", len(keys))
 }
 
 // Close implements Cache. The rueidis client is not closed: it belongs to
@@ -380,10 +462,11 @@ func (r *Redis) fail(err error) {
 }
 
 // up notes a successful Redis call; the first after a failure logs the
-// recovery.
+// recovery and retries the invalidations that failed meanwhile.
 func (r *Redis) up() {
 	if r.down.Load() && r.down.CompareAndSwap(true, false) {
 		r.log.Info("cache: Redis reachable again")
+		r.retryPending()
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	apiperf "github.com/api-perf/api-perf"
+	"github.com/api-perf/api-perf/internal/testenv"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 )
@@ -131,6 +132,25 @@ func TestRedis_Lease(t *testing.T) {
 		}
 		if got, _ := c.Do(ctx, c.B().Get().Key(rkey).Build()).ToString(); got != "vv" {
 			t.Errorf("after the wait Redis holds %q, want the stored value", got)
+		}
+	})
+
+	t.Run("PanickingLoaderReleasesItsLease", func(t *testing.T) {
+		rs := MustOpenReplicas(t, 2, true, Options{LeaseTTL: 3 * time.Second})
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Error("the loader's panic did not reach the caller")
+				}
+			}()
+			rs.caches[0].Get(ctx, "k", func(context.Context) ([]byte, error) { panic("loader bug") })
+		}()
+		start := time.Now()
+		if got := mustGet(t, rs.caches[1], "k", newSource("v").load); got != "v" {
+			t.Fatalf("Get = %q", got)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("the other replica waited %v for a lease whose loader had panicked", d)
 		}
 	})
 
@@ -278,6 +298,55 @@ func TestRedis_RedisDown(t *testing.T) {
 	}
 }
 
+// TestRedis_InvalidateRetriedAfterOutage cuts one replica off Redis while
+// the others still use it: the write's Invalidate fails there, and the key
+// must be deleted when Redis is back, not served stale until its TTL.
+func TestRedis_InvalidateRetriedAfterOutage(t *testing.T) {
+	verifyNoLeaks(t)
+	proxy := testenv.NewProxy(t, testRedisAddr)
+	prefix := testPrefix(t)
+	b := MustOpenReplicas(t, 1, true, Options{Prefix: prefix}).caches[0]
+	ca := MustNewClient(t, proxy.Addr(), true)
+	defer ca.Close()
+	logger, logs := captureLogger()
+	a, err := NewRedis(ca, Options{Prefix: prefix, Timeout: 100 * time.Millisecond,
+		RetryInterval: 50 * time.Millisecond, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ctx := context.Background()
+	src := newSource("v1")
+	mustGet(t, a, "k", src.load)
+	mustGet(t, b, "k", src.load)
+	mustGet(t, b, "k", src.load)
+
+	proxy.Down()
+	src.set("v2")
+	if err := a.Invalidate(ctx, "k"); apiperf.ErrorCode(err) != apiperf.EUNAVAILABLE {
+		t.Fatalf("Invalidate through a cut connection = %v, want EUNAVAILABLE", err)
+	}
+	if got := mustGet(t, b, "k", src.load); got != "v1" {
+		t.Fatalf("B = %q; the invalidation cannot have reached Redis", got)
+	}
+	if got := mustGet(t, a, "k", src.load); got != "v2" {
+		t.Fatalf("A during its outage = %q, want the loader's v2", got)
+	}
+
+	proxy.Up()
+	deadline := time.Now().Add(3 * time.Second)
+	for mustGet(t, b, "k", src.load) != "v2" {
+		if time.Now().After(deadline) {
+			t.Fatalf("B still serves v1 3s after A's Redis came back; logs:\n%s", logs)
+		}
+		mustGet(t, a, "other", src.load) // A's Gets probe Redis and find it back
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "retried the invalidations") {
+		t.Errorf("the retry was not logged:\n%s", logs)
+	}
+}
+
 func TestNewClient(t *testing.T) {
 	// When the first connection attempt fails (TrackingRefused), rueidis
 	// leaves a cluster-topology refresh asleep for a random while; it wakes
@@ -354,5 +423,40 @@ func TestNewRedis_RejectsBadOptions(t *testing.T) {
 	}
 	if _, err := NewRedis(nil, Options{}); err == nil {
 		t.Error("NewRedis(nil) accepted it")
+	}
+}
+
+// TestNewRedis_SharesARegistry builds several caches on one registry, as a
+// process with a Redis cache and a Local fallback would: the second
+// registration reuses the first's counters instead of failing.
+func TestNewRedis_SharesARegistry(t *testing.T) {
+	verifyNoLeaks(t)
+	c := MustNewClient(t, testRedisAddr, true)
+	defer c.Close()
+	reg := prometheus.NewRegistry()
+	prefix := testPrefix(t)
+	defer deleteByPrefix(t, c, prefix)
+	var caches []Cache
+	for i := 0; i < 2; i++ {
+		r, err := NewRedis(c, Options{Prefix: prefix, Registerer: reg, Logger: quietLogger()})
+		if err != nil {
+			t.Fatalf("cache %d: %v", i, err)
+		}
+		defer r.Close()
+		caches = append(caches, r)
+	}
+	l := NewLocal(Options{Registerer: reg})
+	defer l.Close()
+	caches = append(caches, l)
+	src := newSource("v")
+	for _, cc := range caches {
+		mustGet(t, cc, "k", src.load)
+	}
+	total := 0.0
+	for _, result := range []string{resultClientHit, resultRedisHit, resultMiss, resultNegativeHit} {
+		total += counter(t, reg, "apiperf_cache_requests_total", result)
+	}
+	if total != 3 {
+		t.Errorf("the shared registry counted %v Gets, want 3", total)
 	}
 }

@@ -1,0 +1,40 @@
+package cache
+
+import (
+	"testing"
+	"time"
+)
+
+func TestDeadlines(t *testing.T) {
+	verifyNoLeaks(t)
+	const timeout = 40 * time.Millisecond
+	d := newDeadlines(timeout)
+	defer d.close()
+
+	t.Run("BetweenTimeoutAndAQuarterMore", func(t *testing.T) {
+		for i := 0; i < 20; i++ {
+			dl, ok := d.get().Deadline()
+			left := time.Until(dl)
+			// A little slack below for the time the test itself takes.
+			if !ok || left < timeout-5*time.Millisecond || left > timeout*5/4 {
+				t.Fatalf("deadline in %v, want within [%v, %v]", left, timeout, timeout*5/4)
+			}
+			time.Sleep(7 * time.Millisecond)
+		}
+	})
+
+	t.Run("ExpiredContextIsReplacedOnTheSpot", func(t *testing.T) {
+		d.cur.Load().cancel() // as if the process had been frozen past the deadline
+		if err := d.get().Err(); err != nil {
+			t.Fatalf("get returned a dead context: %v", err)
+		}
+	})
+
+	t.Run("ClosedGivesCancelled", func(t *testing.T) {
+		d.close()
+		d.close()
+		if d.get().Err() == nil {
+			t.Fatal("after close, get returned a live context")
+		}
+	})
+}

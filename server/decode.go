@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"errors"
+	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -19,19 +20,45 @@ import (
 // field was absent; the literal null was sent as null.
 
 type productBody struct {
-	Name        json.RawMessage `json:"name"`
-	Description json.RawMessage `json:"description"`
-	Price       json.RawMessage `json:"price"`
-	Stock       json.RawMessage `json:"stock"`
+	Name, Description, Price, Stock json.RawMessage
 }
 
 type orderBody struct {
-	ProductID json.RawMessage `json:"product_id"`
-	Quantity  json.RawMessage `json:"quantity"`
+	ProductID, Quantity json.RawMessage
 }
 
 type statusBody struct {
-	Status json.RawMessage `json:"status"`
+	Status json.RawMessage
+}
+
+// fieldSetter takes a decoded object's fields and returns the names it
+// does not know, sorted.
+type fieldSetter interface {
+	set(fields map[string]json.RawMessage) (unknown []string)
+}
+
+func (b *productBody) set(f map[string]json.RawMessage) []string {
+	return assign(f, map[string]*json.RawMessage{"name": &b.Name, "description": &b.Description, "price": &b.Price, "stock": &b.Stock})
+}
+
+func (b *orderBody) set(f map[string]json.RawMessage) []string {
+	return assign(f, map[string]*json.RawMessage{"product_id": &b.ProductID, "quantity": &b.Quantity})
+}
+
+func (b *statusBody) set(f map[string]json.RawMessage) []string {
+	return assign(f, map[string]*json.RawMessage{"status": &b.Status})
+}
+
+func assign(f map[string]json.RawMessage, known map[string]*json.RawMessage) (unknown []string) {
+	for k, v := range f {
+		if dst, ok := known[k]; ok {
+			*dst = v
+		} else {
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+	return unknown
 }
 
 // errBadJSON is a body that is not one well-formed JSON object.
@@ -40,7 +67,7 @@ var errBadJSON = errors.New("the request body is not a well-formed JSON object")
 // decodeBody checks the content type and decodes the body strictly into v:
 // one JSON object, no unknown fields. It answers the problem itself and
 // returns false when the body is unacceptable.
-func (s *Server) decodeBody(ctx *fasthttp.RequestCtx, v any, mergePatch bool) bool {
+func (s *Server) decodeBody(ctx *fasthttp.RequestCtx, v fieldSetter, mergePatch bool) bool {
 	if !jsonContentType(ctx.Request.Header.ContentType(), mergePatch) {
 		want := "application/json"
 		if mergePatch {
@@ -55,17 +82,19 @@ func (s *Server) decodeBody(ctx *fasthttp.RequestCtx, v any, mergePatch bool) bo
 		s.problem(ctx, fasthttp.StatusBadRequest, errBadJSON.Error())
 		return false
 	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		msg := err.Error()
-		if i := strings.Index(msg, "unknown field "); i >= 0 {
-			field := strings.Trim(msg[i+len("unknown field "):], `"`)
-			s.writeError(ctx, &apiperf.Error{Code: apiperf.EINVALID, Message: "the request has unknown fields",
-				Fields: []apiperf.FieldError{{Field: field, Message: "is not a known field"}}})
-			return false
-		}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(trimmed, &fields); err != nil {
 		s.problem(ctx, fasthttp.StatusBadRequest, errBadJSON.Error())
+		return false
+	}
+	// Field names match exactly (the JSON decoders' case-insensitive
+	// matching would accept "NAME"), and every unknown one is reported.
+	if unknown := v.set(fields); len(unknown) > 0 {
+		var errs []apiperf.FieldError
+		for _, f := range unknown {
+			errs = append(errs, apiperf.FieldError{Field: f, Message: "is not a known field"})
+		}
+		s.writeError(ctx, &apiperf.Error{Code: apiperf.EINVALID, Message: "the request has unknown fields", Fields: errs})
 		return false
 	}
 	return true

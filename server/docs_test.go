@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"mime"
+	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -58,7 +59,8 @@ func TestDocs_Pages(t *testing.T) {
 		}
 	})
 
-	// The pages name their document by the path the router serves it at.
+	// The pages name their document relative to themselves (so they work
+	// behind a path prefix); resolved, it is the path the router serves.
 	specURL := regexp.MustCompile(`(?:url:\s*|spec-url=)"([^"]+)"`)
 	page := func(t *testing.T, path string, must ...string) {
 		t.Helper()
@@ -67,7 +69,7 @@ func TestDocs_Pages(t *testing.T) {
 			t.Errorf("%s is not a complete HTML document:\n%s", path, body)
 		}
 		m := specURL.FindAllStringSubmatch(body, -1)
-		if len(m) != 1 || m[0][1] != "/openapi.json" {
+		if len(m) != 1 || resolve(t, path, m[0][1]) != "/openapi.json" {
 			t.Errorf("%s does not load /openapi.json (found %v)", path, m)
 		}
 		for _, s := range must {
@@ -100,4 +102,17 @@ func TestDocs_Pages(t *testing.T) {
 			t.Errorf("/metrics does not count the /healthz request:\n%s", body)
 		}
 	})
+}
+
+func resolve(t *testing.T, page, ref string) string {
+	t.Helper()
+	base, err := url.Parse("http://api.example" + page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := url.Parse(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base.ResolveReference(r).Path
 }

@@ -112,7 +112,9 @@ func (m *fakeStore) Order(_ context.Context, id int64) (*apiperf.Order, error) {
 	return &c, nil
 }
 
-func (m *fakeStore) Orders(context.Context, apiperf.OrderFilter) ([]apiperf.Order, error) { return nil, nil }
+func (m *fakeStore) Orders(context.Context, apiperf.OrderFilter) ([]apiperf.Order, error) {
+	return nil, nil
+}
 
 func (m *fakeStore) SetOrderStatus(context.Context, int64, apiperf.OrderStatus) (*apiperf.Order, error) {
 	return nil, apiperf.Errorf(apiperf.ECONFLICT, "not supported")

@@ -25,7 +25,10 @@ type testServer struct {
 
 func openStore(tb testing.TB, backend string, dsnOverride string) *storage.DB {
 	tb.Helper()
-	cfg := storage.Config{}
+	// Correctness tests fire bursts of hundreds of requests at a 2-core
+	// machine under the race detector; a generous deadline keeps them
+	// about correctness. TestAPI_DatabaseOutage tests the deadline itself.
+	cfg := storage.Config{QueryTimeout: 20 * time.Second}
 	switch backend {
 	case "mysql":
 		cfg.MySQLDSN = dsnOverride

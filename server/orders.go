@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"strconv"
 
+	"github.com/goccy/go-json"
 	"github.com/valyala/fasthttp"
 
 	apiperf "github.com/api-perf/api-perf"
@@ -25,13 +26,13 @@ func (s *Server) createOrder(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	key := string(ctx.Request.Header.Peek("Idempotency-Key"))
-	if key == "" || s.cfg.Idempotency == nil {
-		s.placeOrder(ctx, in, "")
-		return
-	}
 	if len(key) > maxIdempotencyKeyLen {
 		s.writeError(ctx, &apiperf.Error{Code: apiperf.EINVALID, Message: "Idempotency-Key is too long",
-			Fields: []apiperf.FieldError{{Field: "Idempotency-Key", Message: "must be at most 255 characters"}}})
+			Fields: []apiperf.FieldError{{Field: "Idempotency-Key", Message: "must be at most 255 bytes"}}})
+		return
+	}
+	if key == "" || s.cfg.Idempotency == nil {
+		s.placeOrder(ctx, in, "")
 		return
 	}
 	// The hash covers the parsed request, so formatting differences in
@@ -53,6 +54,14 @@ func (s *Server) createOrder(ctx *fasthttp.RequestCtx) {
 		}
 		ctx.SetStatusCode(stored.Status)
 		ctx.SetBody(stored.Body)
+		if stored.Status == fasthttp.StatusCreated {
+			var o struct {
+				ID int64 `json:"id"`
+			}
+			if json.Unmarshal(stored.Body, &o) == nil && o.ID > 0 {
+				location(ctx, o.ID)
+			}
+		}
 		return
 	}
 	s.placeOrder(ctx, in, key)

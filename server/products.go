@@ -41,8 +41,10 @@ func appendETag(dst, body []byte) []byte {
 	return append(dst, '"')
 }
 
-// etagMatches implements If-None-Match / If-Match list comparison.
-func etagMatches(header, etag []byte) bool {
+// etagMatches compares an If-None-Match or If-Match list with etag. weak
+// selects RFC 9110's weak comparison (If-None-Match); If-Match compares
+// strongly, so a W/ tag never matches it.
+func etagMatches(header, etag []byte, weak bool) bool {
 	for len(header) > 0 {
 		var part []byte
 		if i := bytes.IndexByte(header, ','); i >= 0 {
@@ -51,7 +53,10 @@ func etagMatches(header, etag []byte) bool {
 			part, header = header, nil
 		}
 		part = trimSpace(part)
-		if string(part) == "*" || bytes.Equal(bytes.TrimPrefix(part, []byte("W/")), etag) {
+		if weak {
+			part = bytes.TrimPrefix(part, []byte("W/"))
+		}
+		if string(part) == "*" || bytes.Equal(part, etag) {
 			return true
 		}
 	}
@@ -103,7 +108,7 @@ func (s *Server) getProduct(ctx *fasthttp.RequestCtx) {
 	var tag [24]byte
 	etag := appendETag(tag[:0], body)
 	ctx.Response.Header.SetBytesV("ETag", etag)
-	if inm := ctx.Request.Header.Peek("If-None-Match"); len(inm) > 0 && etagMatches(inm, etag) {
+	if inm := ctx.Request.Header.Peek("If-None-Match"); len(inm) > 0 && etagMatches(inm, etag, true) {
 		ctx.SetStatusCode(fasthttp.StatusNotModified)
 		return
 	}
@@ -245,7 +250,7 @@ func (s *Server) current(ctx *fasthttp.RequestCtx, id int64) (*apiperf.Product, 
 			return nil, false
 		}
 		var tag [24]byte
-		if !etagMatches(im, appendETag(tag[:0], body)) {
+		if !etagMatches(im, appendETag(tag[:0], body), false) {
 			s.writeError(ctx, apiperf.Errorf(apiperf.EPRECONDITION, "If-Match does not match the current ETag"))
 			return nil, false
 		}
@@ -296,15 +301,34 @@ func (s *Server) patchProduct(ctx *fasthttp.RequestCtx) {
 		s.writeError(ctx, err)
 		return
 	}
-	p, ok := s.current(ctx, id)
-	if !ok {
+	// The patch applies to the version just read, and the write is guarded
+	// by it so a concurrent change is never overwritten. Without If-Match
+	// the client set no precondition, so a lost race (an order moving
+	// stock, say) is retried on the fresh version instead of answered 412.
+	conditional := len(ctx.Request.Header.Peek("If-Match")) > 0
+	for attempt := 1; ; attempt++ {
+		p, ok := s.current(ctx, id)
+		if !ok {
+			return
+		}
+		np, err := s.cfg.Products.ReplaceProduct(s.base, id, patch.Apply(p.Input()), p.Version)
+		if apiperf.ErrorCode(err) == apiperf.EPRECONDITION && !conditional && attempt < maxPatchAttempts {
+			continue
+		}
+		s.finishReplace(ctx, id, np, err)
 		return
 	}
-	s.replace(ctx, id, patch.Apply(p.Input()), p.Version)
 }
+
+// maxPatchAttempts bounds PATCH's retries after losing a race.
+const maxPatchAttempts = 5
 
 func (s *Server) replace(ctx *fasthttp.RequestCtx, id int64, in apiperf.ProductInput, version int64) {
 	p, err := s.cfg.Products.ReplaceProduct(s.base, id, in, version)
+	s.finishReplace(ctx, id, p, err)
+}
+
+func (s *Server) finishReplace(ctx *fasthttp.RequestCtx, id int64, p *apiperf.Product, err error) {
 	if err != nil {
 		s.writeError(ctx, err)
 		return

@@ -68,11 +68,13 @@ func (s *Server) api(method, path string, h fasthttp.RequestHandler) {
 			s.metrics.inflight.Dec()
 			rm.observe(ctx.Response.StatusCode(), time.Since(start))
 		}()
-		if class == ClassWrite && len(s.keys) > 0 && !s.authorized(ctx) {
-			s.writeError(ctx, errUnauthorized)
+		// The limiter runs first so that failed API-key attempts are
+		// limited too and keys cannot be guessed at full speed.
+		if s.cfg.Limiter != nil && !s.rateLimit(ctx, class) {
 			return
 		}
-		if s.cfg.Limiter != nil && !s.rateLimit(ctx, class) {
+		if class == ClassWrite && len(s.keys) > 0 && !s.authorized(ctx) {
+			s.writeError(ctx, errUnauthorized)
 			return
 		}
 		h(ctx)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"unsafe"
 
 	gojson "github.com/goccy/go-json"
 	"github.com/valyala/fasthttp"
@@ -61,6 +62,7 @@ type envelope struct {
 		Stage      json.RawMessage `json:"stage"`
 		DomainName json.RawMessage `json:"domainName"`
 		RequestID  json.RawMessage `json:"requestId"`
+		Path       json.RawMessage `json:"path"`
 		ELB        json.RawMessage `json:"elb"`
 		Identity   struct {
 			SourceIP json.RawMessage `json:"sourceIp"`
@@ -91,6 +93,7 @@ func (e *envelope) reset() {
 	rc.Stage = rc.Stage[:0]
 	rc.DomainName = rc.DomainName[:0]
 	rc.RequestID = rc.RequestID[:0]
+	rc.Path = rc.Path[:0]
 	rc.ELB = rc.ELB[:0]
 	rc.Identity.SourceIP = rc.Identity.SourceIP[:0]
 	rc.HTTP.Method = rc.HTTP.Method[:0]
@@ -169,7 +172,7 @@ func (inv *invocation) decodeRequest(payload []byte, h *Handler) (kind, netip.Ad
 		if err != nil {
 			return 0, netip.Addr{}, fieldError("requestContext.stage", err)
 		}
-		if len(stage) > 0 && string(stage) != "$default" {
+		if len(stage) > 0 && string(stage) != "$default" && !stageOutside(rc.Path, stage, path) {
 			path = stripStage(path, stage)
 		}
 	}
@@ -305,14 +308,25 @@ func (inv *invocation) clientAddr(k kind) netip.Addr {
 		raw = rc.HTTP.SourceIP
 	}
 	if ip, err := jsonString(raw, &inv.sc.str); err == nil && len(ip) > 0 {
-		a, _ := netip.ParseAddr(string(ip))
-		return a
+		return parseAddr(ip)
 	}
 	xff := inv.ctx.Request.Header.PeekBytes(strXForwardedFor)
 	if i := bytes.LastIndexByte(xff, ','); i >= 0 {
 		xff = xff[i+1:]
 	}
-	a, _ := netip.ParseAddr(string(bytes.TrimSpace(xff)))
+	return parseAddr(bytes.TrimSpace(xff))
+}
+
+// parseAddr parses b without copying it into a string: netip keeps nothing
+// of its input but inside the error, which is dropped here.
+func parseAddr(b []byte) netip.Addr {
+	if len(b) == 0 {
+		return netip.Addr{}
+	}
+	a, err := netip.ParseAddr(unsafe.String(unsafe.SliceData(b), len(b)))
+	if err != nil {
+		return netip.Addr{}
+	}
 	return a
 }
 
@@ -332,6 +346,18 @@ func stripStage(path, stage []byte) []byte {
 		return path
 	}
 	return cutSegment(path, 1+len(stage))
+}
+
+// stageOutside reports whether a REST API's requestContext.path is
+// "/{stage}" followed by path: then path is already without the stage, and a
+// route that happens to begin with the stage's name must keep it.
+func stageOutside(rawContextPath, stage, path []byte) bool {
+	var buf []byte
+	cp, err := jsonString(rawContextPath, &buf)
+	if err != nil || len(cp) != 1+len(stage)+len(path) || cp[0] != '/' {
+		return false
+	}
+	return bytes.HasPrefix(cp[1:], stage) && bytes.Equal(cp[1+len(stage):], path)
 }
 
 // cutSegment returns path without its first n bytes when they end at a

@@ -31,8 +31,11 @@ type Options struct {
 	// path. "/prod" strips "/prod/products" and "/prod", never "/products".
 	StripPrefix string
 	// StripStage removes "/{stage}" from the start of the path when the path
-	// begins with it: REST APIs behind some proxies and HTTP APIs with a named
-	// stage (not "$default") put it there, while the routes do not have it.
+	// begins with it: HTTP APIs with a named stage (not "$default") put it
+	// there, in both payload formats, while the routes do not have it. A REST
+	// API event whose requestContext.path shows that the stage is already
+	// outside the path keeps its path whole, so a stage named "api" does not
+	// break the route "/api/v1/products".
 	StripStage bool
 	// Logger receives handler panics and the fasthttp context's log lines;
 	// nil means slog.Default().

@@ -71,18 +71,16 @@ func (s *scanner) str(buf *[]byte) ([]byte, error) {
 		return nil, errShape
 	}
 	start := s.i
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case '"':
-			v := s.b[start:s.i]
-			s.i++
-			return v, nil
-		case '\\':
-			return s.unescape(start, buf)
-		}
-		s.i++
+	q := bytes.IndexByte(s.b[start:], '"')
+	if q < 0 {
+		return nil, errShape
 	}
-	return nil, errShape
+	if e := bytes.IndexByte(s.b[start:start+q], '\\'); e >= 0 {
+		s.i = start + e
+		return s.unescape(start, buf)
+	}
+	s.i = start + q + 1
+	return s.b[start : start+q], nil
 }
 
 // unescape finishes a string that has an escape, copying it into *buf.

@@ -1,0 +1,67 @@
+# api-perf: the two commands that matter are `make run` and `make test`.
+SHELL := /bin/bash
+GOBIN ?= $(shell go env GOPATH)/bin
+export PATH := $(GOBIN):$(PATH)
+
+STATICCHECK_VERSION ?= 2025.1.1
+RIE_VERSION ?= latest
+FUZZTIME ?= 10s
+
+.PHONY: run test services tools vet lint unit fuzz lambda check-deploy check-openapi k6-smoke ci bench compare clean
+
+## run: serve on the embedded default (SQLite under ./data, in-process cache and limiter)
+run:
+	go run ./cmd/api-perf
+
+## test: the whole suite: services up, vet, staticcheck, race tests with coverage
+test: services tools vet lint unit
+
+services:
+	@bash scripts/services.sh
+
+## tools: install the Go tools the checks use, unless already installed
+tools:
+	@command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@command -v aws-lambda-rie >/dev/null || go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@$(RIE_VERSION)
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt would change:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	go vet ./...
+
+lint:
+	staticcheck ./...
+
+unit:
+	go test -race -count=1 -timeout 15m -covermode=atomic -coverprofile=coverage.out ./...
+	@go tool cover -func=coverage.out | awk '/^total:/ {print "total coverage: " $$3}'
+
+## fuzz: a short run of each request-decoding fuzz target (the corpus lives in server/testdata/fuzz)
+fuzz:
+	go test -run '^$$' -fuzz '^FuzzCreateProduct$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./server/
+	go test -run '^$$' -fuzz '^FuzzCreateOrder$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./server/
+
+## lambda: build bootstrap zips for provided.al2023 (arm64 and amd64) under dist/
+lambda:
+	bash scripts/build-lambda.sh
+
+check-deploy:
+	bash scripts/check-deploy.sh
+
+check-openapi:
+	bash scripts/check-openapi.sh
+
+k6-smoke:
+	bash scripts/k6-smoke.sh
+
+## ci: what .ci/run runs: the test suite, then fuzzing, deployment, OpenAPI and k6 checks
+ci: test fuzz check-deploy check-openapi k6-smoke
+
+## compare: the side-by-side performance comparison (see docs/performance.md)
+compare:
+	go run ./bench/cmd/compare
+
+bench:
+	go test -run '^$$' -bench . -benchmem ./server/ ./cache/ ./limiter/ ./server/lambda/
+
+clean:
+	rm -rf data dist coverage.out

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/api-perf/api-perf/internal/testenv"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestLoadConfig_Defaults(t *testing.T) {
+	c, err := loadConfig(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != ":8080" || c.DataDir != "./data" || !c.RedisClientCache || c.CacheTTL != time.Minute ||
+		!c.ReadLimited || c.ReadPolicy.Burst != 200 || c.WritePolicy.Burst != 40 || c.FailClosed || c.ShutdownTimeout != 15*time.Second {
+		t.Fatalf("defaults %+v", c)
+	}
+}
+
+func TestLoadConfig_Invalid(t *testing.T) {
+	for name, value := range map[string]string{
+		"CACHE_TTL":          "soon",
+		"DB_QUERY_TIMEOUT":   "-1s",
+		"DB_MAX_OPEN_CONNS":  "many",
+		"REDIS_CLIENT_CACHE": "maybe",
+		"RATE_LIMIT_READ":    "fast",
+		"RATE_LIMIT_WRITE":   "10/0s",
+		"RATE_LIMIT_FAILURE": "sideways",
+		"TRUSTED_PROXIES":    "10.0.0.0/33",
+		"API_KEYS":           "short",
+		"LOG_LEVEL":          "loud",
+		"LOG_FORMAT":         "xml",
+		"REDIS_URL":          "localhost:6379",
+		"MYSQL_DSN":          "nonsense",
+		"SHUTDOWN_TIMEOUT":   "0s",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := loadConfig(env(map[string]string{name: value}))
+			if err == nil || !strings.Contains(err.Error(), name+":") {
+				t.Fatalf("%s=%q: error %v does not name the variable", name, value, err)
+			}
+		})
+	}
+	_, err := loadConfig(env(map[string]string{"CACHE_TTL": "x", "LOG_LEVEL": "y"}))
+	if err == nil || !strings.Contains(err.Error(), "CACHE_TTL") || !strings.Contains(err.Error(), "LOG_LEVEL") {
+		t.Fatalf("every bad variable is reported at once: %v", err)
+	}
+	c, err := loadConfig(env(map[string]string{"RATE_LIMIT_READ": "off", "TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1"}))
+	if err != nil || c.ReadLimited || len(c.TrustedProxies) != 2 {
+		t.Fatalf("%+v %v", c, err)
+	}
+}
+
+// startRun runs the program in process with the given environment and
+// returns its base URL; cancelling stop is SIGTERM.
+func startRun(t *testing.T, vars map[string]string) (base string, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan string, 1)
+	done := make(chan error, 1)
+	vars["HTTP_ADDR"] = "127.0.0.1:0"
+	vars["LOG_LEVEL"] = "warn"
+	go func() {
+		done <- run(ctx, nil, env(vars), io.Discard, func(api, _ string) { addrs <- api })
+	}()
+	select {
+	case a := <-addrs:
+		base = "http://" + a
+	case err := <-done:
+		cancel()
+		t.Fatalf("run ended before listening: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("server did not start")
+	}
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(20 * time.Second):
+				t.Error("server did not stop")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { stop() })
+	return base, stop
+}
+
+func call(t *testing.T, method, url, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// TestRun_EndToEnd drives the real program on the embedded default and on
+// MariaDB + Redis: the README's curl examples, metrics, readiness, and a
+// clean drain on shutdown.
+func TestRun_EndToEnd(t *testing.T) {
+	for name, vars := range map[string]func(t *testing.T) map[string]string{
+		"Embedded": func(t *testing.T) map[string]string { return map[string]string{"DATA_DIR": t.TempDir()} },
+		"MySQLRedis": func(t *testing.T) map[string]string {
+			return map[string]string{"MYSQL_DSN": testenv.MySQLDSN(t), "REDIS_URL": "redis://" + testenv.RedisAddr()}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			base, stop := startRun(t, vars(t))
+			steps := []struct {
+				method, path, body string
+				status             int
+				contains           string
+			}{
+				{"POST", "/products", `{"name": "Test Product", "price": 99.99}`, 201, `"price":99.99`},
+				{"GET", "/products", "", 200, `"price":99.99`},
+				{"POST", "/orders", `{"product_id": 1, "quantity": 2}`, 201, `"total":199.98`},
+				{"GET", "/orders", "", 200, `"quantity":2`},
+				{"GET", "/products/1", "", 200, `"stock":98`},
+				{"GET", "/readyz", "", 200, `"status":"ok"`},
+				{"GET", "/healthz", "", 200, `"ok"`},
+				{"GET", "/metrics", "", 200, `apiperf_http_requests_total{method="POST",route="/products",status="201"} 1`},
+			}
+			for _, s := range steps {
+				status, body := call(t, s.method, base+s.path, s.body)
+				if status != s.status || !strings.Contains(body, s.contains) {
+					t.Fatalf("%s %s: %d %s; want %d containing %s", s.method, s.path, status, body, s.status, s.contains)
+				}
+			}
+			if err := stop(); err != nil {
+				t.Fatalf("shutdown: %v", err)
+			}
+			if _, err := http.Get(base + "/healthz"); err == nil {
+				t.Fatal("still serving after shutdown")
+			}
+		})
+	}
+}
+
+func TestRun_Subcommands(t *testing.T) {
+	dir := t.TempDir()
+	if err := run(context.Background(), []string{"migrate"}, env(map[string]string{"DATA_DIR": dir}), io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), []string{"bogus"}, env(nil), io.Discard, nil); err == nil {
+		t.Fatal("unknown subcommand accepted")
+	}
+	base, _ := startRun(t, map[string]string{"DATA_DIR": dir})
+	port := base[strings.LastIndexByte(base, ':')+1:]
+	if err := run(context.Background(), []string{"healthcheck"}, env(map[string]string{"HTTP_ADDR": ":" + port}), io.Discard, nil); err != nil {
+		t.Fatalf("healthcheck against a live server: %v", err)
+	}
+	if err := run(context.Background(), []string{"healthcheck"}, env(map[string]string{"HTTP_ADDR": ":1"}), io.Discard, nil); err == nil {
+		t.Fatal("healthcheck passed with nothing listening")
+	}
+}

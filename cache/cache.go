@@ -63,8 +63,9 @@ type Options struct {
 	// NegativeTTL is how long an absence (ENOTFOUND from load) is remembered.
 	// Default 5s; a negative value turns negative caching off.
 	NegativeTTL time.Duration
-	// Timeout is the deadline of one Redis round trip. Past it, Get loads
-	// directly. Default 50ms.
+	// Timeout is the deadline of one Redis round trip (a call may get up to
+	// a quarter more: hits share one deadline context). Past it, Get loads
+	// directly and Redis counts as down until a probe succeeds. Default 50ms.
 	Timeout time.Duration
 	// LeaseTTL bounds one load: the loader's context is cancelled after it,
 	// and a lease left by a crashed replica expires after it. Default 3s.

@@ -8,7 +8,7 @@ import (
 )
 
 // deadlines hands out a context whose deadline is between timeout and
-// timeout+step from now. One context is shared by every call made during a
+// timeout+2*step from now. One context is shared by every call made during a
 // step and a goroutine replaces it every step, so a cache hit neither pays
 // for context.WithTimeout (allocations and a timer) nor reads the clock,
 // which costs more than the rest of a hit on some virtual machines.
@@ -35,11 +35,13 @@ type sharedDeadline struct {
 	cancel context.CancelFunc
 }
 
-// newDeadlines starts the renewing goroutine; close stops it. The step is a
-// quarter of timeout, so a call gets at most 25% more time than asked for.
+// newDeadlines starts the renewing goroutine; close stops it. The step is an
+// eighth of timeout and a context lives timeout plus two steps, so a call
+// gets at most 25% more time than asked for, and still gets the full
+// timeout when the ticker runs up to one step late.
 func newDeadlines(timeout time.Duration) *deadlines {
-	step := max(timeout/4, time.Millisecond)
-	d := &deadlines{life: timeout + step, stop: make(chan struct{}), done: make(chan struct{})}
+	step := max(timeout/8, time.Millisecond)
+	d := &deadlines{life: timeout + 2*step, stop: make(chan struct{}), done: make(chan struct{})}
 	d.renew(nil)
 	go d.run(step)
 	return d

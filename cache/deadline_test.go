@@ -15,8 +15,10 @@ func TestDeadlines(t *testing.T) {
 		for i := 0; i < 20; i++ {
 			dl, ok := d.get().Deadline()
 			left := time.Until(dl)
-			// A little slack below for the time the test itself takes.
-			if !ok || left < timeout-5*time.Millisecond || left > timeout*5/4 {
+			// Never more than a quarter above timeout. Below it only when
+			// the ticker runs late, which a busy test machine does: the
+			// lower bound is loose so as not to test the scheduler.
+			if !ok || left < timeout/2 || left > timeout*5/4 {
 				t.Fatalf("deadline in %v, want within [%v, %v]", left, timeout, timeout*5/4)
 			}
 			time.Sleep(7 * time.Millisecond)

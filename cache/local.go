@@ -98,8 +98,6 @@ func (l *Local) Get(ctx context.Context, key string, load LoadFunc) ([]byte, err
 // fill loads a missing key under a lease entry and stores the result only if
 // the lease is still in the map, that is, if no Invalidate ran meanwhile.
 func (l *Local) fill(ctx context.Context, key string, load LoadFunc) ([]byte, error) {
-	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.opts.LeaseTTL)
-	defer cancel()
 	for loads := 0; ; {
 		lease := &localEntry{kind: tagLease}
 		if e := l.acquire(key, lease); e != nil {
@@ -110,7 +108,7 @@ func (l *Local) fill(ctx context.Context, key string, load LoadFunc) ([]byte, er
 			}
 			return nil, notFound(e.msg)
 		}
-		val, lerr := load(lctx)
+		val, lerr := l.load(ctx, load)
 		loads++
 		if l.store(key, lease, val, lerr) || loads >= maxAttempts {
 			l.m.load(lerr)
@@ -124,6 +122,14 @@ func (l *Local) fill(ctx context.Context, key string, load LoadFunc) ([]byte, er
 			l.m.load(lerr)
 		}
 	}
+}
+
+// load calls the loader with the first caller's values but not its
+// cancellation, bounded by LeaseTTL (see LoadFunc).
+func (l *Local) load(ctx context.Context, load LoadFunc) ([]byte, error) {
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.opts.LeaseTTL)
+	defer cancel()
+	return load(lctx)
 }
 
 // acquire puts lease in the map unless the key holds a live value or

@@ -186,8 +186,6 @@ func (r *Redis) Get(ctx context.Context, key string, load LoadFunc) ([]byte, err
 // loads, or waits for the replica that holds the lease, and falls back to
 // loading without Redis when Redis fails or the wait is too long.
 func (r *Redis) fill(ctx context.Context, rkey string, load LoadFunc) ([]byte, error) {
-	lctx, cancel := r.loadContext(ctx)
-	defer cancel()
 	waitUntil := time.Now().Add(r.opts.LeaseTTL)
 	for loads := 0; ; {
 		token := r.owner + strconv.FormatUint(r.seq.Add(1), 10)
@@ -198,9 +196,9 @@ func (r *Redis) fill(ctx context.Context, rkey string, load LoadFunc) ([]byte, e
 			switch {
 			case errors.Is(err, errLeaseWait):
 				r.m.fallback(reasonLeaseWait)
-				return r.loadOnly(lctx, load)
+				return r.loadOnly(ctx, load)
 			case err != nil:
-				return r.fallback(lctx, load, err)
+				return r.fallback(ctx, load, err)
 			case gone:
 				continue // the lease went away without a value: try to take it
 			}
@@ -213,13 +211,13 @@ func (r *Redis) fill(ctx context.Context, rkey string, load LoadFunc) ([]byte, e
 			// Not written by this package: serve the loader's value and
 			// leave the key alone.
 			r.m.fallback(reasonRedisError)
-			return r.loadOnly(lctx, load)
+			return r.loadOnly(ctx, load)
 		} else if !rueidis.IsRedisNil(err) {
-			return r.fallback(lctx, load, err)
+			return r.fallback(ctx, load, err)
 		}
 
 		// This process holds the lease.
-		val, lerr := r.loadLeased(lctx, load, rkey, token)
+		val, lerr := r.loadLeased(ctx, load, rkey, token)
 		loads++
 		done, err := r.store(rkey, token, val, lerr)
 		if err != nil {
@@ -244,7 +242,9 @@ func (r *Redis) fill(ctx context.Context, rkey string, load LoadFunc) ([]byte, e
 // loadLeased calls the loader while this process holds the lease. Should the
 // loader panic, the lease is released on the way out, so that other replicas
 // do not wait LeaseTTL for a load that will never store.
-func (r *Redis) loadLeased(lctx context.Context, load LoadFunc, rkey, token string) (val []byte, err error) {
+func (r *Redis) loadLeased(ctx context.Context, load LoadFunc, rkey, token string) (val []byte, err error) {
+	lctx, cancel := r.loadContext(ctx)
+	defer cancel()
 	returned := false
 	defer func() {
 		if !returned {
@@ -313,32 +313,30 @@ func (r *Redis) store(rkey, token string, val []byte, lerr error) (done bool, er
 // direct loads without Redis, still once per process and key.
 func (r *Redis) direct(ctx context.Context, rkey string, load LoadFunc, reason string) ([]byte, error) {
 	r.m.fallback(reason)
-	v, err, _ := r.group.Do(rkey, func() (any, error) {
-		lctx, cancel := r.loadContext(ctx)
-		defer cancel()
-		return r.loadOnly(lctx, load)
-	})
+	v, err, _ := r.group.Do(rkey, func() (any, error) { return r.loadOnly(ctx, load) })
 	b, _ := v.([]byte)
 	return b, err
 }
 
 // fallback notes a Redis failure met inside a flight and loads directly.
-func (r *Redis) fallback(lctx context.Context, load LoadFunc, err error) ([]byte, error) {
+func (r *Redis) fallback(ctx context.Context, load LoadFunc, err error) ([]byte, error) {
 	r.fail(err)
 	r.m.fallback(reasonOf(err))
-	return r.loadOnly(lctx, load)
+	return r.loadOnly(ctx, load)
 }
 
 // loadOnly calls the loader and counts it; nothing is stored.
-func (r *Redis) loadOnly(lctx context.Context, load LoadFunc) ([]byte, error) {
+func (r *Redis) loadOnly(ctx context.Context, load LoadFunc) ([]byte, error) {
+	lctx, cancel := r.loadContext(ctx)
+	defer cancel()
 	val, err := load(lctx)
 	r.m.load(err)
 	return val, err
 }
 
-// loadContext is the context a shared load runs with: the first caller's
+// loadContext is the context one loader call runs with: the first caller's
 // values without its cancellation (one caller going away must not fail the
-// others waiting on the same load), bounded by LeaseTTL.
+// others waiting on the same load), bounded by LeaseTTL from the call.
 func (r *Redis) loadContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), r.opts.LeaseTTL)
 }
@@ -364,7 +362,11 @@ func (r *Redis) Invalidate(ctx context.Context, keys ...string) error {
 	if err := r.invalidate(ctx, rkeys); err != nil {
 		r.fail(err)
 		r.m.invalidateErrors.Inc()
-		kept := r.keepPending(keys)
+		kept := false
+		if _, reply := rueidis.IsRedisErr(err); !reply {
+			// Unreachable, not refusing: worth retrying once it answers.
+			kept = r.keepPending(keys)
+		}
 		r.log.Error("cache: invalidation failed; retrying once Redis answers, else the keys stay cached until their TTL",
 			"keys", keys, "kept_for_retry", kept, "ttl", r.opts.TTL, "err", err)
 		return &apiperf.Error{Code: apiperf.EUNAVAILABLE, Message: "cache invalidation failed", Err: err}

@@ -31,8 +31,9 @@ ENV HTTP_ADDR=:8080 \
     METRICS_ADDR=:9090 \
     DATA_DIR=/src/data
 COPY go.mod go.sum ./
-RUN --mount=type=cache,target=/go/pkg/mod \
-    go mod download
+# No cache mount here: the modules stay in the image, and Docker copies them
+# into docker-compose.dev.yml's empty go-mod-cache volume on first use.
+RUN go mod download
 COPY . .
 EXPOSE 8080 9090
 CMD ["go", "run", "./cmd/api-perf"]
@@ -40,8 +41,9 @@ CMD ["go", "run", "./cmd/api-perf"]
 # ---------------------------------------------------------------------------
 # build: the static production binary.
 FROM base AS build
-ARG TARGETOS=linux
-ARG TARGETARCH=amd64
+# Set by BuildKit from --platform (the build needs BuildKit for its mounts).
+ARG TARGETOS
+ARG TARGETARCH
 ARG VERSION=dev
 # scripts/check-deploy.sh reads these two lines to build the same binary
 # outside Docker; keep each value on one line, in double quotes.

@@ -34,9 +34,11 @@ func openBackends(cfg config, logger *slog.Logger, reg prometheus.Registerer) (*
 	if cfg.RedisURL == "" {
 		c := cache.NewLocal(copts)
 		b.cache, b.closers = bodyCache{c}, append(b.closers, c.Close)
-		l := limiter.NewLocal()
-		lim = l
-		b.closers = append(b.closers, l.Close)
+		// The in-process limiter never fails; the Fallback around it only
+		// counts decisions, so embedded mode has the same metrics.
+		f := limiter.NewFallback(limiter.NewLocal(), limiter.FallbackOptions{Logger: logger, Registerer: reg})
+		lim = f
+		b.closers = append(b.closers, f.Close)
 	} else {
 		client, err := cache.NewClient(cfg.RedisURL, cfg.RedisClientCache, logger)
 		if err != nil {

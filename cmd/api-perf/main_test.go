@@ -65,13 +65,24 @@ func TestLoadConfig_Invalid(t *testing.T) {
 // returns its base URL; cancelling stop is SIGTERM.
 func startRun(t *testing.T, vars map[string]string) (base string, stop func() error) {
 	t.Helper()
+	return startRunWith(t, vars, nil)
+}
+
+// startRunWith is startRun with a hook that also sees the metrics address.
+func startRunWith(t *testing.T, vars map[string]string, hook listening) (base string, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make(chan string, 1)
 	done := make(chan error, 1)
 	vars["HTTP_ADDR"] = "127.0.0.1:0"
 	vars["LOG_LEVEL"] = "warn"
 	go func() {
-		done <- run(ctx, nil, env(vars), io.Discard, func(api, _ string) { addrs <- api })
+		done <- run(ctx, nil, env(vars), io.Discard, func(api, metrics string) {
+			if hook != nil {
+				hook(api, metrics)
+			}
+			addrs <- api
+		})
 	}()
 	select {
 	case a := <-addrs:

@@ -2,7 +2,11 @@ package limiter
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -52,9 +56,31 @@ import (
 // replica's batch, which only costs other replicas headroom, bounded by the
 // batch window. Set RedisOptions.Plain for strict per-request sharing.
 //
+// Prefetch. A request that spends from a large batch (at least
+// minPrefetchGrant tokens) and finds it three-quarters used, or within a
+// quarter of the batch window of expiring, starts the next call in the
+// background; the new batch is kept as a spare range behind the current
+// one. A busy client far from its limit therefore never waits for Redis
+// once its first batch is in. This at most doubles what one replica holds.
+//
 // Concurrency. All requests of one process for one bucket share a single
-// in-flight script call: the first request that finds no usable token
-// makes the call, the others wait for it and then decide from memory.
+// in-flight script call: the first request that finds no usable token (or
+// the prefetch) makes the call, the others wait for it and then decide
+// from memory. A request whose deadline passes while it waits for another
+// request's call reports errWaited, which Fallback answers in process
+// without counting it as one more failure of Redis.
+
+// minPrefetchGrant is the smallest batch worth refilling ahead of time;
+// smaller grants mean the client is near its limit, where every token
+// should be decided by Redis as late as possible.
+const minPrefetchGrant = 8
+
+// prefetchTimeout bounds a background call; it holds no request up.
+const prefetchTimeout = time.Second
+
+// errWaited marks a request that gave up waiting for another request's
+// call to Redis: the same slowness as that call, not a new failure.
+var errWaited = errors.New("gave up waiting for a shared call to Redis")
 
 // bucketShard is one lock-protected part of the in-process bucket table.
 type bucketShard struct {
@@ -64,16 +90,44 @@ type bucketShard struct {
 	_         [40]byte
 }
 
-// bucket is the process's view of one Redis bucket. Times are nanoseconds
-// of the local monotonic clock (monoNanos).
+// slotRange is a run of reserved slots: count of them, the i-th (from 0)
+// usable while now < next + i*step, on the local monotonic clock (ns).
+type slotRange struct {
+	next  int64
+	count int
+	step  int64
+}
+
+// expire drops the slots whose time has passed.
+func (s *slotRange) expire(now int64) {
+	if s.count == 0 || now < s.next {
+		return
+	}
+	k := (now-s.next)/s.step + 1
+	if k >= int64(s.count) {
+		*s = slotRange{}
+		return
+	}
+	s.count -= int(k)
+	s.next += k * s.step
+}
+
+// take spends the n lowest slots; the caller checked that there are n.
+func (s *slotRange) take(n int) {
+	s.count -= n
+	s.next += int64(n) * s.step
+}
+
+// bucket is the process's view of one Redis bucket.
 type bucket struct {
 	mu sync.Mutex
 
-	// Reserved slots: count of them, the i-th (from 0) usable while
-	// now < next + i*slotNs.
-	next   int64
-	count  int
-	slotNs int64
+	// Reserved slots: cur is spent first; spare, when set, came from a
+	// later call, so all its slots lie after cur's.
+	cur, spare slotRange
+	// lastGrant is the size of the last batch, which says how far the
+	// client is from its limit.
+	lastGrant int
 
 	// tatNs is Redis's TAT after the last call, mapped onto the local clock;
 	// it only feeds the Remaining and ResetAfter estimates.
@@ -88,32 +142,51 @@ type bucket struct {
 	inflight chan struct{}
 }
 
-// expire drops the reserved slots whose time has passed.
+func (b *bucket) held() int { return b.cur.count + b.spare.count }
+
+// expire drops passed slots and moves the spare range up when the current
+// one is used up.
 func (b *bucket) expire(now int64) {
-	if b.count == 0 || now < b.next {
-		return
+	b.cur.expire(now)
+	if b.cur.count == 0 {
+		b.cur, b.spare = b.spare, slotRange{}
+		b.cur.expire(now)
 	}
-	k := (now-b.next)/b.slotNs + 1
-	if k >= int64(b.count) {
-		b.count = 0
-		return
+}
+
+// spend takes n held slots, lowest first; the caller checked held() >= n.
+func (b *bucket) spend(n int) {
+	k := min(n, b.cur.count)
+	b.cur.take(k)
+	if n > k {
+		b.spare.take(n - k)
 	}
-	b.count -= int(k)
-	b.next += k * b.slotNs
+	if b.cur.count == 0 {
+		b.cur, b.spare = b.spare, slotRange{}
+	}
 }
 
 // decide tries to settle a request from memory. The caller holds b.mu.
 func (b *bucket) decide(now int64, t int64, burst, cost int) (Result, bool) {
 	b.expire(now)
-	if b.count >= cost {
-		b.count -= cost
-		b.next += int64(cost) * b.slotNs
+	if b.held() >= cost {
+		b.spend(cost)
 		return b.estimate(now, t, burst, Result{Allowed: true}), true
 	}
 	if now < b.denyUntil && cost >= b.denyCost {
 		return b.estimate(now, t, burst, Result{RetryAfter: nanosDuration(b.denyUntil - now)}), true
 	}
 	return Result{}, false
+}
+
+// wantsPrefetch says whether the next batch should be fetched now, before
+// this one runs out. The caller holds b.mu.
+func (b *bucket) wantsPrefetch(now, leadNs int64) bool {
+	if b.inflight != nil || b.spare.count > 0 || b.cur.count == 0 || b.lastGrant < minPrefetchGrant {
+		return false
+	}
+	last := b.cur.next + int64(b.cur.count-1)*b.cur.step
+	return b.cur.count <= b.lastGrant/4 || last-now < leadNs
 }
 
 // estimate fills Limit, Remaining and ResetAfter from the last known Redis
@@ -125,7 +198,7 @@ func (b *bucket) estimate(now int64, t int64, burst int, r Result) Result {
 	tNs := t * 1000
 	ahead := max(b.tatNs-now, 0)
 	free := (int64(burst)*tNs - ahead) / tNs
-	r.Remaining = int(min(max(free, 0)+int64(b.count), int64(burst)))
+	r.Remaining = int(min(max(free, 0)+int64(b.held()), int64(burst)))
 	r.ResetAfter = nanosDuration(ahead)
 	return r
 }
@@ -159,11 +232,20 @@ func (sh *bucketShard) sweep(now int64) {
 			continue
 		}
 		b.expire(now)
-		if b.inflight == nil && b.count == 0 && now >= b.denyUntil {
+		if b.inflight == nil && b.held() == 0 && now >= b.denyUntil {
 			delete(sh.buckets, k)
 		}
 		b.mu.Unlock()
 	}
+}
+
+// want is the batch size asked for under a policy of interval t.
+func (r *Redis) want(t int64, cost int) int {
+	w := int((r.batchWindow + t - 1) / t)
+	if r.maxBatch > 0 && w > r.maxBatch {
+		w = r.maxBatch
+	}
+	return max(w, cost)
 }
 
 // tryAllow implements fastDecider: it decides from reserved tokens or a
@@ -184,7 +266,11 @@ func (r *Redis) tryAllow(key string, p Policy, cost int) (Result, bool, error) {
 		return Result{}, false, nil
 	}
 	b.mu.Lock()
-	res, ok := b.decide(monoNanos(), t, p.Burst, cost)
+	now := monoNanos()
+	res, ok := b.decide(now, t, p.Burst, cost)
+	if ok && res.Allowed && b.wantsPrefetch(now, r.batchWindow*250) {
+		r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1))
+	}
 	b.mu.Unlock()
 	return res, ok, nil
 }
@@ -195,14 +281,14 @@ func (r *Redis) allowBatched(ctx context.Context, key string, p *Policy, t int64
 		// Never allowed whatever the bucket holds; Redis is not asked.
 		return never(p.Burst, 0, 0), nil
 	}
-	want := int((r.batchWindow + t - 1) / t)
-	if r.maxBatch > 0 && want > r.maxBatch {
-		want = r.maxBatch
-	}
 	b := r.bucket(p.Name, key, true)
 	b.mu.Lock()
 	for {
-		if res, ok := b.decide(monoNanos(), t, p.Burst, cost); ok {
+		now := monoNanos()
+		if res, ok := b.decide(now, t, p.Burst, cost); ok {
+			if res.Allowed && b.wantsPrefetch(now, r.batchWindow*250) {
+				r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1))
+			}
 			b.mu.Unlock()
 			return res, nil
 		}
@@ -211,12 +297,12 @@ func (r *Redis) allowBatched(ctx context.Context, key string, p *Policy, t int64
 			select {
 			case <-ch:
 			case <-ctx.Done():
-				return Result{}, unavailable(ctx.Err())
+				return Result{}, unavailable(fmt.Errorf("%w: %w", errWaited, ctx.Err()))
 			}
 			b.mu.Lock()
 			continue
 		}
-		return r.refill(ctx, b, key, p, t, cost, max(want, cost))
+		return r.refill(ctx, b, key, p, t, cost, r.want(t, cost))
 	}
 }
 
@@ -226,13 +312,15 @@ func (r *Redis) allowBatched(ctx context.Context, key string, p *Policy, t int64
 func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *Policy, t int64, cost, want int) (Result, error) {
 	// The slots still held (fewer than cost) are set aside for this request:
 	// if Redis grants the rest, the request spends both; if not, they go
-	// back. No other call can run meanwhile, so they stay the lowest slots.
-	took, tookNext := b.count, b.next
-	b.count = 0
+	// back. No other call can run meanwhile, so nothing else changes them.
+	took := b.held()
+	cur, spare := b.cur, b.spare
+	b.cur, b.spare = slotRange{}, slotRange{}
 	ch := make(chan struct{})
 	b.inflight = ch
 	b.mu.Unlock()
 
+	r.refills.Add(1)
 	sent := monoNanos()
 	rep, err := r.eval(ctx, p.Name, key, t, p.Burst, cost-took, want)
 
@@ -241,13 +329,12 @@ func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *Policy, t 
 	b.inflight = nil
 	close(ch)
 	if err != nil {
-		b.count, b.next = took, tookNext
+		b.cur, b.spare = cur, spare
 		return Result{}, err
 	}
-	tNs := t * 1000
 	b.tatNs = sent + rep.resetAfter*1000
 	if rep.granted == 0 {
-		b.count, b.next = took, tookNext
+		b.cur, b.spare = cur, spare
 		b.denyUntil = sent + rep.retryAfter*1000
 		b.denyCost = cost
 		res := b.estimate(sent, t, p.Burst, Result{RetryAfter: micros(rep.retryAfter)})
@@ -258,14 +345,51 @@ func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *Policy, t 
 	// Redis at its own clock; the rest are reserved here. Slot k (from 1)
 	// sits at rep.tat + k*t on Redis's clock.
 	need := int64(cost - took)
-	b.count = int(rep.granted - need)
-	b.next = sent + (rep.tat+(need+1)*t-rep.now)*1000
-	b.slotNs = tNs
+	b.cur = slotRange{next: sent + (rep.tat+(need+1)*t-rep.now)*1000, count: int(rep.granted - need), step: t * 1000}
+	b.lastGrant = int(rep.granted)
 	b.denyUntil = 0
 	return Result{
 		Allowed:    true,
 		Limit:      p.Burst,
-		Remaining:  int(min(rep.remaining+int64(b.count), int64(p.Burst))),
+		Remaining:  int(min(rep.remaining+int64(b.held()), int64(p.Burst))),
 		ResetAfter: micros(rep.resetAfter),
 	}, nil
+}
+
+// prefetch starts a background call that stores its batch as b's spare
+// range. The caller holds b.mu and has checked wantsPrefetch.
+func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int) {
+	if r.closed.Load() {
+		return
+	}
+	ch := make(chan struct{})
+	b.inflight = ch
+	// The strings may point into a request's buffers, which the
+	// background call outlives.
+	name, key = strings.Clone(name), strings.Clone(key)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), prefetchTimeout)
+		sent := monoNanos()
+		rep, err := r.eval(ctx, name, key, t, burst, 1, want)
+		cancel()
+
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.inflight = nil
+		close(ch)
+		if err != nil {
+			return // the next request that runs out calls Redis itself
+		}
+		b.tatNs = sent + rep.resetAfter*1000
+		if rep.granted == 0 {
+			b.denyUntil = sent + rep.retryAfter*1000
+			b.denyCost = 1
+			return
+		}
+		b.spare = slotRange{next: sent + (rep.tat+t-rep.now)*1000, count: int(rep.granted), step: t * 1000}
+		b.lastGrant = int(rep.granted)
+		b.expire(monoNanos())
+	}()
 }

@@ -193,9 +193,13 @@ func (f *Fallback) Allow(ctx context.Context, key string, p Policy, cost int) (R
 	if errors.Is(err, context.DeadlineExceeded) {
 		reason = reasonTimeout
 	}
-	if f.down.Load() {
+	switch {
+	case errors.Is(err, errWaited):
+		// Waiting on another request's call: that call reports its own
+		// failure, so this one neither trips nor counts.
+	case f.down.Load():
 		f.retryAt.Store(monoNanos() + int64(f.backoff)) // a failed probe
-	} else if f.failures.Add(1) >= tripAfter {
+	case f.failures.Add(1) >= tripAfter:
 		f.retryAt.Store(monoNanos() + int64(f.backoff))
 		if f.down.CompareAndSwap(false, true) {
 			msg := "rate limiter falling back to in-process"

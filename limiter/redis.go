@@ -99,8 +99,11 @@ type Redis struct {
 	batchWindow int64 // microseconds
 	maxBatch    int
 
-	shards [localShards]bucketShard
-	calls  atomic.Int64 // script round trips, for tests and benchmarks
+	shards  [localShards]bucketShard
+	calls   atomic.Int64 // script round trips, for tests and benchmarks
+	refills atomic.Int64 // the calls a request waited for
+	closed  atomic.Bool
+	wg      sync.WaitGroup // background prefetches
 }
 
 var _ Limiter = (*Redis)(nil)
@@ -155,9 +158,12 @@ func (r *Redis) Preload(ctx context.Context) error {
 	return nil
 }
 
-// Close implements Limiter. It forgets the tokens reserved in process (they
-// stay counted in Redis until they expire) and leaves the client open.
+// Close implements Limiter. It waits for background calls, forgets the
+// tokens reserved in process (they stay counted in Redis until their time
+// passes) and leaves the client open.
 func (r *Redis) Close() {
+	r.closed.Store(true)
+	r.wg.Wait()
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.Lock()

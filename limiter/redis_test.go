@@ -343,6 +343,26 @@ func TestRedis_Batched(t *testing.T) {
 		t.Fatalf("%d script calls for 3200 concurrent requests far below the limit, want a handful", calls)
 	}
 
+	// A steady client far below its limit: after the first call, the next
+	// batches arrive in the background before the current one runs out.
+	t.Run("Prefetch", func(t *testing.T) {
+		r, _ := MustRedis(t, RedisOptions{})
+		start := time.Now()
+		n := 0
+		for time.Since(start) < 350*time.Millisecond {
+			if res := mustAllow(t, r, "steady", p, 1); !res.Allowed {
+				t.Fatalf("refused far below the limit: %+v", res)
+			}
+			n++
+			time.Sleep(100 * time.Microsecond)
+		}
+		calls, waits := r.calls.Load(), r.refills.Load()
+		t.Logf("%d requests over 350ms: %d script calls, %d of them waited for", n, calls, waits)
+		if calls < 3 || waits > 1 {
+			t.Fatalf("%d calls of which %d on the request path; want batches every 100ms fetched ahead", calls, waits)
+		}
+	})
+
 	// A reservation is spent only before its slot time. Replica a takes a
 	// batch of 10 (slots at 100ms..1000ms) and uses one; 550ms later five
 	// of its slots are still valid and Redis has 15 free, so a and b
@@ -401,65 +421,78 @@ func TestRedis_Batched(t *testing.T) {
 // and checks the guarantee over every interval, not only the whole run:
 // the allowed requests between any two of them number at most
 // Burst + elapsed/T (plus a margin for the time a call takes to return).
+// The large burst makes batches big enough to be prefetched.
 func TestRedis_ExactnessUnderLoad(t *testing.T) {
-	p := Policy{Name: "read", Rate: 1000, Period: time.Second, Burst: 50} // T = 1ms
-	for _, mode := range redisModes {
-		t.Run(mode.name, func(t *testing.T) {
-			verifyNoLeaks(t)
-			var prefix string
-			var mu sync.Mutex
-			var times []time.Duration
-			var wg sync.WaitGroup
-			start := time.Now()
-			for i := range 3 {
-				c := MustClient(t, redisAddr)
-				if i == 0 {
-					prefix = MustPrefix(t, c)
-				}
-				opts := mode.opts
-				opts.Prefix = prefix
-				l := NewRedis(c, opts)
-				t.Cleanup(l.Close)
-				for g := range 3 {
-					wg.Go(func() {
-						for time.Since(start) < time.Second {
-							for range 20 + 10*g {
-								res, err := l.Allow(context.Background(), "hot", p, 1)
-								if err != nil {
-									t.Error(err)
-									return
-								}
-								if res.Allowed {
-									at := time.Since(start)
-									mu.Lock()
-									times = append(times, at)
-									mu.Unlock()
-								}
-							}
-							time.Sleep(time.Duration(5+7*i+3*g) * time.Millisecond)
+	for _, p := range []Policy{
+		{Name: "read", Rate: 1000, Period: time.Second, Burst: 50},  // T = 1ms
+		{Name: "read", Rate: 1000, Period: time.Second, Burst: 400}, // batches of up to 100
+	} {
+		for _, mode := range redisModes {
+			t.Run(mode.name+"/Burst"+strconv.Itoa(p.Burst), func(t *testing.T) {
+				verifyNoLeaks(t)
+				hammer(t, mode.opts, p)
+			})
+		}
+	}
+}
+
+func hammer(t *testing.T, opts RedisOptions, p Policy) {
+	var mu sync.Mutex
+	var times []time.Duration
+	var wg sync.WaitGroup
+	var limiters []*Redis
+	start := time.Now()
+	for i := range 3 {
+		c := MustClient(t, redisAddr)
+		if i == 0 {
+			opts.Prefix = MustPrefix(t, c)
+		}
+		l := NewRedis(c, opts)
+		t.Cleanup(l.Close)
+		limiters = append(limiters, l)
+		for g := range 3 {
+			wg.Go(func() {
+				for time.Since(start) < time.Second {
+					for range 20 + 10*g {
+						res, err := l.Allow(context.Background(), "hot", p, 1)
+						if err != nil {
+							t.Error(err)
+							return
 						}
-					})
-				}
-			}
-			wg.Wait()
-			elapsed := time.Since(start)
-			slices.Sort(times)
-			n := len(times)
-			t.Logf("allowed %d in %v (bound %d)", n, elapsed, 50+int(elapsed/time.Millisecond))
-			if n > 50+int(elapsed/time.Millisecond)+1 {
-				t.Fatalf("allowed %d in %v, more than burst + rate x time", n, elapsed)
-			}
-			if n < int(elapsed/time.Millisecond)/2 {
-				t.Fatalf("allowed only %d in %v to a client far over its limit", n, elapsed)
-			}
-			const margin = 3 // a decision is timed after the call returns
-			for i := range n {
-				for j := i + 1; j < n; j++ {
-					if count, bound := j-i+1, 50+int((times[j]-times[i])/time.Millisecond)+margin; count > bound {
-						t.Fatalf("%d allowed between %v and %v, bound %d", count, times[i], times[j], bound)
+						if res.Allowed {
+							at := time.Since(start)
+							mu.Lock()
+							times = append(times, at)
+							mu.Unlock()
+						}
 					}
+					time.Sleep(time.Duration(5+7*i+3*g) * time.Millisecond)
 				}
+			})
+		}
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	var calls int64
+	for _, l := range limiters {
+		calls += l.calls.Load()
+	}
+	slices.Sort(times)
+	n := len(times)
+	bound := p.Burst + int(elapsed/time.Millisecond)
+	t.Logf("allowed %d in %v (bound %d), %d script calls", n, elapsed, bound, calls)
+	if n > bound+1 {
+		t.Fatalf("allowed %d in %v, more than burst + rate x time", n, elapsed)
+	}
+	if n < int(elapsed/time.Millisecond)/2 {
+		t.Fatalf("allowed only %d in %v to a client far over its limit", n, elapsed)
+	}
+	const margin = 3 // a decision is timed after the call returns
+	for i := range n {
+		for j := i + 1; j < n; j++ {
+			if count, bound := j-i+1, p.Burst+int((times[j]-times[i])/time.Millisecond)+margin; count > bound {
+				t.Fatalf("%d allowed between %v and %v, bound %d", count, times[i], times[j], bound)
 			}
-		})
+		}
 	}
 }

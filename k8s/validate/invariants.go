@@ -1,8 +1,11 @@
 package validate
 
 import (
+	"bufio"
 	"fmt"
 	"net"
+	"os"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -17,7 +20,8 @@ import (
 // KnownEnv lists the environment variables a container may be given: the
 // configuration contract of DESIGN.md section 5 and the Go runtime's own.
 // A name outside this list is most likely a typo that the binary would
-// silently ignore; a new setting is added here when the binary learns it.
+// silently ignore. LoadKnownEnv adds the rest from .env.example, which lists
+// every setting the binary reads.
 var KnownEnv = map[string]bool{
 	"HTTP_ADDR": true, "METRICS_ADDR": true, "MYSQL_DSN": true, "DATA_DIR": true,
 	"REDIS_URL": true, "REDIS_CLIENT_CACHE": true, "CACHE_TTL": true,
@@ -26,6 +30,29 @@ var KnownEnv = map[string]bool{
 	"DB_MAX_OPEN_CONNS": true, "DB_MAX_IDLE_CONNS": true, "DB_QUERY_TIMEOUT": true,
 	"SHUTDOWN_TIMEOUT": true, "LOG_LEVEL": true, "LOG_FORMAT": true,
 	"GOMEMLIMIT": true, "GOMAXPROCS": true, "GOGC": true,
+}
+
+// envLine matches a variable in an env file, commented out or not:
+// "NAME=value" or "# NAME=value".
+var envLine = regexp.MustCompile(`^#?\s*([A-Z][A-Z0-9_]*)=`)
+
+// LoadKnownEnv adds to KnownEnv every variable named in the env file at path
+// (the repository's .env.example) and returns how many it found.
+func LoadKnownEnv(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("cannot read the list of settings: %w", err)
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if m := envLine.FindStringSubmatch(sc.Text()); m != nil {
+			KnownEnv[m[1]] = true
+			n++
+		}
+	}
+	return n, sc.Err()
 }
 
 // The probe paths the binary serves: liveness touches no dependency,

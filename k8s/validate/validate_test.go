@@ -22,6 +22,17 @@ var targets = []string{"../base", "../overlays/dev", "../overlays/prod"}
 
 const secretTemplate = "../overlays/prod/secret.example.yaml"
 
+// TestMain learns the settings the binary reads from .env.example, so that
+// KnownEnv follows the configuration as it grows.
+func TestMain(m *testing.M) {
+	n, err := LoadKnownEnv("../../.env.example")
+	if err != nil || n == 0 {
+		fmt.Fprintf(os.Stderr, "../../.env.example: %d settings, %v\n", n, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
 // MustRender renders dir and decodes it strictly, failing the test on any error.
 func MustRender(tb testing.TB, dir string) []Object {
 	tb.Helper()

@@ -76,11 +76,18 @@ func TestMedian(t *testing.T) {
 // TestCell_Finish checks the ratio is the median of per-round ratios, not
 // the ratio of medians.
 func TestCell_Finish(t *testing.T) {
-	c := cell{Server: series{Runs: []measurement{{RPS: 90}, {RPS: 50}, {RPS: 80}}},
-		Ceiling: &series{Runs: []measurement{{RPS: 100}, {RPS: 50}, {RPS: 100}}}}
+	us := time.Microsecond
+	c := cell{Server: series{Runs: []measurement{{RPS: 90, CPUPerReq: 50 * us}, {RPS: 50, CPUPerReq: 40 * us}, {RPS: 80, CPUPerReq: 25 * us}}},
+		Ceiling: &series{Runs: []measurement{{RPS: 100, CPUPerReq: 20 * us}, {RPS: 50, CPUPerReq: 20 * us}, {RPS: 100, CPUPerReq: 20 * us}}}}
 	c.finish()
 	if c.Ratio != 0.9 {
 		t.Errorf("ratio %v, want 0.9 (per-round 0.9, 1.0, 0.8)", c.Ratio)
+	}
+	if c.CPURatio != 0.5 {
+		t.Errorf("CPU ratio %v, want 0.5 (per-round 0.4, 0.5, 0.8)", c.CPURatio)
+	}
+	if c.Server.Median.CPUPerReq != 40*us {
+		t.Errorf("median CPU per request %v, want 40µs", c.Server.Median.CPUPerReq)
 	}
 	if c.Server.Median.RPS != 80 || c.Ceiling.Median.RPS != 100 {
 		t.Errorf("medians %v / %v, want 80 / 100", c.Server.Median.RPS, c.Ceiling.Median.RPS)

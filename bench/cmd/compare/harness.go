@@ -295,8 +295,8 @@ func (h *harness) compare(ctx context.Context) (*report, error) {
 					return nil, fmt.Errorf("%s on %s at %d connections: %w", s.Name, se.Target, cl.Conns, err)
 				}
 				se.Runs = append(se.Runs, m)
-				fmt.Fprintf(os.Stderr, "round %d  %-18s %-18s c=%-4d %9.0f req/s  p50 %-10s p99 %-10s errors %d\n",
-					round+1, s.Name, se.Target, cl.Conns, m.RPS, fmtDur(m.P50), fmtDur(m.P99), m.Errors)
+				fmt.Fprintf(os.Stderr, "round %d  %-18s %-18s c=%-4d %9.0f req/s  p50 %-10s p99 %-10s cpu/req %-9s errors %d\n",
+					round+1, s.Name, se.Target, cl.Conns, m.RPS, fmtDur(m.P50), fmtDur(m.P99), fmtMicros(m.CPUPerReq), m.Errors)
 			}
 		}
 	}
@@ -320,9 +320,13 @@ func (h *harness) measure(ctx context.Context, target string, w workload, conns 
 		return measurement{}, fmt.Errorf("%s has exited:\n%s", target, p.Output())
 	}
 	time.Sleep(250 * time.Millisecond) // let the previous run's sockets close
+	cpu0, cerr0 := p.CPUTime()
 	m, err := h.loader.Run(ctx, p.Addr, w, conns, h.o.duration)
 	if err != nil {
 		return m, err
+	}
+	if cpu1, cerr1 := p.CPUTime(); cerr0 == nil && cerr1 == nil && m.Requests > 0 {
+		m.CPUPerReq = (cpu1 - cpu0) / time.Duration(m.Requests)
 	}
 	if m.Requests == 0 || float64(m.Errors) > h.o.maxErrorRate*float64(m.Requests) {
 		return m, fmt.Errorf("%d of %d responses were errors (want status %d)", m.Errors, m.Requests, w.OK)

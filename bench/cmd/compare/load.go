@@ -40,6 +40,10 @@ type measurement struct {
 	RPS      float64       `json:"rps"`
 	P50      time.Duration `json:"p50_ns"`
 	P99      time.Duration `json:"p99_ns"`
+	// CPUPerReq is the target process's CPU time (user and system) over
+	// the run divided by its requests: the cost of one request, which
+	// other load on the machine disturbs much less than req/s.
+	CPUPerReq time.Duration `json:"cpu_per_req_ns"`
 }
 
 // loader drives one target for a while.

@@ -86,7 +86,7 @@ func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
 	fs.BoolVar(&o.quick, "quick", false, "one round of 2s at 64 connections (CI); overrides -rounds, -duration and -conns")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each point is the median of its rounds")
-	fs.DurationVar(&o.duration, "duration", 3*time.Second, "length of one run (whole seconds for wrk)")
+	fs.DurationVar(&o.duration, "duration", 2*time.Second, "length of one run (whole seconds for wrk)")
 	conns := fs.String("conns", "16,64,256", "comma-separated connection counts")
 	scen := fs.String("scenarios", "", "comma-separated scenarios to run (default all): "+strings.Join(scenarioNames(), ", "))
 	fs.StringVar(&o.out, "out", "", "results directory (default bench/results, or bench/results/quick with -quick)")

@@ -29,6 +29,11 @@ type cell struct {
 	// pairing each server run with the ceiling run next to it cancels
 	// slow drift of the machine.
 	Ratio float64 `json:"ratio,omitempty"`
+	// CPURatio is the median of the per-round ratios of CPU per request,
+	// ceiling/server: 1 means the server spends no more CPU on a request
+	// than the ceiling does. It moves far less with other load on the
+	// machine than Ratio does.
+	CPURatio float64 `json:"cpu_ratio,omitempty"`
 	// Target is the ratio the server should reach; 0 means none.
 	Target float64 `json:"target,omitempty"`
 }
@@ -53,21 +58,26 @@ func (c *cell) finish() {
 		return
 	}
 	c.Ceiling.Median = medianOf(c.Ceiling.Runs)
-	var ratios []float64
+	var ratios, cpu []float64
 	for i := range min(len(c.Server.Runs), len(c.Ceiling.Runs)) {
-		if c.Ceiling.Runs[i].RPS > 0 {
-			ratios = append(ratios, c.Server.Runs[i].RPS/c.Ceiling.Runs[i].RPS)
+		s, ce := c.Server.Runs[i], c.Ceiling.Runs[i]
+		if ce.RPS > 0 {
+			ratios = append(ratios, s.RPS/ce.RPS)
+		}
+		if s.CPUPerReq > 0 && ce.CPUPerReq > 0 {
+			cpu = append(cpu, float64(ce.CPUPerReq)/float64(s.CPUPerReq))
 		}
 	}
-	c.Ratio = median(ratios)
+	c.Ratio, c.CPURatio = median(ratios), median(cpu)
 }
 
 // medianOf takes the median of each number separately.
 func medianOf(runs []measurement) measurement {
 	var m measurement
-	var rps, p50, p99 []float64
+	var rps, p50, p99, cpu []float64
 	for _, r := range runs {
 		rps = append(rps, r.RPS)
+		cpu = append(cpu, float64(r.CPUPerReq))
 		p50 = append(p50, float64(r.P50))
 		p99 = append(p99, float64(r.P99))
 		m.Requests += r.Requests
@@ -76,6 +86,7 @@ func medianOf(runs []measurement) measurement {
 	m.RPS = median(rps)
 	m.P50 = time.Duration(median(p50))
 	m.P99 = time.Duration(median(p99))
+	m.CPUPerReq = time.Duration(median(cpu))
 	return m
 }
 
@@ -95,16 +106,20 @@ func median(xs []float64) float64 {
 
 // writeTable prints the Markdown table of the report.
 func writeTable(w io.Writer, r *report) {
-	fmt.Fprintln(w, "| scenario | conns | server req/s | p50 | p99 | ceiling | ceiling req/s | p50 | p99 | ratio | target | errors |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|")
+	fmt.Fprintln(w, "| scenario | conns | api-perf req/s | p50 | p99 | CPU/req | ceiling | req/s | p50 | p99 | CPU/req | ratio | CPU ratio | target | errors |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|")
 	for _, c := range r.Cells {
-		ceil, crps, cp50, cp99, ratio := "—", "—", "—", "—", "—"
+		ceil, crps, cp50, cp99, ccpu, ratio, cpuRatio := "—", "—", "—", "—", "—", "—", "—"
 		errs := c.Server.Median.Errors
 		if c.Ceiling != nil {
 			ceil = c.Ceiling.Target
 			crps = fmtRPS(c.Ceiling.Median.RPS)
 			cp50, cp99 = fmtDur(c.Ceiling.Median.P50), fmtDur(c.Ceiling.Median.P99)
+			ccpu = fmtMicros(c.Ceiling.Median.CPUPerReq)
 			ratio = fmt.Sprintf("%.2fx", c.Ratio)
+			if c.CPURatio > 0 {
+				cpuRatio = fmt.Sprintf("%.2fx", c.CPURatio)
+			}
 			errs += c.Ceiling.Median.Errors
 		}
 		target := "info"
@@ -115,10 +130,18 @@ func writeTable(w io.Writer, r *report) {
 			}
 			target = fmt.Sprintf("≥ %.2fx %s", c.Target, verdict)
 		}
-		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
 			c.Scenario, c.Conns, fmtRPS(c.Server.Median.RPS), fmtDur(c.Server.Median.P50), fmtDur(c.Server.Median.P99),
-			ceil, crps, cp50, cp99, ratio, target, errs)
+			fmtMicros(c.Server.Median.CPUPerReq), ceil, crps, cp50, cp99, ccpu, ratio, cpuRatio, target, errs)
 	}
+}
+
+// fmtMicros prints a per-request CPU cost in microseconds.
+func fmtMicros(d time.Duration) string {
+	if d <= 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
 }
 
 func fmtRPS(v float64) string { return fmt.Sprintf("%.0f", v) }

@@ -34,7 +34,18 @@ import (
 // other callers, so the loader must not modify or reuse it (a pooled buffer
 // must be copied out first). The context carries the first caller's values
 // but not its cancellation, and ends after Options.LeaseTTL.
-type LoadFunc func(ctx context.Context) ([]byte, error)
+//
+// The key is the one Get was called with, so a caller can pass one loader
+// made once (a method value) instead of a closure per call: on the hit
+// path the cache then costs the caller no allocation.
+type LoadFunc func(ctx context.Context, key string) ([]byte, error)
+
+// loader is a LoadFunc bound to its key, made on the miss path only.
+type loader func(ctx context.Context) ([]byte, error)
+
+func (f LoadFunc) bind(key string) loader {
+	return func(ctx context.Context) ([]byte, error) { return f(ctx, key) }
+}
 
 // Cache is what the server calls. Get never fails because the cache itself
 // is unavailable: it then calls load directly.

@@ -76,7 +76,7 @@ func (s *source) fail(err error) {
 	s.err.Store(&err)
 }
 
-func (s *source) load(context.Context) ([]byte, error) {
+func (s *source) load(context.Context, string) ([]byte, error) {
 	s.loads.Add(1)
 	if s.delay > 0 {
 		time.Sleep(s.delay)
@@ -196,7 +196,7 @@ func TestCache_Get(t *testing.T) {
 				for i := range want {
 					want[i] = byte(i * 7)
 				}
-				load := func(context.Context) ([]byte, error) { return bytes.Clone(want), nil }
+				load := func(context.Context, string) ([]byte, error) { return bytes.Clone(want), nil }
 				for _, c := range cs {
 					for i := 0; i < 2; i++ {
 						got, err := c.Get(context.Background(), "bin", load)
@@ -217,7 +217,7 @@ func TestCache_NegativeCaching(t *testing.T) {
 			t.Run("RemembersAbsence", func(t *testing.T) {
 				cs, regs := im.open(t, 3, Options{NegativeTTL: 500 * time.Millisecond})
 				var loads atomic.Int32
-				load := func(context.Context) ([]byte, error) {
+				load := func(context.Context, string) ([]byte, error) {
 					loads.Add(1)
 					return nil, apiperf.Errorf(apiperf.ENOTFOUND, "product 7 not found")
 				}
@@ -260,7 +260,7 @@ func TestCache_NegativeCaching(t *testing.T) {
 			t.Run("Disabled", func(t *testing.T) {
 				cs, _ := im.open(t, 1, Options{NegativeTTL: -1})
 				var loads atomic.Int32
-				load := func(context.Context) ([]byte, error) {
+				load := func(context.Context, string) ([]byte, error) {
 					loads.Add(1)
 					return nil, apiperf.Errorf(apiperf.ENOTFOUND, "gone")
 				}
@@ -393,7 +393,7 @@ func TestCache_InvalidateDuringLoad(t *testing.T) {
 					db.Store(&old)
 					started, release := make(chan struct{}), make(chan struct{})
 					var calls atomic.Int32
-					load := func(context.Context) ([]byte, error) {
+					load := func(context.Context, string) ([]byte, error) {
 						v := *db.Load() // the read happens before the write...
 						if calls.Add(1) == 1 {
 							close(started)

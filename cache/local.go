@@ -90,14 +90,14 @@ func (l *Local) Get(ctx context.Context, key string, load LoadFunc) ([]byte, err
 		}
 	}
 	l.m.miss.Inc()
-	v, err, _ := l.group.Do(key, func() (any, error) { return l.fill(ctx, key, load) })
+	v, err, _ := l.group.Do(key, func() (any, error) { return l.fill(ctx, key, load.bind(key)) })
 	b, _ := v.([]byte)
 	return b, err
 }
 
 // fill loads a missing key under a lease entry and stores the result only if
 // the lease is still in the map, that is, if no Invalidate ran meanwhile.
-func (l *Local) fill(ctx context.Context, key string, load LoadFunc) ([]byte, error) {
+func (l *Local) fill(ctx context.Context, key string, load loader) ([]byte, error) {
 	for loads := 0; ; {
 		lease := &localEntry{kind: tagLease}
 		if e := l.acquire(key, lease); e != nil {
@@ -126,7 +126,7 @@ func (l *Local) fill(ctx context.Context, key string, load LoadFunc) ([]byte, er
 
 // load calls the loader with the first caller's values but not its
 // cancellation, bounded by LeaseTTL (see LoadFunc).
-func (l *Local) load(ctx context.Context, load LoadFunc) ([]byte, error) {
+func (l *Local) load(ctx context.Context, load loader) ([]byte, error) {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.opts.LeaseTTL)
 	defer cancel()
 	return load(lctx)

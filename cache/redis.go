@@ -149,7 +149,7 @@ func (r *Redis) Get(ctx context.Context, key string, load LoadFunc) ([]byte, err
 	rkey := r.redisKey(key)
 	if r.down.Load() && !r.probeDue() {
 		r.m.miss.Inc()
-		return r.direct(ctx, rkey, load, reasonCircuitOpen)
+		return r.direct(ctx, rkey, load.bind(key), reasonCircuitOpen)
 	}
 	resp := r.client.DoCache(r.dl.get(), r.client.B().Get().Key(rkey).Cache(), r.opts.TTL)
 	b, err := resp.AsBytes()
@@ -174,10 +174,10 @@ func (r *Redis) Get(ctx context.Context, key string, load LoadFunc) ([]byte, err
 	default:
 		r.m.miss.Inc()
 		r.fail(err)
-		return r.direct(ctx, rkey, load, reasonOf(err))
+		return r.direct(ctx, rkey, load.bind(key), reasonOf(err))
 	}
 	r.m.miss.Inc()
-	v, err, _ := r.group.Do(rkey, func() (any, error) { return r.fill(ctx, rkey, load) })
+	v, err, _ := r.group.Do(rkey, func() (any, error) { return r.fill(ctx, rkey, load.bind(key)) })
 	b, _ = v.([]byte)
 	return b, err
 }
@@ -185,7 +185,7 @@ func (r *Redis) Get(ctx context.Context, key string, load LoadFunc) ([]byte, err
 // fill runs once per process for a missing key: it takes the Redis lease and
 // loads, or waits for the replica that holds the lease, and falls back to
 // loading without Redis when Redis fails or the wait is too long.
-func (r *Redis) fill(ctx context.Context, rkey string, load LoadFunc) ([]byte, error) {
+func (r *Redis) fill(ctx context.Context, rkey string, load loader) ([]byte, error) {
 	waitUntil := time.Now().Add(r.opts.LeaseTTL)
 	for loads := 0; ; {
 		token := r.owner + strconv.FormatUint(r.seq.Add(1), 10)
@@ -242,7 +242,7 @@ func (r *Redis) fill(ctx context.Context, rkey string, load LoadFunc) ([]byte, e
 // loadLeased calls the loader while this process holds the lease. Should the
 // loader panic, the lease is released on the way out, so that other replicas
 // do not wait LeaseTTL for a load that will never store.
-func (r *Redis) loadLeased(ctx context.Context, load LoadFunc, rkey, token string) (val []byte, err error) {
+func (r *Redis) loadLeased(ctx context.Context, load loader, rkey, token string) (val []byte, err error) {
 	lctx, cancel := r.loadContext(ctx)
 	defer cancel()
 	returned := false
@@ -311,7 +311,7 @@ func (r *Redis) store(rkey, token string, val []byte, lerr error) (done bool, er
 }
 
 // direct loads without Redis, still once per process and key.
-func (r *Redis) direct(ctx context.Context, rkey string, load LoadFunc, reason string) ([]byte, error) {
+func (r *Redis) direct(ctx context.Context, rkey string, load loader, reason string) ([]byte, error) {
 	r.m.fallback(reason)
 	v, err, _ := r.group.Do(rkey, func() (any, error) { return r.loadOnly(ctx, load) })
 	b, _ := v.([]byte)
@@ -319,14 +319,14 @@ func (r *Redis) direct(ctx context.Context, rkey string, load LoadFunc, reason s
 }
 
 // fallback notes a Redis failure met inside a flight and loads directly.
-func (r *Redis) fallback(ctx context.Context, load LoadFunc, err error) ([]byte, error) {
+func (r *Redis) fallback(ctx context.Context, load loader, err error) ([]byte, error) {
 	r.fail(err)
 	r.m.fallback(reasonOf(err))
 	return r.loadOnly(ctx, load)
 }
 
 // loadOnly calls the loader and counts it; nothing is stored.
-func (r *Redis) loadOnly(ctx context.Context, load LoadFunc) ([]byte, error) {
+func (r *Redis) loadOnly(ctx context.Context, load loader) ([]byte, error) {
 	lctx, cancel := r.loadContext(ctx)
 	defer cancel()
 	val, err := load(lctx)

@@ -86,7 +86,7 @@ func TestRedis_KeyLayout(t *testing.T) {
 	r, c := rs.caches[0], rs.clients[0]
 	ctx := context.Background()
 	mustGet(t, r, "product:42", newSource(`{"id":42}`).load)
-	r.Get(ctx, "product:43", func(context.Context) ([]byte, error) {
+	r.Get(ctx, "product:43", func(context.Context, string) ([]byte, error) {
 		return nil, apiperf.Errorf(apiperf.ENOTFOUND, "no product 43")
 	})
 
@@ -143,7 +143,7 @@ func TestRedis_Lease(t *testing.T) {
 					t.Error("the loader's panic did not reach the caller")
 				}
 			}()
-			rs.caches[0].Get(ctx, "k", func(context.Context) ([]byte, error) { panic("loader bug") })
+			rs.caches[0].Get(ctx, "k", func(context.Context, string) ([]byte, error) { panic("loader bug") })
 		}()
 		start := time.Now()
 		if got := mustGet(t, rs.caches[1], "k", newSource("v").load); got != "v" {
@@ -162,7 +162,7 @@ func TestRedis_Lease(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The loader that runs after the wait still gets its full LeaseTTL.
-		load := func(ctx context.Context) ([]byte, error) {
+		load := func(ctx context.Context, _ string) ([]byte, error) {
 			if dl, ok := ctx.Deadline(); !ok || time.Until(dl) < 150*time.Millisecond {
 				return nil, errors.New("the loader got a context that is about to expire")
 			}

@@ -103,8 +103,10 @@ func BenchmarkServer_CreateOrder(b *testing.B) {
 }
 
 // TestGetProduct_Allocs bounds the allocations of the hottest route with a
-// warm cache: the router's path parameter, the cache key and the two
-// closures that wrap the load. Anything more is a regression.
+// warm cache, the cache's own excluded: what remains is the router's path
+// parameter (the string and its boxing into the user value). The cache key
+// is that same string and the loader is made once, so anything more is a
+// regression.
 func TestGetProduct_Allocs(t *testing.T) {
 	h, _ := benchServer(t, 10, true)
 	ctx := newCtx()
@@ -120,4 +122,4 @@ func TestGetProduct_Allocs(t *testing.T) {
 	}
 }
 
-const maxGetProductAllocs = 4
+const maxGetProductAllocs = 2

@@ -131,14 +131,14 @@ type hitCache struct {
 	m  map[string][]byte
 }
 
-func (c *hitCache) Get(ctx context.Context, key string, load func(context.Context) ([]byte, error)) ([]byte, error) {
+func (c *hitCache) Get(ctx context.Context, key string, load func(context.Context, string) ([]byte, error)) ([]byte, error) {
 	c.mu.RLock()
 	v, ok := c.m[key]
 	c.mu.RUnlock()
 	if ok {
 		return v, nil
 	}
-	v, err := load(ctx)
+	v, err := load(ctx, key)
 	if err != nil {
 		return nil, err
 	}

@@ -17,20 +17,32 @@ var errUnauthorized = &apiperf.Error{Code: apiperf.EUNAUTHORIZED, Message: "writ
 
 const contentTypeJSON = "application/json"
 
-// productKey is the cache key of a product's body.
-func productKey(id int64) string { return "product:" + strconv.FormatInt(id, 10) }
+// productKey is the cache key of a product's body: its id in canonical
+// decimal. The cache adds its own prefix.
+func productKey(id int64) string { return strconv.FormatInt(id, 10) }
 
 // pathID parses the {id} path parameter, answering 422 when it is not a
 // positive integer.
 func (s *Server) pathID(ctx *fasthttp.RequestCtx) (int64, bool) {
+	id, _, ok := s.pathIDKey(ctx)
+	return id, ok
+}
+
+// pathIDKey is pathID that also returns the id's canonical decimal form,
+// which is the path text itself unless it had a sign or leading zeros,
+// so the hot path needs no new string for its cache key.
+func (s *Server) pathIDKey(ctx *fasthttp.RequestCtx) (int64, string, bool) {
 	raw, _ := ctx.UserValue("id").(string)
 	id, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil || id < 1 {
 		s.writeError(ctx, &apiperf.Error{Code: apiperf.EINVALID, Message: "the id in the path is invalid",
 			Fields: []apiperf.FieldError{{Field: "id", Message: "must be a positive integer"}}})
-		return 0, false
+		return 0, "", false
 	}
-	return id, true
+	if raw[0] < '1' || raw[0] > '9' {
+		raw = productKey(id)
+	}
+	return id, raw, true
 }
 
 // etag is a strong validator derived from the exact body, so every replica
@@ -66,17 +78,24 @@ func etagMatches(header, etag []byte, weak bool) bool {
 func encodeProduct(p *apiperf.Product) ([]byte, error) { return json.Marshal(p) }
 
 // productBody returns a product's exact JSON body, from the cache when there is one.
-func (s *Server) productBody(ctx context.Context, id int64) ([]byte, error) {
+func (s *Server) productBody(ctx context.Context, id int64, key string) ([]byte, error) {
 	if s.cfg.Cache == nil {
 		return s.loadProduct(ctx, id)
 	}
-	return s.cfg.Cache.Get(s.base, productKey(id), func(ctx context.Context) ([]byte, error) {
-		return s.loadProduct(ctx, id)
-	})
+	return s.cfg.Cache.Get(ctx, key, s.loadProductKey)
+}
+
+// loadProductByKey is the cache's loader: the key is the product id.
+func (s *Server) loadProductByKey(ctx context.Context, key string) ([]byte, error) {
+	id, err := strconv.ParseInt(key, 10, 64)
+	if err != nil {
+		return nil, &apiperf.Error{Code: apiperf.EINTERNAL, Err: err}
+	}
+	return s.loadProduct(ctx, id)
 }
 
 func (s *Server) loadProduct(ctx context.Context, id int64) ([]byte, error) {
-	p, err := s.cfg.Products.Product(s.base, id)
+	p, err := s.cfg.Products.Product(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -89,18 +108,18 @@ func (s *Server) invalidateProduct(ctx context.Context, id int64) {
 	if s.cfg.Cache == nil {
 		return
 	}
-	if err := s.cfg.Cache.Invalidate(s.base, productKey(id)); err != nil {
+	if err := s.cfg.Cache.Invalidate(ctx, productKey(id)); err != nil {
 		s.log.Warn("cache invalidation failed", "product_id", id, "error", err)
 	}
 }
 
 // getProduct is the hottest route: it serves the stored body as is.
 func (s *Server) getProduct(ctx *fasthttp.RequestCtx) {
-	id, ok := s.pathID(ctx)
+	id, key, ok := s.pathIDKey(ctx)
 	if !ok {
 		return
 	}
-	body, err := s.productBody(s.base, id)
+	body, err := s.productBody(s.base, id, key)
 	if err != nil {
 		s.writeError(ctx, err)
 		return

@@ -24,9 +24,9 @@ import (
 // BodyCache is cache-aside over exact response bodies. The cache package
 // implements it over Redis (client-side cached) and in process.
 type BodyCache interface {
-	// Get returns key's value, calling load once on a miss. An ENOTFOUND
-	// from load is remembered briefly and returned on later calls.
-	Get(ctx context.Context, key string, load func(ctx context.Context) ([]byte, error)) ([]byte, error)
+	// Get returns key's value, calling load(ctx, key) once on a miss. An
+	// ENOTFOUND from load is remembered briefly and returned on later calls.
+	Get(ctx context.Context, key string, load func(ctx context.Context, key string) ([]byte, error)) ([]byte, error)
 	// Invalidate drops keys on every replica, after a write committed.
 	Invalidate(ctx context.Context, keys ...string) error
 }
@@ -105,6 +105,9 @@ type Server struct {
 	base    context.Context
 	ridBase [12]byte
 	ridSeq  atomic.Uint64
+	// loadProductKey is loadProductByKey as a func value, made once so the
+	// cached read path passes it without allocating a closure.
+	loadProductKey func(ctx context.Context, key string) ([]byte, error)
 	// routes lists every registered method and path, for the OpenAPI test.
 	routes []Route
 }
@@ -136,6 +139,7 @@ func New(cfg Config) *Server {
 	for _, k := range cfg.APIKeys {
 		s.keys = append(s.keys, []byte(k))
 	}
+	s.loadProductKey = s.loadProductByKey
 	s.initRequestIDs()
 	s.routesSetup()
 	s.handler = s.outer(s.router.Handler)

@@ -29,7 +29,7 @@ func (b *backends) Close() {
 
 func openBackends(cfg config, logger *slog.Logger, reg prometheus.Registerer) (*backends, error) {
 	b := &backends{}
-	copts := cache.Options{TTL: cfg.CacheTTL, Logger: logger, Registerer: reg}
+	copts := cache.Options{Prefix: "apiperf:product:", TTL: cfg.CacheTTL, Logger: logger, Registerer: reg}
 	var lim limiter.Limiter
 	if cfg.RedisURL == "" {
 		c := cache.NewLocal(copts)
@@ -81,7 +81,7 @@ func openBackends(cfg config, logger *slog.Logger, reg prometheus.Registerer) (*
 // bodyCache adapts a cache.Cache to the server's BodyCache.
 type bodyCache struct{ c cache.Cache }
 
-func (b bodyCache) Get(ctx context.Context, key string, load func(context.Context) ([]byte, error)) ([]byte, error) {
+func (b bodyCache) Get(ctx context.Context, key string, load func(context.Context, string) ([]byte, error)) ([]byte, error) {
 	return b.c.Get(ctx, key, load)
 }
 

@@ -2,7 +2,6 @@ package lambda_test
 
 import (
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,6 +95,3 @@ func recorder(got *seen) fasthttp.RequestHandler {
 		ctx.SetBodyString(`{"ok":true}`)
 	}
 }
-
-// ip parses s for comparisons; nil for an invalid address.
-func ip(s string) net.IP { return net.ParseIP(s) }

@@ -346,6 +346,16 @@ func TestHandler_Invoke_SetCookies(t *testing.T) {
 	})
 }
 
+func TestHandler_Invoke_Head(t *testing.T) {
+	var resp events.APIGatewayV2HTTPResponse
+	decode(t, invoke(t, smallJSON, lambda.Options{}, []byte(`{"version":"2.0","rawPath":"/products/1",
+		"requestContext":{"http":{"method":"HEAD"}}}`)), &resp)
+	equal(t, "status", resp.StatusCode, 200)
+	equal(t, "Content-Type", resp.Headers["Content-Type"], "application/json")
+	equal(t, "ETag", resp.Headers["Etag"], `"5d41402abc4b2a76"`)
+	equal(t, "body", resp.Body, "")
+}
+
 func TestHandler_Invoke_BinaryResponse(t *testing.T) {
 	all := make([]byte, 256)
 	for i := range all {

@@ -31,6 +31,10 @@ func (inv *invocation) encodeResponse(k kind) []byte {
 	resp := &inv.ctx.Response
 	status := resp.StatusCode()
 	body := resp.Body()
+	if resp.SkipBody || inv.ctx.IsHead() {
+		// As a fasthttp server would: a HEAD answer has headers only.
+		body = nil
+	}
 	noBody := len(body) == 0 && (status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified)
 
 	pairs := inv.pairs[:0]

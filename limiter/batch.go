@@ -19,20 +19,21 @@ import (
 // round trip per batch rather than per request.
 //
 // Why this stays exact. In GCRA every allowed unit of cost occupies a slot,
-// a point v on Redis's time line spaced one emission interval T from its
-// neighbours, and a unit is allowed at time s only if s < v <= s + Burst*T.
-// Counting the distinct slots that fit in (a, b + Burst*T] shows that at
-// most Burst + (b-a)/T units are allowed in any interval [a, b]. A reserved
-// token is such a slot: the script hands out slots tat+T, tat+2T, ... and
-// each was within s + Burst*T when reserved. Spending it later keeps the
-// upper bound; the lower bound s < v holds only until the slot's time
-// passes. So a reserved token is spent only before its slot time, measured
-// conservatively: the slot deadline on the local monotonic clock is taken
-// from the instant the call was sent, which is no later than the moment
-// Redis read TIME. A token whose slot time has passed is dropped, never
-// spent. With that rule every replica together never allows more than
-// Burst + t/T units in any interval of length t, exactly like one Redis
-// call per request; a replica that dies or is slow only wastes tokens.
+// a point v on Redis's time line, the slots of one bucket at least one
+// emission interval T apart, and a unit is allowed at time s only if
+// s + T <= v <= s + Burst*T. Counting the slots that fit in
+// [a + T, b + Burst*T] shows that at most Burst + (b-a)/T units are
+// allowed in any interval [a, b]. A reserved token is such a slot: the
+// script hands out slots tat+T, tat+2T, ... and each was within
+// s + Burst*T when reserved. Spending it later keeps the upper bound; the
+// lower bound s + T <= v holds only until one interval before the slot's
+// time. So a reserved token is spent only before v - T, measured
+// conservatively: the deadline on the local monotonic clock is taken from
+// the instant the call was sent, which is no later than the moment Redis
+// read TIME. A token past its deadline is dropped, never spent. With that
+// rule every replica together never allows more than Burst + t/T units in
+// any interval of length t, exactly like one Redis call per request; a
+// replica that dies or is slow only wastes tokens.
 //
 // Refusals are cached the same way: when Redis refuses cost c until
 // retry-after, the process refuses cost >= c until that instant (again
@@ -91,7 +92,8 @@ type bucketShard struct {
 }
 
 // slotRange is a run of reserved slots: count of them, the i-th (from 0)
-// usable while now < next + i*step, on the local monotonic clock (ns).
+// usable while now < next + i*step, on the local monotonic clock (ns);
+// next is the lowest slot's time minus one interval.
 type slotRange struct {
 	next  int64
 	count int
@@ -343,9 +345,10 @@ func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *Policy, t 
 	}
 	// The first cost-took granted slots are this request's, decided by
 	// Redis at its own clock; the rest are reserved here. Slot k (from 1)
-	// sits at rep.tat + k*t on Redis's clock.
+	// sits at rep.tat + k*t on Redis's clock and may be spent until one
+	// interval before that.
 	need := int64(cost - took)
-	b.cur = slotRange{next: sent + (rep.tat+(need+1)*t-rep.now)*1000, count: int(rep.granted - need), step: t * 1000}
+	b.cur = slotRange{next: sent + (rep.tat+need*t-rep.now)*1000, count: int(rep.granted - need), step: t * 1000}
 	b.lastGrant = int(rep.granted)
 	b.denyUntil = 0
 	return Result{
@@ -359,7 +362,9 @@ func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *Policy, t 
 // prefetch starts a background call that stores its batch as b's spare
 // range. The caller holds b.mu and has checked wantsPrefetch.
 func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int) {
-	if r.closed.Load() {
+	r.closeMu.RLock()
+	defer r.closeMu.RUnlock()
+	if r.closed {
 		return
 	}
 	ch := make(chan struct{})
@@ -388,7 +393,7 @@ func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int) 
 			b.denyCost = 1
 			return
 		}
-		b.spare = slotRange{next: sent + (rep.tat+t-rep.now)*1000, count: int(rep.granted), step: t * 1000}
+		b.spare = slotRange{next: sent + (rep.tat-rep.now)*1000, count: int(rep.granted), step: t * 1000}
 		b.lastGrant = int(rep.granted)
 		b.expire(monoNanos())
 	}()

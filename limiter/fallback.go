@@ -124,11 +124,11 @@ func NewFallback(primary Limiter, opts FallbackOptions) *Fallback {
 	if f.log == nil {
 		f.log = slog.Default()
 	}
-	f.fallbacks = register(opts.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+	f.fallbacks = f.register(opts.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "apiperf_ratelimit_fallbacks_total",
 		Help: "Rate limit decisions not made by the primary limiter, by reason (timeout, error, down).",
 	}, []string{"reason"}))
-	f.decisions = register(opts.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+	f.decisions = f.register(opts.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "apiperf_ratelimit_decisions_total",
 		Help: "Rate limit decisions by policy and outcome (allowed, denied, error).",
 	}, []string{"policy", "decision"}))
@@ -139,8 +139,10 @@ func NewFallback(primary Limiter, opts FallbackOptions) *Fallback {
 	return f
 }
 
-// register registers c on reg, or returns the equal collector already there.
-func register(reg prometheus.Registerer, c *prometheus.CounterVec) *prometheus.CounterVec {
+// register registers c on reg, or returns the equal collector already
+// there. A conflicting registration (same name, other labels) is logged and
+// the counter kept unregistered: metrics are no reason to refuse to serve.
+func (f *Fallback) register(reg prometheus.Registerer, c *prometheus.CounterVec) *prometheus.CounterVec {
 	if reg == nil {
 		return c
 	}
@@ -151,7 +153,7 @@ func register(reg prometheus.Registerer, c *prometheus.CounterVec) *prometheus.C
 				return existing
 			}
 		}
-		panic("limiter: registering metrics: " + err.Error())
+		f.log.Error("rate limiter metrics not registered", "err", err)
 	}
 	return c
 }

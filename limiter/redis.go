@@ -102,7 +102,8 @@ type Redis struct {
 	shards  [localShards]bucketShard
 	calls   atomic.Int64 // script round trips, for tests and benchmarks
 	refills atomic.Int64 // the calls a request waited for
-	closed  atomic.Bool
+	closeMu sync.RWMutex // orders prefetch starts before Close's wait
+	closed  bool
 	wg      sync.WaitGroup // background prefetches
 }
 
@@ -162,7 +163,9 @@ func (r *Redis) Preload(ctx context.Context) error {
 // tokens reserved in process (they stay counted in Redis until their time
 // passes) and leaves the client open.
 func (r *Redis) Close() {
-	r.closed.Store(true)
+	r.closeMu.Lock()
+	r.closed = true
+	r.closeMu.Unlock()
 	r.wg.Wait()
 	for i := range r.shards {
 		sh := &r.shards[i]

@@ -1,6 +1,7 @@
 package lambda_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"testing"
@@ -26,10 +27,21 @@ func smallJSON(ctx *fasthttp.RequestCtx) {
 	ctx.SetBodyString(`{"id":1,"name":"Test Product","price":99.99,"stock":100}`)
 }
 
+// compactFixture returns the fixture as the Lambda service sends events:
+// compact JSON, without the samples' indentation.
+func compactFixture(tb testing.TB, name string) []byte {
+	tb.Helper()
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, fixture(tb, name)); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 func BenchmarkHandler_Invoke(b *testing.B) {
 	for _, ev := range benchEvents {
 		b.Run(ev.name, func(b *testing.B) {
-			payload := fixture(b, ev.fixture)
+			payload := compactFixture(b, ev.fixture)
 			h := lambda.NewHandler(smallJSON, lambda.Options{StripStage: true})
 			ctx := context.Background()
 			b.SetBytes(int64(len(payload)))
@@ -43,10 +55,24 @@ func BenchmarkHandler_Invoke(b *testing.B) {
 	}
 }
 
+// BenchmarkHandler_InvokeIndented is the REST API sample as shipped, with
+// its indentation: what whitespace costs the decoder.
+func BenchmarkHandler_InvokeIndented(b *testing.B) {
+	payload := fixture(b, "apigw-request.json")
+	h := lambda.NewHandler(smallJSON, lambda.Options{StripStage: true})
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := h.Invoke(context.Background(), payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkHandler_InvokeParallel measures the pool under concurrent
 // invocations, as Lambda managed instances run them.
 func BenchmarkHandler_InvokeParallel(b *testing.B) {
-	payload := fixture(b, "apigw-v2-request-no-authorizer.json")
+	payload := compactFixture(b, "apigw-v2-request-no-authorizer.json")
 	h := lambda.NewHandler(smallJSON, lambda.Options{})
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -65,7 +91,7 @@ func BenchmarkHandler_InvokeParallel(b *testing.B) {
 func BenchmarkBaseline_StdJSON(b *testing.B) {
 	for _, ev := range benchEvents {
 		b.Run(ev.name, func(b *testing.B) {
-			payload := fixture(b, ev.fixture)
+			payload := compactFixture(b, ev.fixture)
 			b.SetBytes(int64(len(payload)))
 			b.ReportAllocs()
 			for b.Loop() {

@@ -24,6 +24,9 @@ type scanner struct {
 }
 
 func (s *scanner) skipSpace() {
+	if s.i < len(s.b) && s.b[s.i] > ' ' {
+		return // the usual case: the service sends compact JSON
+	}
 	for s.i < len(s.b) {
 		switch s.b[s.i] {
 		case ' ', '\t', '\n', '\r':

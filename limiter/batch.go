@@ -48,7 +48,7 @@ import (
 // interval at most thanks to the refusal cache.
 //
 // The trade-off. Tokens reserved by one replica are unavailable to the
-// others until it spends them or their slot time passes. A client whose
+// others until it spends them or their deadline passes. A client whose
 // traffic is spread over replicas can therefore be refused by one replica
 // while another still holds tokens for it, somewhat before it has used its
 // whole burst; the halving rule bounds this (every grant leaves half of the

@@ -64,7 +64,9 @@ type FallbackOptions struct {
 // primary fails. After tripAfter failures in a row it stops calling the
 // primary and probes it with a single request every Backoff, so an outage
 // costs the deadline once per Backoff instead of on every request. State
-// changes are logged once; fallbacks and decisions are counted.
+// changes are logged once; fallbacks and decisions are counted. Tokens a
+// batched Redis limiter already holds in process are still spent while
+// Redis is down, under either policy: they are real reservations.
 type Fallback struct {
 	primary   Limiter
 	fast      fastDecider // primary's in-memory path, if it has one

@@ -27,7 +27,7 @@ func (b *backends) Close() {
 	}
 }
 
-func openBackends(cfg config, logger *slog.Logger, reg prometheus.Registerer) (*backends, error) {
+func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prometheus.Registerer) (*backends, error) {
 	b := &backends{}
 	copts := cache.Options{Prefix: "apiperf:product:", TTL: cfg.CacheTTL, Logger: logger, Registerer: reg}
 	var lim limiter.Limiter
@@ -56,7 +56,13 @@ func openBackends(cfg config, logger *slog.Logger, reg prometheus.Registerer) (*
 		if cfg.FailClosed {
 			failure = limiter.FailClosed
 		}
-		f := limiter.NewFallback(limiter.NewRedis(client, limiter.RedisOptions{}), limiter.FallbackOptions{
+		rl := limiter.NewRedis(client, limiter.RedisOptions{})
+		// Loading the script now keeps the first decisions from paying
+		// NOSCRIPT + EVAL under the limiter's few-millisecond deadline.
+		if err := rl.Preload(ctx); err != nil {
+			logger.Warn("rate-limit script not preloaded; it loads on first use", "error", err)
+		}
+		f := limiter.NewFallback(rl, limiter.FallbackOptions{
 			Timeout: cfg.RedisTimeout, Failure: failure, Logger: logger, Registerer: reg,
 		})
 		lim = f

@@ -107,7 +107,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 		collectors.NewDBStatsCollector(db.SQL(), "apiperf"))
 	metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 
-	be, err := openBackends(cfg, logger, reg)
+	be, err := openBackends(ctx, cfg, logger, reg)
 	if err != nil {
 		return err
 	}

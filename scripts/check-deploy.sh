@@ -99,9 +99,10 @@ install_dockerfilelint() {
 		npm install --prefix "$TOOLS_DIR" --no-fund --no-audit dockerfilelint
 }
 install_kustomize() {
-	# Debian has no current kubectl; kustomize itself comes from the Go proxy.
+	# Debian has no current kubectl; kustomize itself comes from the Go proxy
+	# (v5.8.3 and later need Go 1.27).
 	apt_install kubectl 2>/dev/null ||
-		go install sigs.k8s.io/kustomize/kustomize/v5@latest
+		go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.2
 }
 
 have_compose_v2() { docker compose version >/dev/null 2>&1; }

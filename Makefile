@@ -41,6 +41,7 @@ unit:
 fuzz:
 	go test -run '^$$' -fuzz '^FuzzCreateProduct$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./server/
 	go test -run '^$$' -fuzz '^FuzzCreateOrder$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./server/
+	go test -run '^$$' -fuzz '^FuzzHandler_Invoke$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./server/lambda/
 
 ## lambda: build bootstrap zips for provided.al2023 (arm64 and amd64) under dist/
 lambda:

@@ -155,7 +155,11 @@ func (r *Redis) Get(ctx context.Context, key string, load LoadFunc) ([]byte, err
 	b, err := resp.AsBytes()
 	switch {
 	case err == nil:
-		r.up()
+		if r.up() {
+			// The probe read the key before the failed invalidations
+			// were replayed; read it again now that they have been.
+			return r.Get(ctx, key, load)
+		}
 		switch tag(b) {
 		case tagValue:
 			if resp.IsCacheHit() {
@@ -464,12 +468,15 @@ func (r *Redis) fail(err error) {
 }
 
 // up notes a successful Redis call; the first after a failure logs the
-// recovery and retries the invalidations that failed meanwhile.
-func (r *Redis) up() {
+// recovery, retries the invalidations that failed meanwhile and reports
+// true: what that call read may be one of those stale keys.
+func (r *Redis) up() bool {
 	if r.down.Load() && r.down.CompareAndSwap(true, false) {
 		r.log.Info("cache: Redis reachable again")
 		r.retryPending()
+		return true
 	}
+	return false
 }
 
 // probeDue reports, while Redis is down, whether this Get should try Redis:

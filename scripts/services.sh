@@ -48,7 +48,8 @@ ensure_mariadb() {
 	fi
 	if have_apt; then
 		command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || { log "installing mariadb-server"; apt_install mariadb-server; }
-		mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+		mkdir -p /run/mysqld
+		chown mysql:mysql /run/mysqld 2>/dev/null || true
 		log "starting MariaDB"
 		start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
 		wait_port 3306 MariaDB

@@ -29,7 +29,7 @@ func (b *backends) Close() {
 
 func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prometheus.Registerer) (*backends, error) {
 	b := &backends{}
-	copts := cache.Options{Prefix: "apiperf:product:", TTL: cfg.CacheTTL, Logger: logger, Registerer: reg}
+	copts := cache.Options{Prefix: cfg.RedisKeyPrefix + "product:", TTL: cfg.CacheTTL, Timeout: cfg.CacheTimeout, Logger: logger, Registerer: reg}
 	var lim limiter.Limiter
 	if cfg.RedisURL == "" {
 		c := cache.NewLocal(copts)
@@ -56,7 +56,7 @@ func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prom
 		if cfg.FailClosed {
 			failure = limiter.FailClosed
 		}
-		rl := limiter.NewRedis(client, limiter.RedisOptions{})
+		rl := limiter.NewRedis(client, limiter.RedisOptions{Prefix: cfg.RedisKeyPrefix + "rl:"})
 		// Loading the script now keeps the first decisions from paying
 		// NOSCRIPT + EVAL under the limiter's few-millisecond deadline.
 		if err := rl.Preload(ctx); err != nil {

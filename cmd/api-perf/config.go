@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	apiperf "github.com/api-perf/api-perf"
 	"github.com/api-perf/api-perf/limiter"
 )
 
@@ -21,6 +22,7 @@ type config struct {
 	DataDir           string
 	RedisURL          string
 	RedisClientCache  bool
+	RedisKeyPrefix    string
 	CacheEnabled      bool
 	PprofAddr         string
 	CacheTTL          time.Duration
@@ -30,6 +32,7 @@ type config struct {
 	WriteLimited      bool
 	FailClosed        bool
 	RedisTimeout      time.Duration
+	CacheTimeout      time.Duration
 	TrustedProxies    []netip.Prefix
 	APIKeys           []string
 	DBMaxOpenConns    int
@@ -42,6 +45,10 @@ type config struct {
 	MaxBodySize       int
 	LambdaStripPrefix string
 	LambdaRuntimeAPI  string
+
+	// wrapProducts, set only by tests, wraps the product store (to count
+	// the queries that reach the database).
+	wrapProducts func(apiperf.ProductStore) apiperf.ProductStore
 }
 
 // configError collects every bad variable, so one start-up attempt reports
@@ -100,12 +107,14 @@ func loadConfig(getenv func(string) string) (config, error) {
 		MySQLDSN:          get("MYSQL_DSN", ""),
 		DataDir:           get("DATA_DIR", "./data"),
 		RedisURL:          get("REDIS_URL", ""),
+		RedisKeyPrefix:    get("REDIS_KEY_PREFIX", "apiperf:"),
 		RedisClientCache:  oneOf("REDIS_CLIENT_CACHE", "on", "on", "off") == "on",
 		CacheTTL:          dur("CACHE_TTL", "60s"),
 		CacheEnabled:      oneOf("CACHE", "on", "on", "off") == "on",
 		PprofAddr:         get("PPROF_ADDR", ""),
 		FailClosed:        oneOf("RATE_LIMIT_FAILURE", "open", "open", "closed") == "closed",
 		RedisTimeout:      dur("REDIS_TIMEOUT", "5ms"),
+		CacheTimeout:      dur("CACHE_TIMEOUT", "50ms"),
 		DBMaxOpenConns:    num("DB_MAX_OPEN_CONNS", 0, 0, 10_000),
 		DBMaxIdleConns:    num("DB_MAX_IDLE_CONNS", 0, 0, 10_000),
 		DBQueryTimeout:    dur("DB_QUERY_TIMEOUT", "5s"),
@@ -119,6 +128,10 @@ func loadConfig(getenv func(string) string) (config, error) {
 	c.ReadPolicy, c.ReadLimited = policy("RATE_LIMIT_READ", "100/1s,burst=200")
 	c.WritePolicy, c.WriteLimited = policy("RATE_LIMIT_WRITE", "20/1s,burst=40")
 	c.ReadPolicy.Name, c.WritePolicy.Name = "read", "write"
+	// A Lambda function's working directory is read-only; /tmp is not.
+	if c.LambdaRuntimeAPI != "" && getenv("DATA_DIR") == "" {
+		c.DataDir = "/tmp/data"
+	}
 	if c.DBMaxOpenConns == 0 && c.MySQLDSN != "" {
 		c.DBMaxOpenConns = 8 * runtime.GOMAXPROCS(0)
 	}

@@ -26,9 +26,13 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	apiperf "github.com/api-perf/api-perf"
 	"github.com/api-perf/api-perf/server"
 	"github.com/api-perf/api-perf/storage"
 )
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -113,8 +117,12 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 	}
 	defer be.Close()
 
+	var products apiperf.ProductStore = db
+	if cfg.wrapProducts != nil {
+		products = cfg.wrapProducts(db)
+	}
 	scfg := server.Config{
-		Products:       db,
+		Products:       products,
 		Orders:         db,
 		Idempotency:    db,
 		Cache:          be.cache,
@@ -161,7 +169,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 		msrv = &fasthttp.Server{Handler: metricsHandler, Name: "api-perf-metrics", ReadTimeout: 10 * time.Second}
 		go func() { errc <- msrv.Serve(mln) }()
 	}
-	logger.Info("listening", "http_addr", ln.Addr().String(), "metrics_addr", metricsAddr,
+	logger.Info("listening", "version", version, "http_addr", ln.Addr().String(), "metrics_addr", metricsAddr,
 		"database", db.Dialect(), "redis", cfg.RedisURL != "", "startup_ms", time.Since(start).Milliseconds())
 	if onListen != nil {
 		onListen(ln.Addr().String(), metricsAddr)

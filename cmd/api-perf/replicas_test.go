@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	apiperf "github.com/api-perf/api-perf"
+	"github.com/api-perf/api-perf/internal/testenv"
+)
+
+// sharedBackends is one MariaDB database and one Redis key prefix that
+// several replicas in a test share.
+func sharedBackends(t *testing.T, redisAddr string) map[string]string {
+	return map[string]string{
+		"MYSQL_DSN":        testenv.MySQLDSN(t),
+		"REDIS_URL":        "redis://" + redisAddr,
+		"REDIS_KEY_PREFIX": testenv.UniqueName("apiperf-test-") + ":",
+		"LOG_LEVEL":        "error",
+		"RATE_LIMIT_READ":  "off",
+		"RATE_LIMIT_WRITE": "off",
+		// These tests are about coherence and exactness; on a 2-core
+		// machine under the race detector a Redis call can take longer
+		// than the production deadlines, which would test the fallbacks.
+		"CACHE_TIMEOUT": "2s",
+		"REDIS_TIMEOUT": "2s",
+	}
+}
+
+// startReplica serves cfg (from vars) in process until the test ends.
+func startReplica(t *testing.T, vars map[string]string, wrap func(apiperf.ProductStore) apiperf.ProductStore) string {
+	t.Helper()
+	vars["HTTP_ADDR"] = "127.0.0.1:0"
+	cfg, err := loadConfig(env(vars))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.wrapProducts = wrap
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, newLogger(cfg, io.Discard), func(a, _ string) { addr <- a }) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Error("replica did not stop")
+		}
+	})
+	select {
+	case a := <-addr:
+		return "http://" + a
+	case err := <-done:
+		t.Fatalf("replica ended: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("replica did not start")
+	}
+	return ""
+}
+
+type countingProducts struct {
+	apiperf.ProductStore
+	reads *atomic.Int64
+}
+
+func (c countingProducts) Product(ctx context.Context, id int64) (*apiperf.Product, error) {
+	c.reads.Add(1)
+	return c.ProductStore.Product(ctx, id)
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[int(float64(len(d)-1)*p)]
+}
+
+// TestReplicas_Invalidation: a product changed through replica A is seen
+// by replicas B and C (which serve it from client-side cache) once Redis's
+// invalidation reaches them. The test measures that delay.
+func TestReplicas_Invalidation(t *testing.T) {
+	vars := sharedBackends(t, testenv.RedisAddr())
+	a, b, c := startReplica(t, vars, nil), startReplica(t, vars, nil), startReplica(t, vars, nil)
+	if status, body := call(t, "POST", a+"/products", `{"name":"shared","price":1,"stock":5}`); status != 201 {
+		t.Fatalf("create: %d %s", status, body)
+	}
+	var delays []time.Duration
+	for round := 1; round <= 200; round++ {
+		for _, r := range []string{b, c} { // warm: the next read is a client-side hit
+			call(t, "GET", r+"/products/1", "")
+		}
+		price := fmt.Sprintf(`"price":%d.00`, round+1)
+		status, body := call(t, "PATCH", a+"/products/1", fmt.Sprintf(`{"price":%d}`, round+1))
+		if status != 200 || !strings.Contains(body, price) {
+			t.Fatalf("patch: %d %s", status, body)
+		}
+		written := time.Now()
+		for _, r := range []string{b, c} {
+			for {
+				_, body := call(t, "GET", r+"/products/1", "")
+				if strings.Contains(body, price) {
+					break
+				}
+				if time.Since(written) > 5*time.Second {
+					t.Fatalf("round %d: %s still serves %s", round, r, body)
+				}
+			}
+			delays = append(delays, time.Since(written))
+		}
+	}
+	t.Logf("write on A to new body on B/C over %d reads: p50 %v, p99 %v, max %v",
+		len(delays), percentile(delays, 0.5), percentile(delays, 0.99), percentile(delays, 1))
+}
+
+// TestReplicas_Stampede: 1,000 concurrent reads of a cold product across
+// three replicas reach the database at most once per replica.
+func TestReplicas_Stampede(t *testing.T) {
+	vars := sharedBackends(t, testenv.RedisAddr())
+	var reads atomic.Int64
+	wrap := func(s apiperf.ProductStore) apiperf.ProductStore { return countingProducts{s, &reads} }
+	replicas := []string{startReplica(t, vars, wrap), startReplica(t, vars, wrap), startReplica(t, vars, wrap)}
+	if status, _ := call(t, "POST", replicas[0]+"/products", `{"name":"cold","price":1}`); status != 201 {
+		t.Fatal("create failed")
+	}
+	reads.Store(0)
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	start := make(chan struct{})
+	for i := 0; i < 1000; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			res, err := client.Get(replicas[i%3] + "/products/1")
+			if err != nil {
+				bad.Add(1)
+				return
+			}
+			io.Copy(io.Discard, res.Body) //nolint:errcheck
+			res.Body.Close()
+			if res.StatusCode != 200 {
+				bad.Add(1)
+			}
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	if bad.Load() != 0 {
+		t.Fatalf("%d of 1000 reads failed", bad.Load())
+	}
+	t.Logf("1000 concurrent cold reads over 3 replicas: %d database queries", reads.Load())
+	if n := reads.Load(); n > 3 || n < 1 {
+		t.Fatalf("%d database queries, want 1 to 3", n)
+	}
+}
+
+var client = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 400}}
+
+// TestReplicas_RateLimit: a policy of 10/s with burst 20, shared through
+// Redis by three replicas, hit by 200 requests spread over one second:
+// at most 20 + 10 pass, the rest get 429 with the rate-limit headers.
+func TestReplicas_RateLimit(t *testing.T) {
+	vars := sharedBackends(t, testenv.RedisAddr())
+	vars["RATE_LIMIT_READ"] = "10/1s,burst=20"
+	replicas := []string{startReplica(t, vars, nil), startReplica(t, vars, nil), startReplica(t, vars, nil)}
+	var allowed, limited atomic.Int64
+	var wg sync.WaitGroup
+	begin := time.Now()
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			time.Sleep(time.Until(begin.Add(time.Duration(i) * 5 * time.Millisecond)))
+			res, err := client.Get(replicas[i%3] + "/products")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, res.Body) //nolint:errcheck
+			res.Body.Close()
+			switch res.StatusCode {
+			case 200:
+				allowed.Add(1)
+			case 429:
+				limited.Add(1)
+				if res.Header.Get("Retry-After") == "" || !strings.HasPrefix(res.Header.Get("RateLimit"), `"read";r=0`) ||
+					res.Header.Get("RateLimit-Policy") != `"read";q=20;w=2` {
+					t.Errorf("429 headers: %v", res.Header)
+				}
+			default:
+				t.Errorf("status %d", res.StatusCode)
+			}
+		}(i)
+	}
+	wg.Wait()
+	elapsed := time.Since(begin)
+	t.Logf("200 requests over %v on 3 replicas: %d allowed, %d limited", elapsed, allowed.Load(), limited.Load())
+	maxAllowed := 20 + int64(10*elapsed.Seconds()) + 1
+	if allowed.Load() < 20 || allowed.Load() > maxAllowed {
+		t.Fatalf("%d allowed, want 20..%d", allowed.Load(), maxAllowed)
+	}
+}
+
+func metric(t *testing.T, base, series string) float64 {
+	t.Helper()
+	_, body := call(t, "GET", base+"/metrics", "")
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+// TestRedisOutage takes Redis away behind a proxy mid-test: reads keep
+// answering 200 from the database, writes still work, the limiter falls
+// back, nothing answers 5xx, and cache and limiter resume by themselves.
+func TestRedisOutage(t *testing.T) {
+	proxy := testenv.NewProxy(t, testenv.RedisAddr())
+	vars := sharedBackends(t, proxy.Addr())
+	vars["CACHE_TIMEOUT"], vars["REDIS_TIMEOUT"] = "50ms", "5ms"
+	vars["RATE_LIMIT_READ"] = "100000/1s,burst=100000"
+	base := startReplica(t, vars, nil)
+	call(t, "POST", base+"/products", `{"name":"r","price":1,"stock":1000}`)
+	hits := func() float64 { return metric(t, base, `apiperf_cache_requests_total{result="client_hit"}`) }
+	for i := 0; i < 3; i++ {
+		call(t, "GET", base+"/products/1", "")
+	}
+	if hits() < 1 {
+		t.Fatal("no client-side hits before the outage")
+	}
+
+	proxy.Down()
+	for i := 0; i < 50; i++ {
+		status, body := call(t, "GET", base+"/products/1", "")
+		if status != 200 {
+			t.Fatalf("read %d during the outage: %d %s", i, status, body)
+		}
+	}
+	if status, body := call(t, "POST", base+"/orders", `{"product_id":1,"quantity":1}`); status != 201 {
+		t.Fatalf("order during the outage: %d %s", status, body)
+	}
+	if status, body := call(t, "GET", base+"/products/1", ""); status != 200 || !strings.Contains(body, `"stock":999`) {
+		t.Fatalf("read after a write during the outage: %d %s", status, body)
+	}
+	if status, _ := call(t, "GET", base+"/readyz", ""); status != 503 {
+		t.Fatalf("/readyz with Redis down: %d", status)
+	}
+	if fb := metric(t, base, `apiperf_cache_fallbacks_total{reason="circuit_open"}`) + metric(t, base, `apiperf_cache_fallbacks_total{reason="redis_error"}`) +
+		metric(t, base, `apiperf_cache_fallbacks_total{reason="timeout"}`); fb == 0 {
+		t.Error("cache fallbacks were not counted")
+	}
+
+	proxy.Up()
+	deadline := time.Now().Add(15 * time.Second)
+	before := hits()
+	for {
+		status, body := call(t, "GET", base+"/products/1", "")
+		if status != 200 || !strings.Contains(body, `"stock":999`) {
+			t.Fatalf("read after recovery: %d %s", status, body)
+		}
+		if hits() > before+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("client-side caching did not resume after Redis came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if status, _ := call(t, "GET", base+"/readyz", ""); status != 200 {
+		t.Fatalf("/readyz after recovery: %d", status)
+	}
+}

@@ -61,7 +61,6 @@ func requestID(ctx *fasthttp.RequestCtx) string {
 // outer wraps the router: request ids, panic recovery and the access log.
 func (s *Server) outer(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
-		start := time.Now()
 		s.setRequestID(ctx)
 		defer func() {
 			if r := recover(); r != nil {
@@ -70,13 +69,13 @@ func (s *Server) outer(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 				ctx.Response.ResetBody()
 				s.problem(ctx, fasthttp.StatusInternalServerError, "internal error; quote the request id when reporting it")
 			}
-			s.accessLog(ctx, start)
+			s.accessLog(ctx)
 		}()
 		next(ctx)
 	}
 }
 
-func (s *Server) accessLog(ctx *fasthttp.RequestCtx, start time.Time) {
+func (s *Server) accessLog(ctx *fasthttp.RequestCtx) {
 	status := ctx.Response.StatusCode()
 	switch s.cfg.AccessLog {
 	case "off":
@@ -87,7 +86,7 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, start time.Time) {
 		}
 	}
 	s.log.Info("request", "method", string(ctx.Method()), "path", string(ctx.Path()), "status", status,
-		"duration_ms", float64(time.Since(start).Microseconds())/1000, "bytes", len(ctx.Response.Body()),
+		"duration_ms", float64(time.Since(requestStart(ctx)).Microseconds())/1000, "bytes", len(ctx.Response.Body()),
 		"remote_ip", s.clientIP(ctx).String(), "request_id", requestID(ctx))
 }
 

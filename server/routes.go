@@ -42,12 +42,12 @@ func (s *Server) routesSetup() {
 
 	unmatched := s.metrics.route("unmatched", "any")
 	r.NotFound = func(ctx *fasthttp.RequestCtx) {
-		start := time.Now()
+		start := requestStart(ctx)
 		s.problem(ctx, fasthttp.StatusNotFound, "no route matches "+string(ctx.Method())+" "+string(ctx.Path()))
 		unmatched.observe(fasthttp.StatusNotFound, time.Since(start))
 	}
 	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
-		start := time.Now()
+		start := requestStart(ctx)
 		s.problem(ctx, fasthttp.StatusMethodNotAllowed, "method "+string(ctx.Method())+" is not allowed here")
 		unmatched.observe(fasthttp.StatusMethodNotAllowed, time.Since(start))
 	}
@@ -62,12 +62,8 @@ func (s *Server) api(method, path string, h fasthttp.RequestHandler) {
 	rm := s.metrics.route(path, method)
 	s.routes = append(s.routes, Route{method, path})
 	s.router.Handle(method, path, func(ctx *fasthttp.RequestCtx) {
-		start := time.Now()
-		s.metrics.inflight.Inc()
-		defer func() {
-			s.metrics.inflight.Dec()
-			rm.observe(ctx.Response.StatusCode(), time.Since(start))
-		}()
+		start := requestStart(ctx)
+		defer func() { rm.observe(ctx.Response.StatusCode(), time.Since(start)) }()
 		// The limiter runs first so that failed API-key attempts are
 		// limited too and keys cannot be guessed at full speed.
 		if s.cfg.Limiter != nil && !s.rateLimit(ctx, class) {
@@ -86,7 +82,7 @@ func (s *Server) plain(method, path string, h fasthttp.RequestHandler) {
 	rm := s.metrics.route(path, method)
 	s.routes = append(s.routes, Route{method, path})
 	s.router.Handle(method, path, func(ctx *fasthttp.RequestCtx) {
-		start := time.Now()
+		start := requestStart(ctx)
 		h(ctx)
 		rm.observe(ctx.Response.StatusCode(), time.Since(start))
 	})

@@ -135,7 +135,8 @@ func New(cfg Config) *Server {
 	if cfg.AccessLog == "" {
 		cfg.AccessLog = "errors"
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newHTTPMetrics(cfg.Registerer), base: context.Background()}
+	s := &Server{cfg: cfg, log: cfg.Logger, base: context.Background()}
+	s.metrics = newHTTPMetrics(cfg.Registerer, func() float64 { return float64(s.http.GetCurrentConcurrency()) })
 	for _, k := range cfg.APIKeys {
 		s.keys = append(s.keys, []byte(k))
 	}

@@ -15,9 +15,9 @@ import (
 var remote = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 
 // benchServer is a server over the in-memory store with n products.
-func benchServer(tb testing.TB, n int, cached bool) (fasthttp.RequestHandler, *fakeStore) {
+func benchServer(tb testing.TB, n int, cached bool) (fasthttp.RequestHandler, *memStore) {
 	tb.Helper()
-	st := newFakeStore()
+	st := newMemStore()
 	for i := 0; i < n; i++ {
 		if _, err := st.CreateProduct(context.Background(), apiperf.ProductInput{Name: "Product " + strconv.Itoa(i), Price: 9999, Stock: 1 << 40}); err != nil {
 			tb.Fatal(err)

@@ -1,0 +1,312 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	apiperf "github.com/api-perf/api-perf"
+)
+
+// memStore keeps products, orders and idempotency keys in memory with the
+// domain's rules, so that the handlers can be driven end to end without a
+// database; the storage package's own tests cover the SQL.
+type memStore struct {
+	mu       sync.Mutex
+	products map[int64]*apiperf.Product
+	orders   map[int64]*apiperf.Order
+	keys     map[string]*idem
+	nextID   int64
+	// nextOrder numbers orders apart from products, as the tables do.
+	nextOrder int64
+	stock     int64
+	err       error
+}
+
+type idem struct {
+	hash []byte
+	resp *apiperf.StoredResponse
+}
+
+var (
+	_ apiperf.ProductStore     = (*memStore)(nil)
+	_ apiperf.OrderStore       = (*memStore)(nil)
+	_ apiperf.IdempotencyStore = (*memStore)(nil)
+)
+
+func newMemStore() *memStore {
+	return &memStore{products: map[int64]*apiperf.Product{}, orders: map[int64]*apiperf.Order{}, keys: map[string]*idem{}}
+}
+
+// seed adds product 1 with stock and pending order 1.
+func (m *memStore) seed() {
+	ctx := context.Background()
+	p, _ := m.CreateProduct(ctx, apiperf.ProductInput{Name: "seed", Price: 100, Stock: apiperf.MaxStock})
+	if _, err := m.CreateOrder(ctx, apiperf.OrderInput{ProductID: p.ID, Quantity: 1}, ""); err != nil {
+		panic(err)
+	}
+}
+
+// fail makes every later call return err.
+func (m *memStore) fail(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.err = err
+}
+
+func (m *memStore) lastStock() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.stock
+}
+
+func (m *memStore) now() time.Time { return time.Now().UTC().Truncate(time.Second) }
+
+func (m *memStore) CreateProduct(_ context.Context, in apiperf.ProductInput) (*apiperf.Product, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	m.nextID++
+	m.stock = in.Stock
+	p := &apiperf.Product{ID: m.nextID, Name: in.Name, Description: in.Description, Price: in.Price, Stock: in.Stock,
+		Version: 1, CreatedAt: m.now(), UpdatedAt: m.now()}
+	m.products[p.ID] = p
+	c := *p
+	return &c, nil
+}
+
+func (m *memStore) Product(_ context.Context, id int64) (*apiperf.Product, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	p, ok := m.products[id]
+	if !ok {
+		return nil, apiperf.Errorf(apiperf.ENOTFOUND, "product %d does not exist", id)
+	}
+	c := *p
+	return &c, nil
+}
+
+func (m *memStore) Products(_ context.Context, page apiperf.Page) ([]apiperf.Product, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	out := []apiperf.Product{}
+	for _, id := range sortedIDs(m.products) {
+		if id > page.After && len(out) < page.Limit {
+			out = append(out, *m.products[id])
+		}
+	}
+	return out, nil
+}
+
+func (m *memStore) ReplaceProduct(_ context.Context, id int64, in apiperf.ProductInput, ifVersion int64) (*apiperf.Product, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	p, ok := m.products[id]
+	if !ok {
+		return nil, apiperf.Errorf(apiperf.ENOTFOUND, "product %d does not exist", id)
+	}
+	if ifVersion != 0 && ifVersion != p.Version {
+		return nil, apiperf.Errorf(apiperf.EPRECONDITION, "product %d has changed since it was read", id)
+	}
+	p.Name, p.Description, p.Price, p.Stock = in.Name, in.Description, in.Price, in.Stock
+	p.Version++
+	p.UpdatedAt = m.now()
+	c := *p
+	return &c, nil
+}
+
+func (m *memStore) DeleteProduct(_ context.Context, id int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return m.err
+	}
+	if _, ok := m.products[id]; !ok {
+		return apiperf.Errorf(apiperf.ENOTFOUND, "product %d does not exist", id)
+	}
+	for _, o := range m.orders {
+		if o.ProductID == id {
+			return apiperf.Errorf(apiperf.ECONFLICT, "product is referenced by orders")
+		}
+	}
+	delete(m.products, id)
+	return nil
+}
+
+func (m *memStore) CreateOrder(_ context.Context, in apiperf.OrderInput, _ string) (*apiperf.Order, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	p, ok := m.products[in.ProductID]
+	if !ok {
+		return nil, apiperf.Errorf(apiperf.ENOTFOUND, "product %d does not exist", in.ProductID)
+	}
+	if p.Stock < in.Quantity {
+		return nil, apiperf.Errorf(apiperf.ECONFLICT, "product %d has fewer than %d units in stock", p.ID, in.Quantity)
+	}
+	p.Stock -= in.Quantity
+	p.Version++
+	m.nextOrder++
+	o := &apiperf.Order{ID: m.nextOrder, ProductID: p.ID, Quantity: in.Quantity, UnitPrice: p.Price,
+		Total: p.Price * apiperf.Money(in.Quantity), Status: apiperf.StatusPending, CreatedAt: m.now(), UpdatedAt: m.now()}
+	m.orders[o.ID] = o
+	c := *o
+	return &c, nil
+}
+
+func (m *memStore) Order(_ context.Context, id int64) (*apiperf.Order, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	o, ok := m.orders[id]
+	if !ok {
+		return nil, apiperf.Errorf(apiperf.ENOTFOUND, "order %d does not exist", id)
+	}
+	c := *o
+	return &c, nil
+}
+
+func (m *memStore) Orders(_ context.Context, f apiperf.OrderFilter) ([]apiperf.Order, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	out := []apiperf.Order{}
+	for _, id := range sortedIDs(m.orders) {
+		o := m.orders[id]
+		if id > f.After && len(out) < f.Limit && (f.Status == "" || o.Status == f.Status) &&
+			(f.ProductID == 0 || o.ProductID == f.ProductID) {
+			out = append(out, *o)
+		}
+	}
+	return out, nil
+}
+
+func (m *memStore) SetOrderStatus(_ context.Context, id int64, status apiperf.OrderStatus) (*apiperf.Order, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	o, ok := m.orders[id]
+	if !ok {
+		return nil, apiperf.Errorf(apiperf.ENOTFOUND, "order %d does not exist", id)
+	}
+	if !o.Status.CanBecome(status) {
+		return nil, apiperf.Errorf(apiperf.ECONFLICT, "order %d cannot go from %s to %s", id, o.Status, status)
+	}
+	if status == apiperf.StatusCancelled {
+		m.products[o.ProductID].Stock += o.Quantity
+	}
+	o.Status = status
+	o.UpdatedAt = m.now()
+	c := *o
+	return &c, nil
+}
+
+func (m *memStore) DeleteOrder(_ context.Context, id int64) (*apiperf.Order, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	o, ok := m.orders[id]
+	if !ok {
+		return nil, apiperf.Errorf(apiperf.ENOTFOUND, "order %d does not exist", id)
+	}
+	if p := m.products[o.ProductID]; p != nil && o.Status.HoldsStock() {
+		p.Stock += o.Quantity
+	}
+	delete(m.orders, id)
+	return o, nil
+}
+
+func (m *memStore) BeginIdempotent(_ context.Context, key string, hash []byte) (*apiperf.StoredResponse, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k, ok := m.keys[key]
+	switch {
+	case !ok:
+		m.keys[key] = &idem{hash: hash}
+		return nil, nil
+	case !bytes.Equal(k.hash, hash):
+		return nil, apiperf.Errorf(apiperf.EMISMATCH, "Idempotency-Key was already used with a different request body")
+	case k.resp == nil:
+		return nil, apiperf.Errorf(apiperf.EINPROGRESS, "a request with this Idempotency-Key is still being processed")
+	}
+	return k.resp, nil
+}
+
+func (m *memStore) CompleteIdempotent(_ context.Context, key string, resp apiperf.StoredResponse) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.keys[key].resp = &resp
+	return nil
+}
+
+func (m *memStore) AbandonIdempotent(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.keys, key)
+	return nil
+}
+
+func sortedIDs[V any](m map[int64]V) []int64 {
+	ids := make([]int64, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// hitCache is a BodyCache over a map, so a benchmark of the hit path
+// measures the handler, not a cache implementation.
+type hitCache struct {
+	mu sync.RWMutex
+	m  map[string][]byte
+}
+
+func (c *hitCache) Get(ctx context.Context, key string, load func(context.Context, string) ([]byte, error)) ([]byte, error) {
+	c.mu.RLock()
+	v, ok := c.m[key]
+	c.mu.RUnlock()
+	if ok {
+		return v, nil
+	}
+	v, err := load(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.m[key] = v
+	c.mu.Unlock()
+	return v, nil
+}
+
+func (c *hitCache) Invalidate(_ context.Context, keys ...string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range keys {
+		delete(c.m, k)
+	}
+	return nil
+}

@@ -149,16 +149,25 @@ func (v *validator) str(field string, raw json.RawMessage, maxLen int, required 
 	return s, true
 }
 
-// integer decodes a JSON integer within [lo, hi].
-func (v *validator) integer(field string, raw json.RawMessage, lo, hi int64, required bool) (int64, bool) {
-	if raw == nil || isNull(raw) {
+// present reports whether a number field has a value to parse, noting
+// an absent required field and a number sent as a string.
+func (v *validator) present(field string, raw json.RawMessage, required bool) bool {
+	switch {
+	case raw == nil || isNull(raw):
 		if required {
 			v.add(field, "is required")
 		}
-		return 0, false
-	}
-	if raw[0] == '"' {
+		return false
+	case raw[0] == '"':
 		v.add(field, "must be a number, not a string")
+		return false
+	}
+	return true
+}
+
+// integer decodes a JSON integer within [lo, hi].
+func (v *validator) integer(field string, raw json.RawMessage, lo, hi int64, required bool) (int64, bool) {
+	if !v.present(field, raw, required) {
 		return 0, false
 	}
 	n, err := strconv.ParseInt(string(raw), 10, 64)
@@ -181,14 +190,7 @@ func (v *validator) integer(field string, raw json.RawMessage, lo, hi int64, req
 
 // money decodes a JSON number with at most two decimals within [0, max].
 func (v *validator) money(field string, raw json.RawMessage, max apiperf.Money, required bool) (apiperf.Money, bool) {
-	if raw == nil || isNull(raw) {
-		if required {
-			v.add(field, "is required")
-		}
-		return 0, false
-	}
-	if raw[0] == '"' {
-		v.add(field, "must be a number, not a string")
+	if !v.present(field, raw, required) {
 		return 0, false
 	}
 	m, reason := apiperf.ParseMoney(string(raw), false)

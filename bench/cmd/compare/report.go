@@ -141,6 +141,9 @@ func fmtMicros(d time.Duration) string {
 	if d <= 0 {
 		return "—"
 	}
+	if us := float64(d) / float64(time.Microsecond); us < 100 {
+		return fmt.Sprintf("%.1f µs", us)
+	}
 	return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
 }
 

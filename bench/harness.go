@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -129,6 +130,10 @@ type RedisDB struct {
 	c     rueidis.Client
 }
 
+// claimKey marks a logical database as taken by a run. It starts with
+// "apiperf:" so that Release removes it with the server's keys.
+const claimKey = "apiperf:bench:claim"
+
 // ClaimRedisDB picks the highest-numbered empty logical database. It fails
 // loudly when Redis is not reachable or every database holds keys.
 func ClaimRedisDB(ctx context.Context) (*RedisDB, error) {
@@ -148,7 +153,12 @@ func ClaimRedisDB(ctx context.Context) (*RedisDB, error) {
 			return nil, fmt.Errorf("redis DBSIZE on db %d: %w", i, err)
 		}
 		if n == 0 {
-			return &RedisDB{Index: i, URL: fmt.Sprintf("redis://%s/%d", addr, i), c: c}, nil
+			// Two runs may see the same empty database; the claim key,
+			// set only if absent, decides which one takes it.
+			ok, err := c.Do(ctx, c.B().Set().Key(claimKey).Value(strconv.Itoa(os.Getpid())).Nx().Ex(6*time.Hour).Build()).AsBool()
+			if err == nil && ok {
+				return &RedisDB{Index: i, URL: fmt.Sprintf("redis://%s/%d", addr, i), c: c}, nil
+			}
 		}
 		c.Close()
 	}

@@ -185,6 +185,8 @@ func (s *Server) createProduct(ctx *fasthttp.RequestCtx) {
 		s.writeError(ctx, err)
 		return
 	}
+	// A GET for this id before it existed left a cached "not found".
+	s.invalidateProduct(s.base, p.ID)
 	location(ctx, p.ID)
 	s.writeProduct(ctx, fasthttp.StatusCreated, p)
 }

@@ -129,8 +129,10 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 }
 
 // mysqlDSN parses dsn and sets what the stores rely on: times parsed as UTC,
-// the session clock in UTC, and bounded dial/read/write times so a dead
-// server cannot hang a request past its deadline.
+// the session clock in UTC, and a bounded dial. Reads and writes need no
+// socket deadlines of their own: every call carries a context deadline,
+// which the driver enforces by closing the connection, and per-read
+// deadlines would cost timer updates on every packet.
 func mysqlDSN(dsn string) (string, error) {
 	c, err := mysql.ParseDSN(dsn)
 	if err != nil {
@@ -144,12 +146,6 @@ func mysqlDSN(dsn string) (string, error) {
 	c.Params["time_zone"] = "'+00:00'"
 	if c.Timeout == 0 {
 		c.Timeout = 3 * time.Second
-	}
-	if c.ReadTimeout == 0 {
-		c.ReadTimeout = 30 * time.Second
-	}
-	if c.WriteTimeout == 0 {
-		c.WriteTimeout = 30 * time.Second
 	}
 	c.RejectReadOnly = true
 	return c.FormatDSN(), nil

@@ -20,7 +20,7 @@ func (d *DB) CreateOrder(ctx context.Context, in apiperf.OrderInput, key string)
 	defer apiperf.Wrap(&err, "CreateOrder(product=%d)", in.ProductID)
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
-	o = new(apiperf.Order)
+	var id int64
 	err = d.inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.StmtContext(ctx, d.stmts.reserveStock).ExecContext(ctx, in.Quantity, in.ProductID, in.Quantity)
 		if err != nil {
@@ -46,11 +46,8 @@ func (d *DB) CreateOrder(ctx context.Context, in apiperf.OrderInput, key string)
 		if err != nil {
 			return err
 		}
-		id, err := res.LastInsertId()
-		if err != nil {
-			return err
-		}
-		return scanOrder(tx.StmtContext(ctx, d.stmts.orderByID).QueryRowContext(ctx, id), o)
+		id, err = res.LastInsertId()
+		return err
 	})
 	if err != nil && key != "" && apiperf.ErrorCode(err) == apiperf.ECONFLICT {
 		// The key is already on an order: a request that committed but died
@@ -61,6 +58,13 @@ func (d *DB) CreateOrder(ctx context.Context, in apiperf.OrderInput, key string)
 	}
 	if err != nil {
 		return nil, err
+	}
+	// The order is read back after the commit, so the product row's lock
+	// is not held for one more round trip; the row is immutable until
+	// someone learns its id from this call.
+	o = new(apiperf.Order)
+	if err := scanOrder(d.stmts.orderByID.QueryRowContext(ctx, id), o); err != nil {
+		return nil, mapError(err)
 	}
 	return o, nil
 }

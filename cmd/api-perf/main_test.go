@@ -143,7 +143,9 @@ func TestRun_EndToEnd(t *testing.T) {
 				status             int
 				contains           string
 			}{
+				{"GET", "/products/1", "", 404, `"status":404`}, // cached as absent
 				{"POST", "/products", `{"name": "Test Product", "price": 99.99}`, 201, `"price":99.99`},
+				{"GET", "/products/1", "", 200, `"price":99.99`}, // the create cleared the cached absence
 				{"GET", "/products", "", 200, `"price":99.99`},
 				{"POST", "/orders", `{"product_id": 1, "quantity": 2}`, 201, `"total":199.98`},
 				{"GET", "/orders", "", 200, `"quantity":2`},

@@ -86,7 +86,9 @@ type Config struct {
 	Metrics fasthttp.RequestHandler
 	// MaxBodySize caps request bodies; zero means 1 MiB.
 	MaxBodySize int
-	// ReadTimeout, WriteTimeout and IdleTimeout bound slow clients.
+	// ReadTimeout, WriteTimeout and IdleTimeout bound slow clients; zero
+	// picks 10s, 10s and 90s, a negative value turns one off (behind a
+	// proxy that enforces its own, each costs timer work per request).
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 }
 
@@ -131,6 +133,11 @@ func New(cfg Config) *Server {
 	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 90 * time.Second
+	}
+	for _, t := range []*time.Duration{&cfg.ReadTimeout, &cfg.WriteTimeout, &cfg.IdleTimeout} {
+		if *t < 0 {
+			*t = 0
+		}
 	}
 	if cfg.AccessLog == "" {
 		cfg.AccessLog = "errors"

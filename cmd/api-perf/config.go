@@ -39,6 +39,9 @@ type config struct {
 	DBMaxIdleConns    int
 	DBQueryTimeout    time.Duration
 	ShutdownTimeout   time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
 	LogLevel          slog.Level
 	LogFormat         string
 	AccessLog         string
@@ -71,6 +74,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 			errs = append(errs, fmt.Sprintf("%s: %q is not a positive duration such as 5s or 250ms", name, get(name, def)))
 		}
 		return d
+	}
+	// durOrOff is dur that also takes "0" or "off", which disable the timeout.
+	durOrOff := func(name, def string) time.Duration {
+		if v := strings.ToLower(get(name, def)); v == "0" || v == "off" {
+			return -1
+		}
+		return dur(name, def)
 	}
 	num := func(name string, def, lo, hi int) int {
 		n, err := strconv.Atoi(get(name, strconv.Itoa(def)))
@@ -119,6 +129,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		DBMaxIdleConns:    num("DB_MAX_IDLE_CONNS", 0, 0, 10_000),
 		DBQueryTimeout:    dur("DB_QUERY_TIMEOUT", "5s"),
 		ShutdownTimeout:   dur("SHUTDOWN_TIMEOUT", "15s"),
+		ReadTimeout:       durOrOff("HTTP_READ_TIMEOUT", "10s"),
+		WriteTimeout:      durOrOff("HTTP_WRITE_TIMEOUT", "10s"),
+		IdleTimeout:       durOrOff("HTTP_IDLE_TIMEOUT", "90s"),
 		LogFormat:         oneOf("LOG_FORMAT", "json", "json", "text"),
 		AccessLog:         oneOf("ACCESS_LOG", "errors", "all", "errors", "off"),
 		MaxBodySize:       num("MAX_BODY_BYTES", 1<<20, 1024, 64<<20),

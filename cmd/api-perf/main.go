@@ -134,6 +134,9 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 		Logger:         logger,
 		Registerer:     reg,
 		MaxBodySize:    cfg.MaxBodySize,
+		ReadTimeout:    cfg.ReadTimeout,
+		WriteTimeout:   cfg.WriteTimeout,
+		IdleTimeout:    cfg.IdleTimeout,
 	}
 	if cfg.MetricsAddr == "" {
 		scfg.Metrics = metricsHandler

@@ -43,6 +43,7 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		"REDIS_URL":          "localhost:6379",
 		"MYSQL_DSN":          "nonsense",
 		"SHUTDOWN_TIMEOUT":   "0s",
+		"HTTP_READ_TIMEOUT":  "fast",
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := loadConfig(env(map[string]string{name: value}))
@@ -55,8 +56,8 @@ func TestLoadConfig_Invalid(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "CACHE_TTL") || !strings.Contains(err.Error(), "LOG_LEVEL") {
 		t.Fatalf("every bad variable is reported at once: %v", err)
 	}
-	c, err := loadConfig(env(map[string]string{"RATE_LIMIT_READ": "off", "TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1"}))
-	if err != nil || c.ReadLimited || len(c.TrustedProxies) != 2 {
+	c, err := loadConfig(env(map[string]string{"RATE_LIMIT_READ": "off", "TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1", "HTTP_WRITE_TIMEOUT": "0"}))
+	if err != nil || c.ReadLimited || len(c.TrustedProxies) != 2 || c.WriteTimeout >= 0 || c.ReadTimeout != 10*time.Second {
 		t.Fatalf("%+v %v", c, err)
 	}
 }

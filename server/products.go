@@ -279,19 +279,29 @@ func (s *Server) current(ctx *fasthttp.RequestCtx, id int64) (*apiperf.Product, 
 	return p, true
 }
 
+// productRequest reads the id and the body of a PUT or PATCH, answering
+// the problem itself when either is unacceptable.
+func (s *Server) productRequest(ctx *fasthttp.RequestCtx, mergePatch bool) (int64, *productBody, bool) {
+	id, ok := s.pathID(ctx)
+	if !ok {
+		return 0, nil, false
+	}
+	b := new(productBody)
+	if !s.decodeBody(ctx, b, mergePatch) {
+		return 0, nil, false
+	}
+	return id, b, true
+}
+
 // replaceProduct is PUT: a full replacement. The version read for If-Match
 // guards the write, so a change between the check and the update is a 412
 // too.
 func (s *Server) replaceProduct(ctx *fasthttp.RequestCtx) {
-	id, ok := s.pathID(ctx)
+	id, b, ok := s.productRequest(ctx, false)
 	if !ok {
 		return
 	}
-	var b productBody
-	if !s.decodeBody(ctx, &b, false) {
-		return
-	}
-	in, err := productInput(&b)
+	in, err := productInput(b)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
@@ -309,15 +319,11 @@ func (s *Server) replaceProduct(ctx *fasthttp.RequestCtx) {
 
 // patchProduct applies a JSON merge patch, guarded by the version it read.
 func (s *Server) patchProduct(ctx *fasthttp.RequestCtx) {
-	id, ok := s.pathID(ctx)
+	id, b, ok := s.productRequest(ctx, true)
 	if !ok {
 		return
 	}
-	var b productBody
-	if !s.decodeBody(ctx, &b, true) {
-		return
-	}
-	patch, err := productPatch(&b)
+	patch, err := productPatch(b)
 	if err != nil {
 		s.writeError(ctx, err)
 		return

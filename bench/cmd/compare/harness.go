@@ -180,7 +180,7 @@ func (h *harness) start(ctx context.Context, name string) (*bench.Process, error
 		return nil, err
 	}
 	sc := bench.ServerConfig{Binary: h.bins["api-perf"], Addr: addr, MySQLDSN: h.db.DSN, RedisURL: h.redis.URL,
-		DBMaxOpenConns: h.o.dbConns, CPUs: h.serverCPUs()}
+		DBMaxOpenConns: h.o.dbConns, CPUs: h.serverCPUs(), Extra: h.o.serverEnv}
 	if h.o.pprof {
 		if sc.PprofAddr, err = bench.FreeAddr(); err != nil {
 			return nil, err

@@ -57,6 +57,7 @@ type options struct {
 	timeout        time.Duration
 	maxErrorRate   float64
 	render         string
+	serverEnv      []string
 }
 
 func main() {
@@ -100,6 +101,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.pprofConns, "pprof-conns", 64, "connections while profiling")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "hard limit of the whole run")
 	fs.Float64Var(&o.maxErrorRate, "max-error-rate", 0.01, "fail when more than this share of a run's responses are errors")
+	senv := fs.String("server-env", "", "comma-separated KEY=value settings added to every api-perf server (e.g. HTTP_READ_TIMEOUT=0)")
 	fs.StringVar(&o.render, "render", "", "only redraw results.md and chart.svg from DIR/results.json")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -117,6 +119,12 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.rounds < 1 || o.duration < time.Second {
 		return o, errors.New("-rounds must be at least 1 and -duration at least 1s")
+	}
+	o.serverEnv = splitList(*senv)
+	for _, kv := range o.serverEnv {
+		if !strings.Contains(kv, "=") {
+			return o, fmt.Errorf("-server-env: %q is not KEY=value", kv)
+		}
 	}
 	o.scenarios = splitList(*scen)
 	if len(o.scenarios) == 0 {

@@ -22,19 +22,7 @@ func TestRedisCluster_Exactness(t *testing.T) {
 
 	for _, mode := range redisModes {
 		t.Run(mode.name, func(t *testing.T) {
-			var limiters []Limiter
-			var prefix string
-			for i := range 3 {
-				c := MustClient(t, addrs...)
-				if i == 0 {
-					prefix = MustPrefix(t, c)
-				}
-				opts := mode.opts
-				opts.Prefix = prefix
-				l := NewRedis(c, opts)
-				t.Cleanup(l.Close)
-				limiters = append(limiters, l)
-			}
+			limiters, prefix := replicaLimiters(t, mode.opts, addrs...)
 			exactness(t, limiters, "client-a")
 
 			// Clients whose keys hash to every master are limited alike.

@@ -292,19 +292,7 @@ func TestRedis_Exactness(t *testing.T) {
 	for _, mode := range redisModes {
 		t.Run(mode.name, func(t *testing.T) {
 			verifyNoLeaks(t)
-			var limiters []Limiter
-			var prefix string
-			for i := range 3 {
-				c := MustClient(t, redisAddr) // one connection per replica
-				if i == 0 {
-					prefix = MustPrefix(t, c)
-				}
-				opts := mode.opts
-				opts.Prefix = prefix
-				l := NewRedis(c, opts)
-				t.Cleanup(l.Close)
-				limiters = append(limiters, l)
-			}
+			limiters, _ := replicaLimiters(t, mode.opts, redisAddr)
 			exactness(t, limiters, "client-a")
 		})
 	}
@@ -505,4 +493,21 @@ func hammer(t *testing.T, opts RedisOptions, p Policy) {
 			}
 		}
 	}
+}
+
+// replicaLimiters is three Redis limiters with their own clients (one per
+// replica) sharing one fresh key prefix, which it returns, on the Redis at addrs.
+func replicaLimiters(t *testing.T, opts RedisOptions, addrs ...string) ([]Limiter, string) {
+	t.Helper()
+	var limiters []Limiter
+	for i := range 3 {
+		c := MustClient(t, addrs...)
+		if i == 0 {
+			opts.Prefix = MustPrefix(t, c)
+		}
+		l := NewRedis(c, opts)
+		t.Cleanup(l.Close)
+		limiters = append(limiters, l)
+	}
+	return limiters, opts.Prefix
 }

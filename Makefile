@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GOBIN ?= $(shell go env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 
-STATICCHECK_VERSION ?= 2025.1.1
+STATICCHECK_VERSION ?= v0.8.2
 RIE_VERSION ?= latest
 FUZZTIME ?= 10s
 

@@ -74,7 +74,7 @@ func (h *harness) prepare(ctx context.Context) error {
 	}
 	h.bins = map[string]string{"api-perf": filepath.Join(tmp, "api-perf")}
 	builds := [][2]string{{"api-perf", "./cmd/api-perf"}}
-	for _, c := range []string{"static", "selectbyid", "ordertx"} {
+	for _, c := range []string{"static", "fixedbody", "selectbyid", "ordertx"} {
 		if need[c] {
 			h.bins[c] = filepath.Join(tmp, c)
 			builds = append(builds, [2]string{c, "./bench/ceiling/" + c})
@@ -110,7 +110,7 @@ func (h *harness) prepare(ctx context.Context) error {
 	if err := h.seed(ctx, need); err != nil {
 		return err
 	}
-	for _, name := range []string{"api-perf-limiter", "api-perf-nocache", "api-perf-embedded", "static", "selectbyid", "ordertx"} {
+	for _, name := range []string{"api-perf-limiter", "api-perf-nocache", "api-perf-embedded", "static", "fixedbody", "selectbyid", "ordertx"} {
 		if need[name] {
 			if _, err := h.start(ctx, name); err != nil {
 				return err
@@ -204,10 +204,14 @@ func (h *harness) start(ctx context.Context, name string) (*bench.Process, error
 		sc.MySQLDSN, sc.RedisURL, sc.DBMaxOpenConns = "", "", 0
 		sc.DataDir = filepath.Join(h.tmp, "data")
 		p, err = bench.StartServer(ctx, name, sc)
-	case "static", "selectbyid", "ordertx":
+	case "static", "fixedbody", "selectbyid", "ordertx":
 		env := []string{"HTTP_ADDR=" + addr, "MYSQL_DSN=" + h.db.DSN, "DB_MAX_OPEN_CONNS=" + strconv.Itoa(h.o.dbConns)}
-		if name == "static" {
+		switch name {
+		case "static":
 			env = append(env, "STATIC_BODY="+h.static)
+		case "fixedbody":
+			// The same server, so the same server settings.
+			env = append(append(env, "STATIC_BODY="+h.static), h.o.serverEnv...)
 		}
 		// The ceilings have no health route; any answer means they listen.
 		p, err = bench.Start(ctx, bench.ProcessOptions{Name: name, Binary: h.bins[name], Env: env, Addr: addr,

@@ -85,8 +85,9 @@ type Options struct {
 	// down; between probes Gets load directly without waiting for it.
 	// Default 1s.
 	RetryInterval time.Duration
-	// MaxEntries bounds Local's map; past it arbitrary entries are dropped.
-	// Default 100000. Redis ignores it (rueidis bounds its own memory).
+	// MaxEntries bounds Local's map, past it arbitrary entries are dropped,
+	// and Redis's near map, which starts over when full. Default 100000.
+	// rueidis bounds the memory of its own client-side cache.
 	MaxEntries int
 	// Logger receives state changes (Redis down, Redis back) and
 	// invalidation failures. Default slog.Default().

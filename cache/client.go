@@ -19,6 +19,10 @@ import (
 // caching, which costs a round trip per hit and changes nothing else.
 // clientCache false (REDIS_CLIENT_CACHE=off) skips the attempt.
 //
+// With client-side caching the client also reports Redis's invalidation
+// pushes to the caches NewRedis builds on it, which then keep their hottest
+// values in a plain map in front of rueidis's cache (see near).
+//
 // The client uses one connection per Redis node (rueidis pipelines on it):
 // that is what lets Invalidate wait until the invalidation push for a key has
 // been applied locally, which several connections would not guarantee.
@@ -37,16 +41,24 @@ func NewClient(redisURL string, clientCache bool, logger *slog.Logger) (rueidis.
 	}
 	opt.PipelineMultiplex = -1
 	opt.DisableCache = !clientCache
+	pushes := &invalidations{}
+	if clientCache {
+		opt.OnInvalidations = pushes.notify
+	}
 	c, err := rueidis.NewClient(opt)
 	if err != nil && clientCache && errors.Is(err, rueidis.ErrNoCache) {
 		logger.Warn("cache: Redis refused client-side caching (CLIENT TRACKING, RESP3); "+
 			"continuing without it, so every cache hit is a round trip to Redis; "+
 			"set REDIS_CLIENT_CACHE=off to skip this attempt", "err", err)
 		opt.DisableCache = true
+		opt.OnInvalidations = nil
 		c, err = rueidis.NewClient(opt)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cache: connect to Redis %v: %w", opt.InitAddress, err)
+	}
+	if opt.OnInvalidations != nil {
+		return &trackedClient{Client: c, pushes: pushes}, nil
 	}
 	return c, nil
 }

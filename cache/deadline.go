@@ -20,6 +20,7 @@ import (
 // freeze, as on Lambda) is replaced on the spot.
 type deadlines struct {
 	cur       atomic.Pointer[sharedDeadline]
+	clock     atomic.Int64 // Unix nanoseconds at the last renewal
 	life      time.Duration
 	mu        sync.Mutex // serializes renewals and close
 	closed    bool
@@ -46,6 +47,10 @@ func newDeadlines(timeout time.Duration) *deadlines {
 	go d.run(step)
 	return d
 }
+
+// now is a coarse clock: the time of the last renewal, at most a step
+// behind (more if the ticker runs late), read without a clock call.
+func (d *deadlines) now() int64 { return d.clock.Load() }
 
 // get returns the current shared context.
 func (d *deadlines) get() context.Context {
@@ -80,6 +85,7 @@ func (d *deadlines) renew(old *sharedDeadline) context.Context {
 	if cur := d.cur.Load(); cur != old || d.closed {
 		return cur.ctx
 	}
+	d.clock.Store(time.Now().UnixNano())
 	ctx, cancel := context.WithTimeout(context.Background(), d.life)
 	d.cur.Store(&sharedDeadline{ctx: ctx, cancel: cancel})
 	return ctx

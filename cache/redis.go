@@ -80,6 +80,11 @@ type Redis struct {
 	dl     *deadlines
 	group  singleflight.Group
 
+	// near, when the client reports invalidation pushes (NewClient with
+	// client-side caching), holds hot values in front of DoCache.
+	near   *near
+	pushes *invalidations
+
 	// Script arguments formatted once.
 	ttlMs, negativeTTLMs, leaseTTLMs string
 
@@ -119,7 +124,7 @@ func NewRedis(c rueidis.Client, opts Options) (*Redis, error) {
 	for i := range id {
 		id[i] = byte(rand.Uint32())
 	}
-	return &Redis{
+	r := &Redis{
 		client:        c,
 		opts:          opts,
 		log:           opts.Logger,
@@ -129,7 +134,12 @@ func NewRedis(c rueidis.Client, opts Options) (*Redis, error) {
 		negativeTTLMs: millis(opts.NegativeTTL),
 		leaseTTLMs:    millis(opts.LeaseTTL),
 		owner:         string(tagLease) + hex.EncodeToString(id[:]) + ":",
-	}, nil
+	}
+	if tc, ok := c.(*trackedClient); ok {
+		r.near, r.pushes = newNear(opts.Prefix, opts.MaxEntries), tc.pushes
+		r.pushes.subscribe(r.near)
+	}
+	return r, nil
 }
 
 // millis formats d as whole milliseconds, at least 1, for PX arguments.
@@ -143,9 +153,18 @@ func (r *Redis) redisKey(key string) string {
 	return r.opts.Prefix + "{" + key + "}"
 }
 
-// Get implements Cache. The hit path is one DoCache call (no network hop on
-// a client-side hit) and allocates only the Redis key.
+// Get implements Cache. A hot key is one map read (near); otherwise the hit
+// path is one DoCache call (no network hop on a client-side hit) and
+// allocates only the Redis key.
 func (r *Redis) Get(ctx context.Context, key string, load LoadFunc) ([]byte, error) {
+	var epoch uint64
+	if r.near != nil && !r.down.Load() {
+		if v, ok := r.near.get(key, r.dl.now()); ok {
+			r.m.clientHit.Inc()
+			return v, nil
+		}
+		epoch = r.near.epoch.Load()
+	}
 	rkey := r.redisKey(key)
 	if r.down.Load() && !r.probeDue() {
 		r.m.miss.Inc()
@@ -166,6 +185,9 @@ func (r *Redis) Get(ctx context.Context, key string, load LoadFunc) ([]byte, err
 				r.m.clientHit.Inc()
 			} else {
 				r.m.redisHit.Inc()
+			}
+			if r.near != nil {
+				r.near.put(key, epoch, b[1:], r.nearExpiry(resp))
 			}
 			return b[1:], nil
 		case tagNegative:
@@ -447,7 +469,20 @@ func (r *Redis) retryPending() {
 // Close implements Cache. The rueidis client is not closed: it belongs to
 // the caller, who may share it with other packages.
 func (r *Redis) Close() {
+	if r.near != nil {
+		r.pushes.unsubscribe(r.near)
+		r.near.dropAll()
+	}
 	r.dl.close()
+}
+
+// nearExpiry is when a value DoCache returned leaves the near map: when its
+// client-side copy expires, or a TTL from now if rueidis did not say.
+func (r *Redis) nearExpiry(resp rueidis.RedisResult) int64 {
+	if at := resp.CachePXAT(); at > 0 {
+		return at * int64(time.Millisecond)
+	}
+	return r.dl.now() + int64(r.opts.TTL)
 }
 
 // fail notes a Redis failure. Network errors and timeouts mark Redis down
@@ -462,6 +497,7 @@ func (r *Redis) fail(err error) {
 	}
 	r.probeAt.Store(time.Now().Add(r.opts.RetryInterval).UnixNano())
 	if r.down.CompareAndSwap(false, true) {
+		r.dropNear()
 		r.log.Warn("cache: Redis unavailable; loading directly and probing it again",
 			"every", r.opts.RetryInterval, "err", err)
 	}
@@ -472,11 +508,20 @@ func (r *Redis) fail(err error) {
 // true: what that call read may be one of those stale keys.
 func (r *Redis) up() bool {
 	if r.down.Load() && r.down.CompareAndSwap(true, false) {
+		// Pushes may have been lost meanwhile: start the near map afresh.
+		r.dropNear()
 		r.log.Info("cache: Redis reachable again")
 		r.retryPending()
 		return true
 	}
 	return false
+}
+
+// dropNear empties the near map, if there is one.
+func (r *Redis) dropNear() {
+	if r.near != nil {
+		r.near.dropAll()
+	}
 }
 
 // probeDue reports, while Redis is down, whether this Get should try Redis:

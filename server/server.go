@@ -88,7 +88,8 @@ type Config struct {
 	MaxBodySize int
 	// ReadTimeout, WriteTimeout and IdleTimeout bound slow clients; zero
 	// picks 10s, 10s and 90s, a negative value turns one off (behind a
-	// proxy that enforces its own, each costs timer work per request).
+	// proxy that enforces its own; fasthttp reads the clock for each one
+	// per request).
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 }
 
@@ -175,8 +176,14 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }
 // Routes lists every registered method and path template.
 func (s *Server) Routes() []Route { return s.routes }
 
-// Serve accepts connections on ln until Shutdown.
-func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
+// Serve accepts connections on ln until Shutdown. With connection timeouts
+// on, connections set their deadlines lazily (see lazyConn).
+func (s *Server) Serve(ln net.Listener) error {
+	if s.http.ReadTimeout > 0 || s.http.WriteTimeout > 0 || s.http.IdleTimeout > 0 {
+		ln = lazyListener{ln}
+	}
+	return s.http.Serve(ln)
+}
 
 // Shutdown stops accepting connections and waits for in-flight requests
 // until ctx ends.

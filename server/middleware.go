@@ -14,7 +14,16 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-const headerRequestID = "X-Request-ID"
+// Header names on the hot paths, in the form fasthttp normalizes names to
+// (what goes on the wire), so that setting one does not normalize it again.
+var (
+	hRequestID       = canonical("X-Request-ID")
+	hETag            = canonical("ETag")
+	hRateLimitPolicy = canonical("RateLimit-Policy")
+	hRateLimit       = canonical("RateLimit")
+)
+
+func canonical(name string) []byte { return fasthttp.AppendNormalizedHeaderKey(nil, name) }
 
 func (s *Server) initRequestIDs() {
 	var b [6]byte
@@ -26,8 +35,8 @@ func (s *Server) initRequestIDs() {
 // one from the process's random prefix and a counter (unique, no syscall,
 // no allocation), and echoes it on the response.
 func (s *Server) setRequestID(ctx *fasthttp.RequestCtx) {
-	if id := ctx.Request.Header.Peek(headerRequestID); validRequestID(id) {
-		ctx.Response.Header.SetBytesV(headerRequestID, id)
+	if id := ctx.Request.Header.PeekCanonical(hRequestID); validRequestID(id) {
+		ctx.Response.Header.SetCanonical(hRequestID, id)
 		return
 	}
 	var buf [12 + 1 + 16]byte
@@ -38,7 +47,7 @@ func (s *Server) setRequestID(ctx *fasthttp.RequestCtx) {
 		buf[i] = "0123456789abcdef"[n&15]
 		n >>= 4
 	}
-	ctx.Response.Header.SetBytesV(headerRequestID, buf[:])
+	ctx.Response.Header.SetCanonical(hRequestID, buf[:])
 }
 
 func validRequestID(id []byte) bool {
@@ -55,7 +64,7 @@ func validRequestID(id []byte) bool {
 
 // requestID is the id of the current request (for logs and problems).
 func requestID(ctx *fasthttp.RequestCtx) string {
-	return string(ctx.Response.Header.Peek(headerRequestID))
+	return string(ctx.Response.Header.PeekCanonical(hRequestID))
 }
 
 // outer wraps the router: request ids, panic recovery and the access log.
@@ -188,8 +197,8 @@ func (s *Server) rateLimit(ctx *fasthttp.RequestCtx, class RouteClass) bool {
 	if d.Policy == nil {
 		return true
 	}
-	ctx.Response.Header.SetBytesV("RateLimit-Policy", d.Policy)
-	ctx.Response.Header.SetBytesV("RateLimit", d.State)
+	ctx.Response.Header.SetCanonical(hRateLimitPolicy, d.Policy)
+	ctx.Response.Header.SetCanonical(hRateLimit, d.State)
 	if d.Allowed {
 		return true
 	}

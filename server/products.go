@@ -126,7 +126,7 @@ func (s *Server) getProduct(ctx *fasthttp.RequestCtx) {
 	}
 	var tag [24]byte
 	etag := appendETag(tag[:0], body)
-	ctx.Response.Header.SetBytesV("ETag", etag)
+	ctx.Response.Header.SetCanonical(hETag, etag)
 	if inm := ctx.Request.Header.Peek("If-None-Match"); len(inm) > 0 && etagMatches(inm, etag, true) {
 		ctx.SetStatusCode(fasthttp.StatusNotModified)
 		return
@@ -154,7 +154,7 @@ func (s *Server) writeProduct(ctx *fasthttp.RequestCtx, status int, p *apiperf.P
 		return
 	}
 	var tag [24]byte
-	ctx.Response.Header.SetBytesV("ETag", appendETag(tag[:0], body))
+	ctx.Response.Header.SetCanonical(hETag, appendETag(tag[:0], body))
 	ctx.Response.Header.SetContentType(contentTypeJSON)
 	ctx.SetStatusCode(status)
 	ctx.SetBody(body)

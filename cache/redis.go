@@ -157,8 +157,11 @@ func (r *Redis) redisKey(key string) string {
 // path is one DoCache call (no network hop on a client-side hit) and
 // allocates only the Redis key.
 func (r *Redis) Get(ctx context.Context, key string, load LoadFunc) ([]byte, error) {
+	// The near map is used only while Redis is up: its pushes are what
+	// keep it fresh. epoch is read before DoCache (see near.put).
 	var epoch uint64
-	if r.near != nil && !r.down.Load() {
+	useNear := r.near != nil && !r.down.Load()
+	if useNear {
 		if v, ok := r.near.get(key, r.dl.now()); ok {
 			r.m.clientHit.Inc()
 			return v, nil
@@ -186,7 +189,7 @@ func (r *Redis) Get(ctx context.Context, key string, load LoadFunc) ([]byte, err
 			} else {
 				r.m.redisHit.Inc()
 			}
-			if r.near != nil {
+			if useNear {
 				r.near.put(key, epoch, b[1:], r.nearExpiry(resp))
 			}
 			return b[1:], nil

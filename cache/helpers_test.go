@@ -5,13 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -190,82 +184,4 @@ func (b *logBuffer) String() string {
 func captureLogger() (*slog.Logger, *logBuffer) {
 	b := &logBuffer{}
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
-}
-
-// redisServer is a redis-server child process on its own loopback port, for
-// tests that stop, freeze or restart Redis.
-type redisServer struct {
-	tb   testing.TB
-	port int
-	args []string
-	dir  string
-	cmd  *exec.Cmd
-}
-
-// MustStartRedisServer starts redis-server on a free loopback port with the
-// given extra configuration arguments. It is killed when the test ends.
-func MustStartRedisServer(tb testing.TB, extra ...string) *redisServer {
-	tb.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		tb.Fatalf("redis-server is required for this test: %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	s := &redisServer{tb: tb, port: port, args: extra, dir: tb.TempDir()}
-	s.start()
-	tb.Cleanup(s.kill)
-	return s
-}
-
-// addr is the server's host:port.
-func (s *redisServer) addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
-
-// start runs the server (again, on the same port) and waits until it answers.
-func (s *redisServer) start() {
-	s.tb.Helper()
-	args := append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir}, s.args...)
-	s.cmd = exec.Command("redis-server", args...)
-	logf, err := os.Create(filepath.Join(s.dir, fmt.Sprintf("redis-%d.log", time.Now().UnixNano())))
-	if err != nil {
-		s.tb.Fatal(err)
-	}
-	defer logf.Close()
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	if err := s.cmd.Start(); err != nil {
-		s.tb.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		conn, err := net.DialTimeout("tcp", s.addr(), 100*time.Millisecond)
-		if err == nil {
-			fmt.Fprint(conn, "PING\r\n")
-			buf := make([]byte, 7)
-			conn.SetReadDeadline(time.Now().Add(time.Second))
-			n, _ := conn.Read(buf)
-			conn.Close()
-			if string(buf[:n]) == "+PONG\r\n" {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			s.kill()
-			s.tb.Fatalf("redis-server on %s did not start: %v", s.addr(), err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// kill stops the server at once (SIGKILL) and reaps it.
-func (s *redisServer) kill() {
-	if s.cmd == nil {
-		return
-	}
-	s.cmd.Process.Kill()
-	s.cmd.Wait()
-	s.cmd = nil
 }

@@ -189,8 +189,8 @@ func TestRedis_Lease(t *testing.T) {
 // answering.
 func TestRedis_RedisDown(t *testing.T) {
 	verifyNoLeaks(t)
-	srv := MustStartRedisServer(t)
-	client := MustNewClient(t, srv.addr(), true)
+	srv := testenv.StartRedis(t)
+	client := MustNewClient(t, srv.Addr(), true)
 	defer client.Close()
 	logger, logs := captureLogger()
 	reg := prometheus.NewRegistry()
@@ -218,7 +218,7 @@ func TestRedis_RedisDown(t *testing.T) {
 	}
 
 	t.Run("Killed", func(t *testing.T) {
-		srv.kill()
+		srv.Kill()
 		loadsBefore, hitsBefore := src.loads.Load(), clientHits()
 		for i := 0; i < 20; i++ {
 			start := time.Now()
@@ -253,7 +253,7 @@ func TestRedis_RedisDown(t *testing.T) {
 	})
 
 	t.Run("Restarted", func(t *testing.T) {
-		srv.start()
+		srv.Start()
 		hitsBefore := clientHits()
 		deadline := time.Now().Add(5 * time.Second)
 		for clientHits() < hitsBefore+3 {
@@ -268,7 +268,7 @@ func TestRedis_RedisDown(t *testing.T) {
 	})
 
 	t.Run("Frozen", func(t *testing.T) {
-		if err := srv.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		if err := srv.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
 		src.set("v2") // a read that reaches the loader shows it
@@ -286,7 +286,7 @@ func TestRedis_RedisDown(t *testing.T) {
 		if n := counter(t, reg, "apiperf_cache_fallbacks_total", reasonTimeout); n < 1 {
 			t.Errorf("fallbacks{timeout} = %v, want at least 1", n)
 		}
-		if err := srv.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		if err := srv.Signal(syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
 		deadline := time.Now().Add(5 * time.Second)
@@ -374,9 +374,9 @@ func TestNewClient(t *testing.T) {
 
 	t.Run("TrackingRefused", func(t *testing.T) {
 		// A Redis whose ACL forbids CLIENT TRACKING, as some managed ones do.
-		srv := MustStartRedisServer(t, "--user", "default", "on", "nopass", "~*", "&*", "+@all", "-client|tracking")
+		srv := testenv.StartRedis(t, "--user", "default", "on", "nopass", "~*", "&*", "+@all", "-client|tracking")
 		logger, logs := captureLogger()
-		c, err := NewClient("redis://"+srv.addr(), true, logger)
+		c, err := NewClient("redis://"+srv.Addr(), true, logger)
 		if err != nil {
 			t.Fatalf("NewClient did not fall back to plain round trips: %v", err)
 		}

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/api-perf/api-perf/internal/testenv"
+
 	"github.com/redis/rueidis"
 )
 
@@ -18,7 +20,7 @@ func TestRedisCluster_Exactness(t *testing.T) {
 		t.Skip("builds a Redis Cluster; skipped with -short")
 	}
 	verifyNoLeaks(t)
-	addrs := StartCluster(t)
+	addrs := testenv.StartRedisCluster(t)
 
 	for _, mode := range redisModes {
 		t.Run(mode.name, func(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/api-perf/api-perf/internal/testenv"
+
 	apiperf "github.com/api-perf/api-perf"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -78,8 +80,8 @@ func TestFallback_RedisStopped(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				verifyNoLeaks(t)
-				srv := StartRedis(t, FreePort(t, false))
-				c := MustClient(t, srv.addr())
+				srv := testenv.StartRedis(t)
+				c := MustClient(t, srv.Addr())
 				primary := NewRedis(c, RedisOptions{Prefix: MustPrefix(t, c), Plain: plain})
 				if err := primary.Preload(context.Background()); err != nil {
 					t.Fatal(err)
@@ -115,7 +117,7 @@ func TestFallback_RedisStopped(t *testing.T) {
 					t.Fatalf("%v fallbacks while Redis is up: timeout %v error %v", n, counterValue(t, reg, "apiperf_ratelimit_fallbacks_total", map[string]string{"reason": reasonTimeout}), counterValue(t, reg, "apiperf_ratelimit_fallbacks_total", map[string]string{"reason": reasonError}))
 				}
 
-				srv.stop()
+				srv.Kill()
 				callsBefore := primary.calls.Load()
 				start := time.Now()
 				allowed := 0
@@ -154,7 +156,7 @@ func TestFallback_RedisStopped(t *testing.T) {
 					t.Fatalf("%q logged %d times, want once:\n%s", tc.logMsg, n, logs.b.String())
 				}
 
-				srv.start()
+				srv.Start()
 				deadline := time.Now().Add(10 * time.Second)
 				for logs.count("rate limiter recovered") == 0 {
 					if time.Now().After(deadline) {

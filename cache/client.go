@@ -62,3 +62,10 @@ func NewClient(redisURL string, clientCache bool, logger *slog.Logger) (rueidis.
 	}
 	return c, nil
 }
+
+// ClientSideCaching reports whether c is a client NewClient made with
+// client-side caching in effect (asked for, and not refused by Redis).
+func ClientSideCaching(c rueidis.Client) bool {
+	_, ok := c.(*trackedClient)
+	return ok
+}

@@ -384,6 +384,9 @@ func TestNewClient(t *testing.T) {
 		if !strings.Contains(logs.String(), "refused client-side caching") {
 			t.Errorf("the fallback was not explained in the log:\n%s", logs)
 		}
+		if ClientSideCaching(c) {
+			t.Error("ClientSideCaching reports true for a client Redis refused tracking")
+		}
 		reg := prometheus.NewRegistry()
 		r, err := NewRedis(c, Options{Prefix: testPrefix(t), Registerer: reg, Logger: quietLogger()})
 		if err != nil {
@@ -402,6 +405,14 @@ func TestNewClient(t *testing.T) {
 	t.Run("ClientCacheOff", func(t *testing.T) {
 		c := MustNewClient(t, testRedisAddr, false)
 		defer c.Close()
+		if ClientSideCaching(c) {
+			t.Error("ClientSideCaching reports true for a client made with clientCache=false")
+		}
+		if on := MustNewClient(t, testRedisAddr, true); !ClientSideCaching(on) {
+			t.Error("ClientSideCaching reports false for a client with client-side caching")
+		} else {
+			on.Close()
+		}
 		r, err := NewRedis(c, Options{Prefix: testPrefix(t), Logger: quietLogger()})
 		if err != nil {
 			t.Fatal(err)

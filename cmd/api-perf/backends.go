@@ -19,6 +19,8 @@ type backends struct {
 	limiter server.RateLimiter
 	checks  []server.Check
 	closers []func()
+	// clientCache reports whether Redis reads use client-side caching.
+	clientCache bool
 }
 
 func (b *backends) Close() {
@@ -45,6 +47,7 @@ func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prom
 			return nil, err
 		}
 		b.closers = append(b.closers, client.Close)
+		b.clientCache = cache.ClientSideCaching(client)
 		b.checks = append(b.checks, server.Check{Name: "redis", Pinger: redisPinger{client}})
 		c, err := cache.NewRedis(client, copts)
 		if err != nil {

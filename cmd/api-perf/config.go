@@ -145,6 +145,12 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.LambdaRuntimeAPI != "" && getenv("DATA_DIR") == "" {
 		c.DataDir = "/tmp/data"
 	}
+	// A frozen Lambda environment reads no invalidation pushes: thawed, it
+	// could answer from its client-side copies before it has read the pushes
+	// that arrived meanwhile. Unless told otherwise, every read asks Redis.
+	if c.LambdaRuntimeAPI != "" && getenv("REDIS_CLIENT_CACHE") == "" {
+		c.RedisClientCache = false
+	}
 	if c.DBMaxOpenConns == 0 && c.MySQLDSN != "" {
 		c.DBMaxOpenConns = 8 * runtime.GOMAXPROCS(0)
 	}

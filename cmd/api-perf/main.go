@@ -145,7 +145,8 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 	go purgeIdempotencyKeys(ctx, db, logger)
 
 	if cfg.LambdaRuntimeAPI != "" {
-		logger.Info("serving Lambda events", "init_ms", time.Since(start).Milliseconds(), "database", db.Dialect())
+		logger.Info("serving Lambda events", "init_ms", time.Since(start).Milliseconds(), "database", db.Dialect(),
+			"redis", cfg.RedisURL != "", "redis_client_cache", be.clientCache)
 		return serveLambda(ctx, srv.Handler(), cfg.LambdaStripPrefix, logger)
 	}
 
@@ -173,7 +174,8 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 		go func() { errc <- msrv.Serve(mln) }()
 	}
 	logger.Info("listening", "version", version, "http_addr", ln.Addr().String(), "metrics_addr", metricsAddr,
-		"database", db.Dialect(), "redis", cfg.RedisURL != "", "startup_ms", time.Since(start).Milliseconds())
+		"database", db.Dialect(), "redis", cfg.RedisURL != "", "redis_client_cache", be.clientCache,
+		"startup_ms", time.Since(start).Milliseconds())
 	if onListen != nil {
 		onListen(ln.Addr().String(), metricsAddr)
 	}

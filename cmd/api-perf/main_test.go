@@ -27,6 +27,19 @@ func TestLoadConfig_Defaults(t *testing.T) {
 	}
 }
 
+// TestLoadConfig_Lambda: on Lambda the data directory moves to /tmp and
+// client-side caching is off unless REDIS_CLIENT_CACHE says otherwise.
+func TestLoadConfig_Lambda(t *testing.T) {
+	c, err := loadConfig(env(map[string]string{"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001"}))
+	if err != nil || c.DataDir != "/tmp/data" || c.RedisClientCache {
+		t.Fatalf("Lambda defaults: data dir %q, client cache %v, %v", c.DataDir, c.RedisClientCache, err)
+	}
+	c, err = loadConfig(env(map[string]string{"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001", "REDIS_CLIENT_CACHE": "on", "DATA_DIR": "/mnt/efs"}))
+	if err != nil || c.DataDir != "/mnt/efs" || !c.RedisClientCache {
+		t.Fatalf("explicit settings on Lambda: data dir %q, client cache %v, %v", c.DataDir, c.RedisClientCache, err)
+	}
+}
+
 func TestLoadConfig_Invalid(t *testing.T) {
 	for name, value := range map[string]string{
 		"CACHE_TTL":          "soon",

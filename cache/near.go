@@ -53,7 +53,8 @@ func (n *near) get(key string, now int64) ([]byte, bool) {
 }
 
 // put stores val unless a drop happened since epoch was read (before the
-// read that produced val), or the map is full.
+// read that produced val). A map that grows past max starts over. The key
+// is kept, so it must not alias a reused buffer.
 func (n *near) put(key string, epoch uint64, val []byte, expires int64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

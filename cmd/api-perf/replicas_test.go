@@ -20,10 +20,10 @@ import (
 
 // sharedBackends is one MariaDB database and one Redis key prefix that
 // several replicas in a test share.
-func sharedBackends(t *testing.T, redisAddr string) map[string]string {
+func sharedBackends(t *testing.T, redisURL string) map[string]string {
 	return map[string]string{
 		"MYSQL_DSN":        testenv.MySQLDSN(t),
-		"REDIS_URL":        "redis://" + redisAddr,
+		"REDIS_URL":        redisURL,
 		"REDIS_KEY_PREFIX": testenv.UniqueName("apiperf-test-") + ":",
 		"LOG_LEVEL":        "error",
 		"RATE_LIMIT_READ":  "off",
@@ -34,6 +34,19 @@ func sharedBackends(t *testing.T, redisAddr string) map[string]string {
 		"CACHE_TIMEOUT": "2s",
 		"REDIS_TIMEOUT": "2s",
 	}
+}
+
+// onEachRedis runs a replica test against the machine's Redis and against
+// a three-master Redis Cluster it builds on loopback ports (not with -short).
+func onEachRedis(t *testing.T, run func(t *testing.T, redisURL string)) {
+	t.Run("Standalone", func(t *testing.T) { run(t, "redis://"+testenv.RedisAddr()) })
+	t.Run("Cluster", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("builds a Redis Cluster; skipped with -short")
+		}
+		addrs := testenv.StartRedisCluster(t)
+		run(t, "redis://"+addrs[0]+"?addr="+addrs[1]+"&addr="+addrs[2])
+	})
 }
 
 // startReplica serves cfg (from vars) in process until the test ends.
@@ -86,8 +99,10 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // TestReplicas_Invalidation: a product changed through replica A is seen
 // by replicas B and C (which serve it from client-side cache) once Redis's
 // invalidation reaches them. The test measures that delay.
-func TestReplicas_Invalidation(t *testing.T) {
-	vars := sharedBackends(t, testenv.RedisAddr())
+func TestReplicas_Invalidation(t *testing.T) { onEachRedis(t, replicasInvalidation) }
+
+func replicasInvalidation(t *testing.T, redisURL string) {
+	vars := sharedBackends(t, redisURL)
 	a, b, c := startReplica(t, vars, nil), startReplica(t, vars, nil), startReplica(t, vars, nil)
 	if status, body := call(t, "POST", a+"/products", `{"name":"shared","price":1,"stock":5}`); status != 201 {
 		t.Fatalf("create: %d %s", status, body)
@@ -122,8 +137,10 @@ func TestReplicas_Invalidation(t *testing.T) {
 
 // TestReplicas_Stampede: 1,000 concurrent reads of a cold product across
 // three replicas reach the database at most once per replica.
-func TestReplicas_Stampede(t *testing.T) {
-	vars := sharedBackends(t, testenv.RedisAddr())
+func TestReplicas_Stampede(t *testing.T) { onEachRedis(t, replicasStampede) }
+
+func replicasStampede(t *testing.T, redisURL string) {
+	vars := sharedBackends(t, redisURL)
 	var reads atomic.Int64
 	wrap := func(s apiperf.ProductStore) apiperf.ProductStore { return countingProducts{s, &reads} }
 	replicas := []string{startReplica(t, vars, wrap), startReplica(t, vars, wrap), startReplica(t, vars, wrap)}
@@ -167,8 +184,10 @@ var client = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
 // TestReplicas_RateLimit: a policy of 10/s with burst 20, shared through
 // Redis by three replicas, hit by 200 requests spread over one second:
 // at most 20 + 10 pass, the rest get 429 with the rate-limit headers.
-func TestReplicas_RateLimit(t *testing.T) {
-	vars := sharedBackends(t, testenv.RedisAddr())
+func TestReplicas_RateLimit(t *testing.T) { onEachRedis(t, replicasRateLimit) }
+
+func replicasRateLimit(t *testing.T, redisURL string) {
+	vars := sharedBackends(t, redisURL)
 	vars["RATE_LIMIT_READ"] = "10/1s,burst=20"
 	replicas := []string{startReplica(t, vars, nil), startReplica(t, vars, nil), startReplica(t, vars, nil)}
 	var allowed, limited atomic.Int64
@@ -225,7 +244,7 @@ func metric(t *testing.T, base, series string) float64 {
 // back, nothing answers 5xx, and cache and limiter resume by themselves.
 func TestRedisOutage(t *testing.T) {
 	proxy := testenv.NewProxy(t, testenv.RedisAddr())
-	vars := sharedBackends(t, proxy.Addr())
+	vars := sharedBackends(t, "redis://"+proxy.Addr())
 	vars["CACHE_TIMEOUT"], vars["REDIS_TIMEOUT"] = "50ms", "5ms"
 	vars["RATE_LIMIT_READ"] = "100000/1s,burst=100000"
 	base := startReplica(t, vars, nil)

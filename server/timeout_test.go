@@ -92,8 +92,10 @@ func TestTimeouts_SlowHeaders(t *testing.T) {
 	addr := timeoutServer(t)
 
 	t.Run("new connection", func(t *testing.T) {
-		conn := dial(t, addr)
+		// The server arms the read timeout when it accepts, so the clock
+		// starts before the dial: the cut cannot come before start+timeout.
 		start := time.Now()
+		conn := dial(t, addr)
 		fmt.Fprint(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n")
 		expectCut(t, bufio.NewReader(conn), start, readTimeout, false)
 	})
@@ -121,8 +123,10 @@ func TestTimeouts_Idle(t *testing.T) {
 	br := bufio.NewReader(conn)
 	roundTrip(t, conn, br)
 	time.Sleep(readTimeout * 2)
-	roundTrip(t, conn, br) // still open after twice the read timeout
+	// The idle timeout starts once the server has answered, which is after
+	// this request was sent: the close cannot come before start+timeout.
 	start := time.Now()
+	roundTrip(t, conn, br) // still open after twice the read timeout
 	_, err := br.ReadByte()
 	took := time.Since(start)
 	if !errors.Is(err, io.EOF) {

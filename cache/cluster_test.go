@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	apiperf "github.com/api-perf/api-perf"
 	"github.com/api-perf/api-perf/internal/testenv"
 )
@@ -23,14 +21,7 @@ func TestRedisCluster_Cache(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a Redis Cluster; skipped with -short")
 	}
-	t.Cleanup(func() {
-		goleak.VerifyNone(t,
-			goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*call).DelayDo.func1"),
-			// A cluster client closes connections dropped from the slot map
-			// a few seconds later in a goroutine of its own, even after
-			// Close; it ends by itself.
-			goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*clusterClient)._refresh.func2"))
-	})
+	verifyNoLeaks(t)
 	addrs := testenv.StartRedisCluster(t)
 	url := "redis://" + addrs[0] + "?addr=" + addrs[1] + "&addr=" + addrs[2]
 	prefix := testPrefix(t)

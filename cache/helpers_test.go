@@ -1,12 +1,10 @@
 package cache
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -169,26 +167,8 @@ func counter(tb testing.TB, reg *prometheus.Registry, name, label string) float6
 // quietLogger drops log records; tests that check logs use a captureLogger.
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// logBuffer collects log output safely across goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // captureLogger returns a logger writing text records into the buffer.
-func captureLogger() (*slog.Logger, *logBuffer) {
-	b := &logBuffer{}
+func captureLogger() (*slog.Logger, *testenv.Buffer) {
+	b := &testenv.Buffer{}
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
 }

@@ -1,12 +1,9 @@
 package limiter
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,24 +41,6 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels ma
 	return 0
 }
 
-// syncBuffer is a log sink safe to read while handlers write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) count(substr string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Count(s.b.String(), substr)
-}
-
 // TestFallback_RedisStopped kills the limiter's own redis-server in the
 // middle of the test and restarts it on the same port.
 func TestFallback_RedisStopped(t *testing.T) {
@@ -87,7 +66,7 @@ func TestFallback_RedisStopped(t *testing.T) {
 					t.Fatal(err)
 				}
 				reg := prometheus.NewRegistry()
-				var logs syncBuffer
+				var logs testenv.Buffer
 				f := NewFallback(primary, FallbackOptions{
 					// Generous, so that a slow call on a busy machine is not
 					// taken for an outage; a dead server fails at once.
@@ -152,15 +131,15 @@ func TestFallback_RedisStopped(t *testing.T) {
 				if n := counterValue(t, reg, "apiperf_ratelimit_fallbacks_total", map[string]string{"reason": reasonDown}); n < 40 {
 					t.Fatalf("only %v fallbacks counted as down", n)
 				}
-				if n := logs.count(tc.logMsg); n != 1 {
-					t.Fatalf("%q logged %d times, want once:\n%s", tc.logMsg, n, logs.b.String())
+				if n := logs.Count(tc.logMsg); n != 1 {
+					t.Fatalf("%q logged %d times, want once:\n%s", tc.logMsg, n, logs.String())
 				}
 
 				srv.Start()
 				deadline := time.Now().Add(10 * time.Second)
-				for logs.count("rate limiter recovered") == 0 {
+				for logs.Count("rate limiter recovered") == 0 {
 					if time.Now().After(deadline) {
-						t.Fatalf("no recovery 10s after Redis came back; logs:\n%s", logs.b.String())
+						t.Fatalf("no recovery 10s after Redis came back; logs:\n%s", logs.String())
 					}
 					f.Allow(ctx, "c", p, 1)
 					time.Sleep(10 * time.Millisecond)
@@ -170,7 +149,7 @@ func TestFallback_RedisStopped(t *testing.T) {
 				// decided by Redis again.
 				for ok := 0; ok < 5; {
 					if time.Now().After(deadline) {
-						t.Fatalf("requests still fall back 10s after Redis came back; logs:\n%s", logs.b.String())
+						t.Fatalf("requests still fall back 10s after Redis came back; logs:\n%s", logs.String())
 					}
 					before, callsBefore := fallbacks(), primary.calls.Load()
 					_, err := f.Allow(ctx, "c", p, 1)
@@ -212,7 +191,7 @@ func TestFallback_Timeout(t *testing.T) {
 	slow := &stallingLimiter{}
 	reg := prometheus.NewRegistry()
 	f := NewFallback(slow, FallbackOptions{Backoff: 50 * time.Millisecond, Registerer: reg,
-		Logger: slog.New(slog.NewTextHandler(&syncBuffer{}, nil))})
+		Logger: slog.New(slog.NewTextHandler(&testenv.Buffer{}, nil))})
 	defer f.Close()
 	p := Policy{Name: "write", Rate: 10, Period: time.Second, Burst: 100}
 	ctx := context.Background()

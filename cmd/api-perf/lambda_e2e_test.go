@@ -14,11 +14,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/api-perf/api-perf/internal/testenv"
 	"github.com/aws/aws-lambda-go/events"
 )
 
@@ -209,7 +209,7 @@ func isExecutable(p string) bool {
 // emulator is a running aws-lambda-rie serving the function binary.
 type emulator struct {
 	url    string
-	logs   *syncBuffer
+	logs   *testenv.Buffer
 	client *http.Client
 }
 
@@ -234,7 +234,7 @@ func startEmulator(t *testing.T, rie, bin, dataDir string) *emulator {
 		"LOG_FORMAT=text",
 		"AWS_LAMBDA_FUNCTION_TIMEOUT=60",
 	}
-	logs := new(syncBuffer)
+	logs := new(testenv.Buffer)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", rie, err)
@@ -504,22 +504,4 @@ func toResult(t *testing.T, kind string, doc []byte) result {
 		r.body = b
 	}
 	return r
-}
-
-// syncBuffer collects the emulator's output, written from its goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

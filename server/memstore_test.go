@@ -82,12 +82,9 @@ func (m *memStore) CreateProduct(_ context.Context, in apiperf.ProductInput) (*a
 func (m *memStore) Product(_ context.Context, id int64) (*apiperf.Product, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.err != nil {
-		return nil, m.err
-	}
-	p, ok := m.products[id]
-	if !ok {
-		return nil, apiperf.Errorf(apiperf.ENOTFOUND, "product %d does not exist", id)
+	p, err := m.product(id)
+	if err != nil {
+		return nil, err
 	}
 	c := *p
 	return &c, nil
@@ -111,12 +108,9 @@ func (m *memStore) Products(_ context.Context, page apiperf.Page) ([]apiperf.Pro
 func (m *memStore) ReplaceProduct(_ context.Context, id int64, in apiperf.ProductInput, ifVersion int64) (*apiperf.Product, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.err != nil {
-		return nil, m.err
-	}
-	p, ok := m.products[id]
-	if !ok {
-		return nil, apiperf.Errorf(apiperf.ENOTFOUND, "product %d does not exist", id)
+	p, err := m.product(id)
+	if err != nil {
+		return nil, err
 	}
 	if ifVersion != 0 && ifVersion != p.Version {
 		return nil, apiperf.Errorf(apiperf.EPRECONDITION, "product %d has changed since it was read", id)
@@ -131,11 +125,8 @@ func (m *memStore) ReplaceProduct(_ context.Context, id int64, in apiperf.Produc
 func (m *memStore) DeleteProduct(_ context.Context, id int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.err != nil {
-		return m.err
-	}
-	if _, ok := m.products[id]; !ok {
-		return apiperf.Errorf(apiperf.ENOTFOUND, "product %d does not exist", id)
+	if _, err := m.product(id); err != nil {
+		return err
 	}
 	for _, o := range m.orders {
 		if o.ProductID == id {
@@ -149,12 +140,9 @@ func (m *memStore) DeleteProduct(_ context.Context, id int64) error {
 func (m *memStore) CreateOrder(_ context.Context, in apiperf.OrderInput, _ string) (*apiperf.Order, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.err != nil {
-		return nil, m.err
-	}
-	p, ok := m.products[in.ProductID]
-	if !ok {
-		return nil, apiperf.Errorf(apiperf.ENOTFOUND, "product %d does not exist", in.ProductID)
+	p, err := m.product(in.ProductID)
+	if err != nil {
+		return nil, err
 	}
 	if p.Stock < in.Quantity {
 		return nil, apiperf.Errorf(apiperf.ECONFLICT, "product %d has fewer than %d units in stock", p.ID, in.Quantity)
@@ -172,12 +160,9 @@ func (m *memStore) CreateOrder(_ context.Context, in apiperf.OrderInput, _ strin
 func (m *memStore) Order(_ context.Context, id int64) (*apiperf.Order, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.err != nil {
-		return nil, m.err
-	}
-	o, ok := m.orders[id]
-	if !ok {
-		return nil, apiperf.Errorf(apiperf.ENOTFOUND, "order %d does not exist", id)
+	o, err := m.order(id)
+	if err != nil {
+		return nil, err
 	}
 	c := *o
 	return &c, nil
@@ -203,12 +188,9 @@ func (m *memStore) Orders(_ context.Context, f apiperf.OrderFilter) ([]apiperf.O
 func (m *memStore) SetOrderStatus(_ context.Context, id int64, status apiperf.OrderStatus) (*apiperf.Order, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.err != nil {
-		return nil, m.err
-	}
-	o, ok := m.orders[id]
-	if !ok {
-		return nil, apiperf.Errorf(apiperf.ENOTFOUND, "order %d does not exist", id)
+	o, err := m.order(id)
+	if err != nil {
+		return nil, err
 	}
 	if !o.Status.CanBecome(status) {
 		return nil, apiperf.Errorf(apiperf.ECONFLICT, "order %d cannot go from %s to %s", id, o.Status, status)
@@ -225,12 +207,9 @@ func (m *memStore) SetOrderStatus(_ context.Context, id int64, status apiperf.Or
 func (m *memStore) DeleteOrder(_ context.Context, id int64) (*apiperf.Order, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.err != nil {
-		return nil, m.err
-	}
-	o, ok := m.orders[id]
-	if !ok {
-		return nil, apiperf.Errorf(apiperf.ENOTFOUND, "order %d does not exist", id)
+	o, err := m.order(id)
+	if err != nil {
+		return nil, err
 	}
 	if p := m.products[o.ProductID]; p != nil && o.Status.HoldsStock() {
 		p.Stock += o.Quantity
@@ -309,4 +288,29 @@ func (c *hitCache) Invalidate(_ context.Context, keys ...string) error {
 		delete(c.m, k)
 	}
 	return nil
+}
+
+// product is the stored product id, or the store's injected error, or
+// ENOTFOUND. The caller holds m.mu.
+func (m *memStore) product(id int64) (*apiperf.Product, error) {
+	if m.err != nil {
+		return nil, m.err
+	}
+	p, ok := m.products[id]
+	if !ok {
+		return nil, apiperf.Errorf(apiperf.ENOTFOUND, "product %d does not exist", id)
+	}
+	return p, nil
+}
+
+// order is product for orders.
+func (m *memStore) order(id int64) (*apiperf.Order, error) {
+	if m.err != nil {
+		return nil, m.err
+	}
+	o, ok := m.orders[id]
+	if !ok {
+		return nil, apiperf.Errorf(apiperf.ENOTFOUND, "order %d does not exist", id)
+	}
+	return o, nil
 }

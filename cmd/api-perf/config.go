@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -54,93 +55,155 @@ type config struct {
 	wrapProducts func(apiperf.ProductStore) apiperf.ProductStore
 }
 
+// setting is one environment variable of the configuration. The table of
+// them below is the only list: loadConfig parses it, `api-perf --help`
+// prints it, and a test holds README's table and .env.example to it.
+type setting struct {
+	Name string
+	// Default is the value an unset or empty variable takes, as written
+	// in .env.example ("" for empty).
+	Default string
+	// Meaning is one or two sentences for --help and README (Markdown
+	// code spans allowed; --help drops the backquotes).
+	Meaning string
+	// parse stores a value (the variable's, or Default) into c, or says
+	// what is wrong with it; loadConfig prefixes the variable's name.
+	parse func(c *config, value string) error
+}
+
+// settings lists every variable in the order --help and README show them.
+var settings = []setting{
+	{"HTTP_ADDR", ":8080", "API listener address.",
+		text(func(c *config) *string { return &c.HTTPAddr })},
+	{"METRICS_ADDR", "", "Separate listener for `/metrics`; empty serves it on `HTTP_ADDR`.",
+		text(func(c *config) *string { return &c.MetricsAddr })},
+	{"PPROF_ADDR", "", "`net/http/pprof` listener for profiling; empty turns it off. Keep it off public ports.",
+		text(func(c *config) *string { return &c.PprofAddr })},
+	{"MYSQL_DSN", "", "go-sql-driver DSN such as `user:pw@tcp(host:3306)/apiperf?parseTime=true`; empty serves on SQLite under `DATA_DIR`.",
+		func(c *config, v string) error {
+			if v != "" && !strings.Contains(v, "/") {
+				return errors.New("must look like user:password@tcp(host:3306)/database")
+			}
+			c.MySQLDSN = v
+			return nil
+		}},
+	{"DATA_DIR", "./data", "Where the embedded SQLite file lives (`/tmp/data` on Lambda unless set).",
+		text(func(c *config) *string { return &c.DataDir })},
+	{"DB_MAX_OPEN_CONNS", "0", "Database pool size; 0 picks 8 × cores on MySQL, 4 on SQLite.",
+		integer(0, 10_000, func(c *config) *int { return &c.DBMaxOpenConns })},
+	{"DB_MAX_IDLE_CONNS", "0", "Idle connections kept; 0 keeps as many as `DB_MAX_OPEN_CONNS`.",
+		integer(0, 10_000, func(c *config) *int { return &c.DBMaxIdleConns })},
+	{"DB_QUERY_TIMEOUT", "5s", "Deadline of every store call; past it the request gets a 503.",
+		duration(func(c *config) *time.Duration { return &c.DBQueryTimeout })},
+	{"REDIS_URL", "", "`redis://[user:pw@]host:port[/db]`, `rediss://` for TLS or `unix://`; empty caches and rate-limits in process.",
+		func(c *config, v string) error {
+			if v != "" && !strings.HasPrefix(v, "redis://") && !strings.HasPrefix(v, "rediss://") && !strings.HasPrefix(v, "unix://") {
+				return errors.New("must start with redis://, rediss:// or unix://")
+			}
+			c.RedisURL = v
+			return nil
+		}},
+	{"REDIS_KEY_PREFIX", "apiperf:", "Starts every Redis key, so deployments can share one Redis (keys carry `{hash tags}` for Redis Cluster).",
+		text(func(c *config) *string { return &c.RedisKeyPrefix })},
+	{"REDIS_CLIENT_CACHE", "on", "`off` for Redis without `CLIENT TRACKING`; off by default on Lambda, whose frozen environments read no invalidation pushes.",
+		onOff(func(c *config) *bool { return &c.RedisClientCache })},
+	{"REDIS_TIMEOUT", "5ms", "Deadline of one rate-limiter call to Redis before the fallback decides.",
+		duration(func(c *config) *time.Duration { return &c.RedisTimeout })},
+	{"CACHE", "on", "Product body cache, `on` or `off`.",
+		onOff(func(c *config) *bool { return &c.CacheEnabled })},
+	{"CACHE_TTL", "60s", "Product body TTL, client-side and in Redis.",
+		duration(func(c *config) *time.Duration { return &c.CacheTTL })},
+	{"CACHE_TIMEOUT", "50ms", "Deadline of one cache call to Redis before reads go to the database.",
+		duration(func(c *config) *time.Duration { return &c.CacheTimeout })},
+	{"RATE_LIMIT_READ", "100/1s,burst=200", "GCRA limit per client on reads: `RATE/PERIOD[,burst=N]` or `off`.",
+		policy("read", func(c *config) (*limiter.Policy, *bool) { return &c.ReadPolicy, &c.ReadLimited })},
+	{"RATE_LIMIT_WRITE", "20/1s,burst=40", "GCRA limit per client on writes: `RATE/PERIOD[,burst=N]` or `off`.",
+		policy("write", func(c *config) (*limiter.Policy, *bool) { return &c.WritePolicy, &c.WriteLimited })},
+	{"RATE_LIMIT_FAILURE", "open", "When Redis fails: `open` limits in process, `closed` answers 503.",
+		func(c *config, v string) error {
+			v, err := oneOf(v, "open", "closed")
+			c.FailClosed = v == "closed"
+			return err
+		}},
+	{"TRUSTED_PROXIES", "", "Comma-separated CIDRs or addresses whose `X-Forwarded-For` is believed.",
+		func(c *config, v string) error {
+			for _, s := range splitList(v) {
+				p, err := netip.ParsePrefix(s)
+				if err != nil {
+					a, aerr := netip.ParseAddr(s)
+					if aerr != nil {
+						return fmt.Errorf("%q is not a CIDR such as 10.0.0.0/8", s)
+					}
+					p = netip.PrefixFrom(a, a.BitLen())
+				}
+				c.TrustedProxies = append(c.TrustedProxies, p.Masked())
+			}
+			return nil
+		}},
+	{"API_KEYS", "", "Comma-separated keys of at least 16 characters; when set, writes need `Authorization: Bearer <key>`.",
+		func(c *config, v string) error {
+			for _, k := range splitList(v) {
+				if len(k) < 16 {
+					return errors.New("every key must be at least 16 characters")
+				}
+				c.APIKeys = append(c.APIKeys, k)
+			}
+			return nil
+		}},
+	{"MAX_BODY_BYTES", "1048576", "Largest accepted request body in bytes (413 above it).",
+		integer(1024, 64<<20, func(c *config) *int { return &c.MaxBodySize })},
+	{"HTTP_READ_TIMEOUT", "10s", "Slow-client bound on reading a request; `0` turns it off behind a proxy that enforces its own.",
+		durationOrOff(func(c *config) *time.Duration { return &c.ReadTimeout })},
+	{"HTTP_WRITE_TIMEOUT", "10s", "Slow-client bound on writing a response; `0` turns it off.",
+		durationOrOff(func(c *config) *time.Duration { return &c.WriteTimeout })},
+	{"HTTP_IDLE_TIMEOUT", "90s", "How long an idle keep-alive connection stays open; `0` turns it off.",
+		durationOrOff(func(c *config) *time.Duration { return &c.IdleTimeout })},
+	{"SHUTDOWN_TIMEOUT", "15s", "Drain time after SIGTERM.",
+		duration(func(c *config) *time.Duration { return &c.ShutdownTimeout })},
+	{"LOG_LEVEL", "info", "`log/slog` level: `debug`, `info`, `warn` or `error`.",
+		func(c *config, v string) error {
+			if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
+				return fmt.Errorf("%q is not one of debug, info, warn, error", v)
+			}
+			return nil
+		}},
+	{"LOG_FORMAT", "json", "`json` or `text`.",
+		func(c *config, v string) (err error) {
+			c.LogFormat, err = oneOf(v, "json", "text")
+			return err
+		}},
+	{"ACCESS_LOG", "errors", "`all`, `errors` (5xx only) or `off`; a line per request costs throughput.",
+		func(c *config, v string) (err error) {
+			c.AccessLog, err = oneOf(v, "all", "errors", "off")
+			return err
+		}},
+	{"LAMBDA_STRIP_PREFIX", "", "Base path removed from Lambda event paths (e.g. `/prod`).",
+		text(func(c *config) *string { return &c.LambdaStripPrefix })},
+}
+
 // configError collects every bad variable, so one start-up attempt reports
 // all of them.
 type configError []string
 
 func (e configError) Error() string { return "invalid configuration:\n  " + strings.Join(e, "\n  ") }
 
+// loadConfig reads every setting from getenv, applies the defaults that
+// depend on the runtime (Lambda, the database), and reports every bad
+// value at once.
 func loadConfig(getenv func(string) string) (config, error) {
 	var errs configError
-	get := func(name, def string) string {
-		if v := strings.TrimSpace(getenv(name)); v != "" {
-			return v
+	var c config
+	for _, s := range settings {
+		v := strings.TrimSpace(getenv(s.Name))
+		if v == "" {
+			v = s.Default
 		}
-		return def
-	}
-	dur := func(name, def string) time.Duration {
-		d, err := time.ParseDuration(get(name, def))
-		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Sprintf("%s: %q is not a positive duration such as 5s or 250ms", name, get(name, def)))
+		if err := s.parse(&c, v); err != nil {
+			errs = append(errs, s.Name+": "+err.Error())
 		}
-		return d
 	}
-	// durOrOff is dur that also takes "0" or "off", which disable the timeout.
-	durOrOff := func(name, def string) time.Duration {
-		if v := strings.ToLower(get(name, def)); v == "0" || v == "off" {
-			return -1
-		}
-		return dur(name, def)
-	}
-	num := func(name string, def, lo, hi int) int {
-		n, err := strconv.Atoi(get(name, strconv.Itoa(def)))
-		if err != nil || n < lo || n > hi {
-			errs = append(errs, fmt.Sprintf("%s: %q is not an integer between %d and %d", name, get(name, ""), lo, hi))
-		}
-		return n
-	}
-	oneOf := func(name, def string, allowed ...string) string {
-		v := strings.ToLower(get(name, def))
-		for _, a := range allowed {
-			if v == a {
-				return v
-			}
-		}
-		errs = append(errs, fmt.Sprintf("%s: %q is not one of %s", name, v, strings.Join(allowed, ", ")))
-		return def
-	}
-	policy := func(name, def string) (limiter.Policy, bool) {
-		p, off, err := limiter.ParsePolicy(get(name, def))
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("%s: %v", name, err))
-			return p, false
-		}
-		if p.Name == "" {
-			p.Name = strings.ToLower(strings.TrimPrefix(name, "RATE_LIMIT_"))
-		}
-		return p, !off
-	}
-
-	c := config{
-		HTTPAddr:          get("HTTP_ADDR", ":8080"),
-		MetricsAddr:       get("METRICS_ADDR", ""),
-		MySQLDSN:          get("MYSQL_DSN", ""),
-		DataDir:           get("DATA_DIR", "./data"),
-		RedisURL:          get("REDIS_URL", ""),
-		RedisKeyPrefix:    get("REDIS_KEY_PREFIX", "apiperf:"),
-		RedisClientCache:  oneOf("REDIS_CLIENT_CACHE", "on", "on", "off") == "on",
-		CacheTTL:          dur("CACHE_TTL", "60s"),
-		CacheEnabled:      oneOf("CACHE", "on", "on", "off") == "on",
-		PprofAddr:         get("PPROF_ADDR", ""),
-		FailClosed:        oneOf("RATE_LIMIT_FAILURE", "open", "open", "closed") == "closed",
-		RedisTimeout:      dur("REDIS_TIMEOUT", "5ms"),
-		CacheTimeout:      dur("CACHE_TIMEOUT", "50ms"),
-		DBMaxOpenConns:    num("DB_MAX_OPEN_CONNS", 0, 0, 10_000),
-		DBMaxIdleConns:    num("DB_MAX_IDLE_CONNS", 0, 0, 10_000),
-		DBQueryTimeout:    dur("DB_QUERY_TIMEOUT", "5s"),
-		ShutdownTimeout:   dur("SHUTDOWN_TIMEOUT", "15s"),
-		ReadTimeout:       durOrOff("HTTP_READ_TIMEOUT", "10s"),
-		WriteTimeout:      durOrOff("HTTP_WRITE_TIMEOUT", "10s"),
-		IdleTimeout:       durOrOff("HTTP_IDLE_TIMEOUT", "90s"),
-		LogFormat:         oneOf("LOG_FORMAT", "json", "json", "text"),
-		AccessLog:         oneOf("ACCESS_LOG", "errors", "all", "errors", "off"),
-		MaxBodySize:       num("MAX_BODY_BYTES", 1<<20, 1024, 64<<20),
-		LambdaStripPrefix: get("LAMBDA_STRIP_PREFIX", ""),
-		LambdaRuntimeAPI:  get("AWS_LAMBDA_RUNTIME_API", ""),
-	}
-	c.ReadPolicy, c.ReadLimited = policy("RATE_LIMIT_READ", "100/1s,burst=200")
-	c.WritePolicy, c.WriteLimited = policy("RATE_LIMIT_WRITE", "20/1s,burst=40")
-	c.ReadPolicy.Name, c.WritePolicy.Name = "read", "write"
+	// Set by the Lambda runtime, not by the operator, so not a setting.
+	c.LambdaRuntimeAPI = strings.TrimSpace(getenv("AWS_LAMBDA_RUNTIME_API"))
 	// A Lambda function's working directory is read-only; /tmp is not.
 	if c.LambdaRuntimeAPI != "" && getenv("DATA_DIR") == "" {
 		c.DataDir = "/tmp/data"
@@ -154,38 +217,87 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.DBMaxOpenConns == 0 && c.MySQLDSN != "" {
 		c.DBMaxOpenConns = 8 * runtime.GOMAXPROCS(0)
 	}
-	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL", "info"))); err != nil {
-		errs = append(errs, fmt.Sprintf("LOG_LEVEL: %q is not one of debug, info, warn, error", get("LOG_LEVEL", "")))
-	}
-	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") && !strings.HasPrefix(c.RedisURL, "unix://") {
-		errs = append(errs, "REDIS_URL: must start with redis://, rediss:// or unix://")
-	}
-	if c.MySQLDSN != "" && !strings.Contains(c.MySQLDSN, "/") {
-		errs = append(errs, "MYSQL_DSN: must look like user:password@tcp(host:3306)/database")
-	}
-	for _, s := range splitList(get("TRUSTED_PROXIES", "")) {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			a, aerr := netip.ParseAddr(s)
-			if aerr != nil {
-				errs = append(errs, fmt.Sprintf("TRUSTED_PROXIES: %q is not a CIDR such as 10.0.0.0/8", s))
-				continue
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		c.TrustedProxies = append(c.TrustedProxies, p.Masked())
-	}
-	for _, k := range splitList(get("API_KEYS", "")) {
-		if len(k) < 16 {
-			errs = append(errs, "API_KEYS: every key must be at least 16 characters")
-			break
-		}
-		c.APIKeys = append(c.APIKeys, k)
-	}
 	if len(errs) > 0 {
 		return c, errs
 	}
 	return c, nil
+}
+
+// The parsers below build a setting's parse function for a field of
+// config; each returns an error that describes the value only.
+
+func text(field func(*config) *string) func(*config, string) error {
+	return func(c *config, v string) error {
+		*field(c) = v
+		return nil
+	}
+}
+
+func duration(field func(*config) *time.Duration) func(*config, string) error {
+	return func(c *config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%q is not a positive duration such as 5s or 250ms", v)
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+// durationOrOff is duration that also takes "0" or "off", which disable
+// the timeout (stored as -1).
+func durationOrOff(field func(*config) *time.Duration) func(*config, string) error {
+	parse := duration(field)
+	return func(c *config, v string) error {
+		if v = strings.ToLower(v); v == "0" || v == "off" {
+			*field(c) = -1
+			return nil
+		}
+		return parse(c, v)
+	}
+}
+
+func integer(lo, hi int, field func(*config) *int) func(*config, string) error {
+	return func(c *config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			return fmt.Errorf("%q is not an integer between %d and %d", v, lo, hi)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+func onOff(field func(*config) *bool) func(*config, string) error {
+	return func(c *config, v string) error {
+		v, err := oneOf(v, "on", "off")
+		*field(c) = v == "on"
+		return err
+	}
+}
+
+// oneOf returns v in lower case if it is one of allowed.
+func oneOf(v string, allowed ...string) (string, error) {
+	v = strings.ToLower(v)
+	for _, a := range allowed {
+		if v == a {
+			return v, nil
+		}
+	}
+	return allowed[0], fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+}
+
+func policy(name string, field func(*config) (*limiter.Policy, *bool)) func(*config, string) error {
+	return func(c *config, v string) error {
+		p, off, err := limiter.ParsePolicy(v)
+		if err != nil {
+			return err
+		}
+		p.Name = name
+		dst, limited := field(c)
+		*dst, *limited = p, !off
+		return nil
+	}
 }
 
 func splitList(s string) []string {

@@ -3,6 +3,8 @@
 //	api-perf              serve HTTP (or Lambda events when AWS_LAMBDA_RUNTIME_API is set)
 //	api-perf migrate      apply database migrations and exit
 //	api-perf healthcheck  exit 0 when the local server's /healthz answers 200 (container probes)
+//	api-perf version      print the version, revision, build time and Go version
+//	api-perf help         list the commands and every environment variable with its default
 //
 // With no MYSQL_DSN it serves on an embedded SQLite file, and with no
 // REDIS_URL it caches and rate-limits in process.
@@ -31,13 +33,10 @@ import (
 	"github.com/api-perf/api-perf/storage"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil); err != nil {
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "api-perf:", err)
 		os.Exit(1)
 	}
@@ -47,32 +46,58 @@ func main() {
 // connections; tests pass it to learn the ports of ":0" listeners.
 type listening func(apiAddr, metricsAddr string)
 
-// run is the whole program, parameterised for end-to-end tests.
-func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, onListen listening) error {
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		return err
-	}
-	logger := newLogger(cfg, stderr)
-	cmd := "serve"
+// program is one invocation: its environment, its output streams and,
+// for the commands that need them, the configuration and the logger.
+type program struct {
+	ctx            context.Context
+	getenv         func(string) string
+	stdout, stderr io.Writer
+	onListen       listening
+	cfg            config
+	logger         *slog.Logger
+}
+
+// run is the whole program, parameterised for end-to-end tests. The
+// command is read before the configuration, so that help and version
+// answer even when a variable is wrong.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, onListen listening) error {
+	name := "serve"
 	if len(args) > 0 {
-		cmd = args[0]
+		name, args = args[0], args[1:]
 	}
-	switch cmd {
-	case "serve":
-		return serve(ctx, cfg, logger, onListen)
-	case "migrate":
-		db, err := openDB(ctx, cfg)
+	c, ok := findCommand(name)
+	if !ok {
+		return fmt.Errorf("unknown command %q (run api-perf help for the list)", name)
+	}
+	p := &program{ctx: ctx, getenv: getenv, stdout: stdout, stderr: stderr, onListen: onListen}
+	if len(args) > 0 && isHelpFlag(args[0]) {
+		return printCommandHelp(stdout, c)
+	}
+	if c.Args == "" && len(args) > 0 {
+		return fmt.Errorf("%s takes no arguments (usage: %s)", c.Name, c.usage())
+	}
+	if c.NeedsConfig {
+		cfg, err := loadConfig(getenv)
 		if err != nil {
 			return err
 		}
-		logger.Info("migrations applied", "database", db.Dialect())
-		return db.Close()
-	case "healthcheck":
-		return healthcheck(cfg.HTTPAddr)
+		p.cfg, p.logger = cfg, newLogger(cfg, stderr)
 	}
-	return fmt.Errorf("unknown command %q (want serve, migrate or healthcheck)", cmd)
+	return c.run(p, args)
 }
+
+func (p *program) serve(_ []string) error { return serve(p.ctx, p.cfg, p.logger, p.onListen) }
+
+func (p *program) migrate(_ []string) error {
+	db, err := openDB(p.ctx, p.cfg)
+	if err != nil {
+		return err
+	}
+	p.logger.Info("migrations applied", "database", db.Dialect())
+	return db.Close()
+}
+
+func (p *program) healthcheck(_ []string) error { return healthcheck(p.cfg.HTTPAddr) }
 
 func newLogger(cfg config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
@@ -173,7 +198,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 		msrv = &fasthttp.Server{Handler: metricsHandler, Name: "api-perf-metrics", ReadTimeout: 10 * time.Second}
 		go func() { errc <- msrv.Serve(mln) }()
 	}
-	logger.Info("listening", "version", version, "http_addr", ln.Addr().String(), "metrics_addr", metricsAddr,
+	logger.Info("listening", "version", buildVersion().Version, "http_addr", ln.Addr().String(), "metrics_addr", metricsAddr,
 		"database", db.Dialect(), "redis", cfg.RedisURL != "", "redis_client_cache", be.clientCache,
 		"startup_ms", time.Since(start).Milliseconds())
 	if onListen != nil {

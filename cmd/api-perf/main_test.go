@@ -91,7 +91,7 @@ func startRunWith(t *testing.T, vars map[string]string, hook listening) (base st
 	vars["HTTP_ADDR"] = "127.0.0.1:0"
 	vars["LOG_LEVEL"] = "warn"
 	go func() {
-		done <- run(ctx, nil, env(vars), io.Discard, func(api, metrics string) {
+		done <- run(ctx, nil, env(vars), io.Discard, io.Discard, func(api, metrics string) {
 			if hook != nil {
 				hook(api, metrics)
 			}
@@ -186,18 +186,18 @@ func TestRun_EndToEnd(t *testing.T) {
 
 func TestRun_Subcommands(t *testing.T) {
 	dir := t.TempDir()
-	if err := run(context.Background(), []string{"migrate"}, env(map[string]string{"DATA_DIR": dir}), io.Discard, nil); err != nil {
+	if err := run(context.Background(), []string{"migrate"}, env(map[string]string{"DATA_DIR": dir}), io.Discard, io.Discard, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := run(context.Background(), []string{"bogus"}, env(nil), io.Discard, nil); err == nil {
+	if err := run(context.Background(), []string{"bogus"}, env(nil), io.Discard, io.Discard, nil); err == nil {
 		t.Fatal("unknown subcommand accepted")
 	}
 	base, _ := startRun(t, map[string]string{"DATA_DIR": dir})
 	port := base[strings.LastIndexByte(base, ':')+1:]
-	if err := run(context.Background(), []string{"healthcheck"}, env(map[string]string{"HTTP_ADDR": ":" + port}), io.Discard, nil); err != nil {
+	if err := run(context.Background(), []string{"healthcheck"}, env(map[string]string{"HTTP_ADDR": ":" + port}), io.Discard, io.Discard, nil); err != nil {
 		t.Fatalf("healthcheck against a live server: %v", err)
 	}
-	if err := run(context.Background(), []string{"healthcheck"}, env(map[string]string{"HTTP_ADDR": ":1"}), io.Discard, nil); err == nil {
+	if err := run(context.Background(), []string{"healthcheck"}, env(map[string]string{"HTTP_ADDR": ":1"}), io.Discard, io.Discard, nil); err == nil {
 		t.Fatal("healthcheck passed with nothing listening")
 	}
 }

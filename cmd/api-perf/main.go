@@ -133,7 +133,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewDBStatsCollector(db.SQL(), "apiperf"))
+		collectors.NewDBStatsCollector(db.SQL(), "apiperf"), newBuildInfoMetric(buildVersion()))
 	metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 
 	be, err := openBackends(ctx, cfg, logger, reg)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -18,6 +19,7 @@ var documentedMetrics = []string{
 	"apiperf_http_requests_total",
 	"apiperf_http_request_duration_seconds_bucket",
 	"apiperf_http_requests_in_flight",
+	"apiperf_build_info",
 	"apiperf_cache_requests_total",
 	"apiperf_cache_loads_total",
 	"apiperf_ratelimit_decisions_total",
@@ -92,5 +94,19 @@ func TestMetrics_Scrape(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("promtool check metrics: %v\n%s", err, out.String())
+	}
+}
+
+// TestMetrics_BuildInfo: /metrics says which build answers, with the
+// link-time version and revision and the Go version.
+func TestMetrics_BuildInfo(t *testing.T) {
+	v, r, b := version, revision, buildTime
+	t.Cleanup(func() { version, revision, buildTime = v, r, b }) // after the server stops
+	version, revision, buildTime = "v9.8.7", "feedface", "2026-01-02T03:04:05Z"
+	base, _ := startRun(t, map[string]string{"DATA_DIR": t.TempDir()})
+	status, body := call(t, "GET", base+"/metrics", "")
+	want := fmt.Sprintf(`apiperf_build_info{goversion=%q,revision="feedface",version="v9.8.7"} 1`, runtime.Version())
+	if status != 200 || !strings.Contains(body, want+"\n") {
+		t.Fatalf("scrape (%d) lacks %s", status, want)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Set at build time with -ldflags "-X main.version=v1.2.3 -X
@@ -77,4 +79,17 @@ func printVersion(w io.Writer, b buildInfo) error {
 	_, err := fmt.Fprintf(w, "api-perf %s\n  revision:   %s\n  build time: %s\n  go:         %s %s\n",
 		b.Version, rev, b.BuildTime, b.GoVersion, b.Platform)
 	return err
+}
+
+// newBuildInfoMetric is apiperf_build_info, always 1: its labels say which
+// build answers, so a dashboard can mark deployments and a query can join
+// the version onto any other series.
+func newBuildInfoMetric(b buildInfo) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "apiperf_build_info",
+		Help:        "Always 1; the labels name the running build's version, VCS revision and Go version.",
+		ConstLabels: prometheus.Labels{"version": b.Version, "revision": b.Revision, "goversion": b.GoVersion},
+	})
+	g.Set(1)
+	return g
 }

@@ -54,9 +54,10 @@ func ModuleRoot() (string, error) {
 }
 
 // Build compiles the main package pkg (a path relative to root such as
-// "./cmd/api-perf") into out.
+// "./cmd/api-perf") into out, with the lambda.norpc tag every release
+// build uses.
 func Build(ctx context.Context, root, pkg, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-tags", "lambda.norpc", "-o", out, pkg)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)

@@ -93,7 +93,7 @@ ensure() {
 
 install_shellcheck() { apt_install shellcheck; }
 install_compose() { apt_install docker-compose; }
-install_actionlint() { go install github.com/rhysd/actionlint/cmd/actionlint@latest; }
+install_actionlint() { go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.12; }
 install_dockerfilelint() {
 	npm install -g --no-fund --no-audit dockerfilelint 2>/dev/null ||
 		npm install --prefix "$TOOLS_DIR" --no-fund --no-audit dockerfilelint
@@ -283,7 +283,7 @@ build_like_dockerfile() {
 	local info
 	info=$(go version -m "$WORK/api-perf")
 	local want
-	for want in $'build\tCGO_ENABLED=0' $'build\t-trimpath=true'; do
+	for want in $'build\tCGO_ENABLED=0' $'build\t-trimpath=true' $'build\t-tags=lambda.norpc'; do
 		if [[ "$info" != *"$want"* ]]; then
 			echo "binary build info lacks: $want"
 			echo "$info" | grep -E $'^\tbuild'
@@ -294,6 +294,13 @@ build_like_dockerfile() {
 		echo "the binary has a symbol table although GO_LDFLAGS has -s"
 		return 1
 	fi
+	# Function names survive -s (tracebacks need them): none may be net/rpc's,
+	# which aws-lambda-go links unless built with lambda.norpc.
+	if grep -aq 'net/rpc\.' "$WORK/api-perf"; then
+		echo "the binary links net/rpc; GO_BUILDFLAGS must carry -tags=lambda.norpc"
+		return 1
+	fi
+	"$WORK/api-perf" version
 	ls -l "$WORK/api-perf"
 }
 # start_server runs the built binary in embedded mode on addr and waits until

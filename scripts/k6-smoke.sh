@@ -43,7 +43,7 @@ if [[ -z "$k6" ]]; then
 fi
 "$k6" version
 
-go build -o "$tmp/api-perf" ./cmd/api-perf
+go build -tags lambda.norpc -o "$tmp/api-perf" ./cmd/api-perf
 
 # start_server ENV... starts api-perf on 127.0.0.1:0 with a fresh data
 # directory and sets base_url from the address it logs once listening.

@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -88,7 +89,7 @@ func TestRender_StrictDecode(t *testing.T) {
 			"HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 1},
 		"../overlays/dev": {"Namespace": 1, "ServiceAccount": 1, "ConfigMap": 1, "Secret": 1,
 			"Service": 1, "Deployment": 1, "PodDisruptionBudget": 1},
-		"../overlays/prod": {"Namespace": 1, "ServiceAccount": 1, "ConfigMap": 1, "Service": 1,
+		"../overlays/prod": {"Namespace": 1, "ServiceAccount": 1, "ConfigMap": 2, "Service": 1,
 			"Deployment": 1, "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 1, "ServiceMonitor": 1},
 	}
 	for _, dir := range targets {
@@ -435,5 +436,41 @@ func TestPrometheusAdapter_ServesHPAMetric(t *testing.T) {
 	}
 	if pods == 0 {
 		t.Error("HPA has no Pods metric; the request-rate scaling is gone")
+	}
+}
+
+// TestGrafanaDashboard_Component: the component renders the dashboard file
+// unchanged into a ConfigMap that Grafana's sidecar picks up.
+func TestGrafanaDashboard_Component(t *testing.T) {
+	file, err := os.ReadFile("../components/grafana-dashboard/api-perf.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dashboard struct {
+		UID    string            `json:"uid"`
+		Panels []json.RawMessage `json:"panels"`
+	}
+	if err := json.Unmarshal(file, &dashboard); err != nil || dashboard.UID == "" || len(dashboard.Panels) == 0 {
+		t.Fatalf("api-perf.json: uid %q, %d panels, %v", dashboard.UID, len(dashboard.Panels), err)
+	}
+	var cm *corev1.ConfigMap
+	for _, o := range MustRender(t, "../overlays/prod") {
+		if c, ok := o.Value.(*corev1.ConfigMap); ok && c.Name == "api-perf-grafana-dashboard" {
+			cm = c
+		}
+	}
+	if cm == nil {
+		t.Fatal("the prod overlay renders no api-perf-grafana-dashboard ConfigMap")
+	}
+	if cm.Labels["grafana_dashboard"] != "1" {
+		t.Errorf("labels %v lack grafana_dashboard: \"1\", which the sidecar selects on", cm.Labels)
+	}
+	if cm.Data["api-perf.json"] != string(file) {
+		t.Error("the ConfigMap's api-perf.json differs from the file")
+	}
+	// Kubernetes refuses objects over 1 MiB; a ConfigMap applied with
+	// kubectl apply also carries a copy in an annotation capped at 256 KiB.
+	if len(file) > 200<<10 {
+		t.Errorf("api-perf.json is %d bytes; keep it well under kubectl apply's 256 KiB annotation", len(file))
 	}
 }

@@ -17,7 +17,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 BUILD_TIME ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 GO_LDFLAGS := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION) -X main.buildTime=$(BUILD_TIME)
 
-.PHONY: run build test services tools vet tidy lint unit fuzz lambda check-deploy check-openapi k6-smoke ci bench compare clean
+.PHONY: run build test services tools vet tidy lint unit fuzz lambda check-deploy check-rules check-openapi k6-smoke ci bench compare clean
 
 ## run: serve on the embedded default (SQLite under ./data, in-process cache and limiter)
 run:
@@ -70,6 +70,10 @@ lambda:
 
 check-deploy:
 	bash scripts/check-deploy.sh
+
+## check-rules: promtool check rules and promtool test rules on the PrometheusRule (check-deploy runs them too)
+check-rules: tools
+	cd k8s/validate && go test -count=1 -run 'PrometheusRule' -v ./... | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|SUCCESS|FAILED'
 
 check-openapi:
 	bash scripts/check-openapi.sh

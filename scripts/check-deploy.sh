@@ -6,7 +6,8 @@
 # Missing tools are installed first (skipped when present), so it can run
 # again and again: shellcheck and docker-compose from apt, actionlint with
 # `go install`, dockerfilelint from npm, kubectl from apt or else kustomize
-# with `go install`. NO_INSTALL=1 only uses what is there.
+# with `go install`, promtool from apt (Debian's prometheus). NO_INSTALL=1
+# only uses what is there.
 #
 # Exits non-zero when any check fails, after a summary of all of them.
 set -uo pipefail
@@ -105,6 +106,9 @@ install_kustomize() {
 		go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.2
 }
 
+# promtool checks and unit-tests the alerting rules (k8s/validate runs it).
+install_promtool() { apt_install --no-install-recommends prometheus; }
+
 have_compose_v2() { docker compose version >/dev/null 2>&1; }
 
 echo "== tools"
@@ -120,6 +124,7 @@ fi
 check "tool: actionlint" ensure actionlint install_actionlint actionlint
 check "tool: dockerfilelint" ensure dockerfilelint install_dockerfilelint dockerfilelint
 check "tool: kubectl or kustomize" ensure "kubectl or kustomize" install_kustomize kubectl kustomize
+check "tool: promtool" ensure promtool install_promtool promtool
 
 # ---------------------------------------------------------------------------
 # Compose
@@ -248,7 +253,7 @@ echo "== kubernetes"
 for dir in k8s/base k8s/overlays/dev k8s/overlays/prod; do
 	check "kustomize render: $dir" render "$dir"
 done
-check "k8s/validate: strict decode and invariants (go test)" validate_module
+check "k8s/validate: strict decode, invariants, promtool rule tests (go test)" validate_module
 
 # ---------------------------------------------------------------------------
 # The binary, built as the Dockerfile builds it

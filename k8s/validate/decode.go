@@ -52,6 +52,9 @@ var kinds = map[string]func() any{
 	"monitoring.coreos.com/v1/ServiceMonitor": func() any {
 		return new(monitoringv1.ServiceMonitor)
 	},
+	"monitoring.coreos.com/v1/PrometheusRule": func() any {
+		return new(monitoringv1.PrometheusRule)
+	},
 }
 
 // Render returns the output of `kubectl kustomize dir`, or of `kustomize

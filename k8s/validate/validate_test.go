@@ -90,7 +90,8 @@ func TestRender_StrictDecode(t *testing.T) {
 		"../overlays/dev": {"Namespace": 1, "ServiceAccount": 1, "ConfigMap": 1, "Secret": 1,
 			"Service": 1, "Deployment": 1, "PodDisruptionBudget": 1},
 		"../overlays/prod": {"Namespace": 1, "ServiceAccount": 1, "ConfigMap": 2, "Service": 1,
-			"Deployment": 1, "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 1, "ServiceMonitor": 1},
+			"Deployment": 1, "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 1, "ServiceMonitor": 1,
+			"PrometheusRule": 1},
 	}
 	for _, dir := range targets {
 		t.Run(filepath.Base(dir), func(t *testing.T) {

@@ -108,6 +108,19 @@ install_kustomize() {
 
 # promtool checks and unit-tests the alerting rules (k8s/validate runs it).
 install_promtool() { apt_install --no-install-recommends prometheus; }
+# cfn-lint (with the SAM translator it depends on) checks template.yaml.
+CFN_LINT_VERSION=1.51.0
+install_cfn_lint() {
+	local pip
+	pip=$(command -v pip3 || command -v pip) || {
+		echo "no pip to install cfn-lint"
+		return 1
+	}
+	# A Python that refuses system-wide installs (PEP 668) takes pipx.
+	"$pip" install --quiet "cfn-lint==$CFN_LINT_VERSION" ||
+		{ command -v pipx >/dev/null && pipx install "cfn-lint==$CFN_LINT_VERSION"; }
+}
+install_jq() { apt_install jq; }
 
 have_compose_v2() { docker compose version >/dev/null 2>&1; }
 
@@ -125,6 +138,8 @@ check "tool: actionlint" ensure actionlint install_actionlint actionlint
 check "tool: dockerfilelint" ensure dockerfilelint install_dockerfilelint dockerfilelint
 check "tool: kubectl or kustomize" ensure "kubectl or kustomize" install_kustomize kubectl kustomize
 check "tool: promtool" ensure promtool install_promtool promtool
+check "tool: cfn-lint" ensure cfn-lint install_cfn_lint cfn-lint
+check "tool: jq" ensure jq install_jq jq
 
 # ---------------------------------------------------------------------------
 # Compose
@@ -234,6 +249,49 @@ check "Dockerfile: base images carry tags" dockerfile_tags
 
 echo "== workflows"
 check "actionlint .github/workflows" actionlint
+
+# ---------------------------------------------------------------------------
+# Lambda (SAM)
+
+# sam_deploy_mapping runs scripts/sam-deploy.sh in DRY_RUN mode with a stub
+# aws command answering a fixed Parameter Store listing: settings become
+# their template parameters, SecureStrings are hidden, and a misspelled name
+# stops the deployment.
+sam_deploy_mapping() {
+	local stub="$WORK/stub" out
+	mkdir -p "$stub"
+	# The stub prints the listing when it runs, not now.
+	# shellcheck disable=SC2016
+	printf '#!/bin/sh\ncat "$STUB_PARAMETERS"\n' >"$stub/aws"
+	chmod +x "$stub/aws"
+	cat >"$WORK/parameters.json" <<'JSON'
+{"Parameters": [
+  {"Name": "/api-perf/MYSQL_DSN", "Type": "SecureString", "Value": "api:s3cret@tcp(db:3306)/apiperf?parseTime=true"},
+  {"Name": "/api-perf/LOG_LEVEL", "Type": "String", "Value": "warn"}
+]}
+JSON
+	local env=(PATH="$stub:$PATH" STUB_PARAMETERS="$WORK/parameters.json" DRY_RUN=1
+		VERSION=v0.0.0 SUBNET_IDS=subnet-1 SECURITY_GROUP_IDS=sg-1)
+	out=$(env "${env[@]}" bash scripts/sam-deploy.sh 2>&1)
+	local rc=$?
+	echo "$out"
+	[[ $rc -eq 0 && $out == *'MysqlDsn=\*\*\*'* && $out == *'LogLevel=\"warn\"'* && $out != *s3cret* ]] || {
+		echo "expected MysqlDsn hidden and LogLevel=\"warn\""
+		return 1
+	}
+	sed -i 's|/api-perf/LOG_LEVEL|/api-perf/LOG_LEVLE|' "$WORK/parameters.json"
+	out=$(env "${env[@]}" bash scripts/sam-deploy.sh 2>&1)
+	rc=$?
+	if [[ $rc -eq 0 || $out != *"LOG_LEVLE is not a setting"* ]]; then
+		echo "a misspelled parameter was not refused:"
+		echo "$out"
+		return 1
+	fi
+}
+
+echo "== lambda (SAM)"
+check "cfn-lint template.yaml" cfn-lint template.yaml
+check "sam-deploy.sh: Parameter Store -> template parameters" sam_deploy_mapping
 
 # ---------------------------------------------------------------------------
 # Kubernetes

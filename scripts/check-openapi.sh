@@ -29,8 +29,9 @@ if ! command -v npx >/dev/null 2>&1; then
 fi
 
 echo "== redocly lint (recommended-strict) $doc"
-# The project has no licence to name, so info-license is the one rule
-# skipped; every other rule of the strict set is an error.
+# The document does not name the project's licence (Apache-2.0, LICENSE)
+# yet, so info-license is the one rule skipped; every other rule of the
+# strict set is an error.
 npx --yes "$REDOCLY_CLI" lint --extends=recommended-strict --skip-rule=info-license \
 	--format=stylish "$doc"
 

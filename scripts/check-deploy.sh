@@ -96,8 +96,8 @@ install_shellcheck() { apt_install shellcheck; }
 install_compose() { apt_install docker-compose; }
 install_actionlint() { go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.12; }
 install_dockerfilelint() {
-	npm install -g --no-fund --no-audit dockerfilelint 2>/dev/null ||
-		npm install --prefix "$TOOLS_DIR" --no-fund --no-audit dockerfilelint
+	npm install -g --no-fund --no-audit dockerfilelint@1.8.0 2>/dev/null ||
+		npm install --prefix "$TOOLS_DIR" --no-fund --no-audit dockerfilelint@1.8.0
 }
 install_kustomize() {
 	# Debian has no current kubectl; kustomize itself comes from the Go proxy

@@ -30,7 +30,7 @@ import (
 //
 // The emulator is installed with
 //
-//	go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@latest
+//	go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d (or make tools)
 //
 // Without it the test skips, except in CI (CI=true), where it fails.
 func TestLambda_EndToEnd(t *testing.T) {
@@ -193,7 +193,7 @@ func lookupRIE(t *testing.T) string {
 		}
 	}
 	const msg = "aws-lambda-rie not found; install it with: " +
-		"go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@latest"
+		"go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d (or make tools)"
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}

@@ -18,7 +18,8 @@ import (
 )
 
 // KnownEnv lists the environment variables a container may be given: the
-// configuration contract of DESIGN.md section 5 and the Go runtime's own.
+// settings the binary reads (README's configuration table) and the Go
+// runtime's own.
 // A name outside this list is most likely a typo that the binary would
 // silently ignore. LoadKnownEnv adds the rest from .env.example, which lists
 // every setting the binary reads.

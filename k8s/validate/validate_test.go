@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
@@ -34,14 +35,23 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// rendered keeps each kustomization's output: rendering runs kubectl (most of
+// this package's time), decoding is cheap, and every caller gets fresh
+// objects it may mutate.
+var rendered sync.Map // dir -> []byte
+
 // MustRender renders dir and decodes it strictly, failing the test on any error.
 func MustRender(tb testing.TB, dir string) []Object {
 	tb.Helper()
-	out, err := Render(dir)
-	if err != nil {
-		tb.Fatal(err)
+	out, ok := rendered.Load(dir)
+	if !ok {
+		b, err := Render(dir)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out, _ = rendered.LoadOrStore(dir, b)
 	}
-	objs, err := DecodeStrict(out)
+	objs, err := DecodeStrict(out.([]byte))
 	if err != nil {
 		tb.Fatalf("%s: %v", dir, err)
 	}

@@ -21,6 +21,9 @@ const (
 	EUNAUTHORIZED = "unauthorized" // missing or wrong credentials (401)
 	EINPROGRESS   = "in_progress"  // an idempotent request with this key is still running (409)
 	EMISMATCH     = "key_mismatch" // an idempotency key reused with another body (422)
+	// EPRECONDREQUIRED is a write that needs If-Match and came without it,
+	// such as one that sets a product's stock to another value (428).
+	EPRECONDREQUIRED = "precondition_required"
 )
 
 // FieldError names one invalid field of a request and why it is invalid.

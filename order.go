@@ -70,14 +70,80 @@ type OrderFilter struct {
 	Page
 }
 
+// MaxIdempotencyKeyLen is the longest Idempotency-Key accepted, in bytes.
+const MaxIdempotencyKeyLen = 255
+
+// IdempotencyTTL is how long the response to a request with an
+// Idempotency-Key is kept. Afterwards the key is free for a new request.
+const IdempotencyTTL = 24 * time.Hour
+
+// Scope names the client an idempotency key belongs to: a digest of its API
+// key, or SharedScope when the API has no keys. Two clients that pick the
+// same key never see each other's responses.
+type Scope [32]byte
+
+// SharedScope is the one scope of every client when writes need no API key.
+var SharedScope Scope
+
+// IdempotencyKey ties a request to a client's Idempotency-Key.
+type IdempotencyKey struct {
+	Scope Scope
+	// Key is the client's key, compared byte for byte.
+	Key string
+	// RequestHash is a digest of the request; the same key with another
+	// hash is an EMISMATCH.
+	RequestHash [32]byte
+}
+
+// StoredResponse is the response remembered for an idempotency key.
+type StoredResponse struct {
+	Status int
+	Body   []byte
+}
+
+// OrderPlacement is one order to place with PlaceOrders and, once the call
+// returns, what became of it.
+type OrderPlacement struct {
+	In OrderInput
+	// Key, when set, makes the placement idempotent: its response is
+	// stored with the key in the order's own transaction, and a request
+	// that finds the key already answered gets that answer instead.
+	Key *IdempotencyKey
+	// Respond renders the response stored with Key for a created order
+	// (err nil) or a definitive refusal (o nil). It is called inside the
+	// transaction, only when Key is set, and must not block.
+	Respond func(o *Order, err error) StoredResponse
+
+	// Order is the order this call created.
+	Order *Order
+	// Err says why no order was created. ENOTFOUND, ECONFLICT and EINVALID
+	// are final (and stored with Key); EUNAVAILABLE and EINPROGRESS mean
+	// nothing is known to be stored and the request may be retried.
+	Err error
+	// Stored is the response stored with Key: the one this call stored
+	// along with Order or Err, or, when Replayed, an earlier request's.
+	Stored *StoredResponse
+	// Replayed reports that Stored is an earlier request's response.
+	Replayed bool
+	// StockMayHaveChanged reports that the call may have committed a stock
+	// change (certainly, or without being able to tell), so cached copies
+	// of the product must be dropped even when Err is set.
+	StockMayHaveChanged bool
+}
+
 // OrderStore keeps orders. Every method that moves stock does so in the same
 // transaction as the order change, so stock never goes below zero and every
 // unit sold belongs to exactly one order.
 type OrderStore interface {
-	// CreateOrder reserves stock and inserts a pending order in one
-	// transaction: ENOTFOUND for an unknown product, ECONFLICT when stock is
-	// short. A non-empty idempotencyKey is stored on the order and unique.
-	CreateOrder(ctx context.Context, in OrderInput, idempotencyKey string) (*Order, error)
+	// PlaceOrders reserves stock and inserts pending orders, all in one
+	// transaction, and records each outcome in its OrderPlacement. Each
+	// order is decided on its own: ENOTFOUND for an unknown product,
+	// ECONFLICT when stock is short, EINVALID when the total exceeds
+	// MaxTotal. The response of a placement with a Key commits with the
+	// order, or is not stored at all; when the commit's outcome cannot be
+	// learned, the placement's Err is EUNAVAILABLE and a retry with the
+	// same key gets the truth.
+	PlaceOrders(ctx context.Context, batch []*OrderPlacement)
 	// Order returns one order or ENOTFOUND.
 	Order(ctx context.Context, id int64) (*Order, error)
 	// Orders lists orders by id after f.After.
@@ -89,25 +155,12 @@ type OrderStore interface {
 	DeleteOrder(ctx context.Context, id int64) (*Order, error)
 }
 
-// StoredResponse is the response remembered for an idempotency key.
-type StoredResponse struct {
-	Status int
-	Body   []byte
-}
-
-// IdempotencyStore remembers the outcome of requests sent with an
-// Idempotency-Key, so a retry gets the first response instead of a second order.
-type IdempotencyStore interface {
-	// BeginIdempotent claims key for a request whose body hashes to
-	// requestHash. It returns (nil, nil) when the caller now owns the key,
-	// the stored response when the key already completed with the same hash,
-	// EMISMATCH when the key was used with another body, and EINPROGRESS
-	// while the first request is still running.
-	BeginIdempotent(ctx context.Context, key string, requestHash []byte) (*StoredResponse, error)
-	// CompleteIdempotent stores the response of the request that owns key.
-	CompleteIdempotent(ctx context.Context, key string, resp StoredResponse) error
-	// AbandonIdempotent releases key after a failure that a retry may fix.
-	AbandonIdempotent(ctx context.Context, key string) error
+// PlaceOrder places one order without an idempotency key and returns it,
+// or why it was not placed.
+func PlaceOrder(ctx context.Context, s OrderStore, in OrderInput) (*Order, error) {
+	p := &OrderPlacement{In: in}
+	s.PlaceOrders(ctx, []*OrderPlacement{p})
+	return p.Order, p.Err
 }
 
 // Pinger reports whether a dependency is reachable and ready.

@@ -47,28 +47,16 @@ type ProductPatch struct {
 	Stock            *int64
 }
 
-// Apply returns p with the patch's fields applied.
-func (pp ProductPatch) Apply(p ProductInput) ProductInput {
-	if pp.Name != nil {
-		p.Name = *pp.Name
-	}
-	if pp.ClearDescription {
-		p.Description = nil
-	} else if pp.Description != nil {
-		p.Description = pp.Description
-	}
-	if pp.Price != nil {
-		p.Price = *pp.Price
-	}
-	if pp.Stock != nil {
-		p.Stock = *pp.Stock
+// Replacement is the patch that makes a product equal to in: every field
+// set, and the description cleared when in has none.
+func (in ProductInput) Replacement() ProductPatch {
+	p := ProductPatch{Name: &in.Name, Price: &in.Price, Stock: &in.Stock}
+	if in.Description == nil {
+		p.ClearDescription = true
+	} else {
+		p.Description = in.Description
 	}
 	return p
-}
-
-// Input returns the writable fields of p.
-func (p *Product) Input() ProductInput {
-	return ProductInput{Name: p.Name, Description: p.Description, Price: p.Price, Stock: p.Stock}
 }
 
 // Page asks for one page of a keyset-paginated list: the items after the
@@ -86,10 +74,15 @@ type ProductStore interface {
 	Product(ctx context.Context, id int64) (*Product, error)
 	// Products returns up to page.Limit products ordered by id after page.After.
 	Products(ctx context.Context, page Page) ([]Product, error)
-	// ReplaceProduct overwrites a product's fields. When ifVersion is not
-	// zero, the write happens only if the stored version still equals it,
-	// otherwise the result is EPRECONDITION.
-	ReplaceProduct(ctx context.Context, id int64, in ProductInput, ifVersion int64) (*Product, error)
+	// UpdateProduct writes the fields patch sets and leaves the others
+	// alone, so a write that does not mention stock cannot undo the orders
+	// that moved it. With ifVersion not zero, the write happens only while
+	// the stored version equals it (EPRECONDITION otherwise). Without it, a
+	// patch may set Stock only to the stock stored at the time of the write
+	// (the column is then left as it is); any other value is
+	// EPRECONDREQUIRED, because an unconditional stock write would erase
+	// the orders placed since the client read the product.
+	UpdateProduct(ctx context.Context, id int64, patch ProductPatch, ifVersion int64) (*Product, error)
 	// DeleteProduct removes a product; ECONFLICT while orders reference it.
 	DeleteProduct(ctx context.Context, id int64) error
 }

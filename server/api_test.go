@@ -59,16 +59,19 @@ func TestAPI_Products(t *testing.T) {
 			}
 			ts.do(t, "GET", "/products/1", "", "If-None-Match", etag).want(t, 304)
 			ts.do(t, "GET", "/products/1", "", "If-None-Match", `"other"`).want(t, 200)
-			ts.do(t, "PUT", "/products/1", `{"name":"Lamp","price":11}`, "If-Match", `"stale"`).want(t, 412)
-			u := ts.do(t, "PUT", "/products/1", `{"name":"Lamp 2","price":11}`, "If-Match", etag).want(t, 200)
+			ts.do(t, "PUT", "/products/1", `{"name":"Lamp","price":11,"stock":3}`, "If-Match", `"stale"`).want(t, 412)
+			u := ts.do(t, "PUT", "/products/1", `{"name":"Lamp 2","price":11,"stock":3}`, "If-Match", etag).want(t, 200)
 			if u.Header.Get("ETag") == etag || !strings.Contains(string(u.Body), `"price":11.00`) ||
-				!strings.Contains(string(u.Body), `"description":null`) || !strings.Contains(string(u.Body), `"stock":100`) {
+				!strings.Contains(string(u.Body), `"description":null`) || !strings.Contains(string(u.Body), `"stock":3`) {
 				t.Fatalf("PUT is a full replace: %s", u.Body)
 			}
 			ts.do(t, "GET", "/products/1", "", "If-None-Match", etag).want(t, 200)
 		})
 		t.Run("MergePatch", func(t *testing.T) {
-			r := ts.do(t, "PATCH", "/products/1", `{"description":"dim","stock":7}`, "Content-Type", "application/merge-patch+json").want(t, 200)
+			ts.do(t, "PATCH", "/products/1", `{"description":"dim","stock":7}`, "Content-Type", "application/merge-patch+json").want(t, 428)
+			etag := ts.do(t, "GET", "/products/1", "").want(t, 200).Header.Get("ETag")
+			r := ts.do(t, "PATCH", "/products/1", `{"description":"dim","stock":7}`, "Content-Type", "application/merge-patch+json",
+				"If-Match", etag).want(t, 200)
 			if !strings.Contains(string(r.Body), `"description":"dim"`) || !strings.Contains(string(r.Body), `"name":"Lamp 2"`) ||
 				!strings.Contains(string(r.Body), `"stock":7`) {
 				t.Fatalf("patch: %s", r.Body)
@@ -240,7 +243,7 @@ func TestAPI_Idempotency(t *testing.T) {
 			t.Fatalf("replay differs: %s", r.Body)
 		}
 		ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":3}`, "Idempotency-Key", "abc-123").want(t, 422)
-		ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":3}`, "Idempotency-Key", strings.Repeat("k", 256)).want(t, 422)
+		ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":3}`, "Idempotency-Key", strings.Repeat("k", 256)).want(t, 400)
 		// A failed first attempt is replayed as the same failure.
 		ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":1000}`, "Idempotency-Key", "big").want(t, 409)
 		ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":1000}`, "Idempotency-Key", "big").want(t, 409)

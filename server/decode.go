@@ -210,8 +210,9 @@ func isNumber(raw []byte) bool {
 	return json.Unmarshal(raw, &f) == nil && raw[0] != '"'
 }
 
-// productInput validates a full product representation (create and replace).
-func productInput(b *productBody) (apiperf.ProductInput, error) {
+// productInput validates a full product representation: for create, where
+// stock defaults to DefaultStock, and for replace, where it is required.
+func productInput(b *productBody, stockRequired bool) (apiperf.ProductInput, error) {
 	var v validator
 	var in apiperf.ProductInput
 	in.Name, _ = v.str("name", b.Name, apiperf.MaxNameLen, true)
@@ -223,7 +224,7 @@ func productInput(b *productBody) (apiperf.ProductInput, error) {
 	}
 	in.Price, _ = v.money("price", b.Price, apiperf.MaxPrice, true)
 	in.Stock = apiperf.DefaultStock
-	if n, ok := v.integer("stock", b.Stock, 0, apiperf.MaxStock, false); ok {
+	if n, ok := v.integer("stock", b.Stock, 0, apiperf.MaxStock, stockRequired); ok {
 		in.Stock = n
 	}
 	return in, v.err()

@@ -14,7 +14,7 @@ func fuzzCreate(f *testing.F, path, table string, seeds ...string) {
 		f.Add([]byte(s))
 	}
 	db := openStore(f, "sqlite", "")
-	h := server.New(server.Config{Products: db, Orders: db, Idempotency: db, AccessLog: "off"}).Handler()
+	h := server.New(server.Config{Products: db, Orders: db, AccessLog: "off"}).Handler()
 	ctx := newCtx()
 	request(ctx, "POST", "/products", []byte(`{"name":"seed","price":1,"stock":1000000}`))
 	h(ctx)

@@ -51,7 +51,7 @@ func openStore(tb testing.TB, backend string, dsnOverride string) *storage.DB {
 func startServer(tb testing.TB, db *storage.DB, cfg server.Config) *testServer {
 	tb.Helper()
 	if cfg.Products == nil {
-		cfg.Products, cfg.Orders, cfg.Idempotency = db, db, db
+		cfg.Products, cfg.Orders = db, db
 		cfg.Ready = append(cfg.Ready, server.Check{Name: "database", Pinger: db})
 	}
 	cfg.AccessLog = "off"

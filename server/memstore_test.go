@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"slices"
 	"sync"
@@ -26,14 +25,13 @@ type memStore struct {
 }
 
 type idem struct {
-	hash []byte
-	resp *apiperf.StoredResponse
+	hash [32]byte
+	resp apiperf.StoredResponse
 }
 
 var (
-	_ apiperf.ProductStore     = (*memStore)(nil)
-	_ apiperf.OrderStore       = (*memStore)(nil)
-	_ apiperf.IdempotencyStore = (*memStore)(nil)
+	_ apiperf.ProductStore = (*memStore)(nil)
+	_ apiperf.OrderStore   = (*memStore)(nil)
 )
 
 func newMemStore() *memStore {
@@ -44,7 +42,7 @@ func newMemStore() *memStore {
 func (m *memStore) seed() {
 	ctx := context.Background()
 	p, _ := m.CreateProduct(ctx, apiperf.ProductInput{Name: "seed", Price: 100, Stock: apiperf.MaxStock})
-	if _, err := m.CreateOrder(ctx, apiperf.OrderInput{ProductID: p.ID, Quantity: 1}, ""); err != nil {
+	if _, err := apiperf.PlaceOrder(ctx, m, apiperf.OrderInput{ProductID: p.ID, Quantity: 1}); err != nil {
 		panic(err)
 	}
 }
@@ -105,7 +103,7 @@ func (m *memStore) Products(_ context.Context, page apiperf.Page) ([]apiperf.Pro
 	return out, nil
 }
 
-func (m *memStore) ReplaceProduct(_ context.Context, id int64, in apiperf.ProductInput, ifVersion int64) (*apiperf.Product, error) {
+func (m *memStore) UpdateProduct(_ context.Context, id int64, patch apiperf.ProductPatch, ifVersion int64) (*apiperf.Product, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p, err := m.product(id)
@@ -115,7 +113,23 @@ func (m *memStore) ReplaceProduct(_ context.Context, id int64, in apiperf.Produc
 	if ifVersion != 0 && ifVersion != p.Version {
 		return nil, apiperf.Errorf(apiperf.EPRECONDITION, "product %d has changed since it was read", id)
 	}
-	p.Name, p.Description, p.Price, p.Stock = in.Name, in.Description, in.Price, in.Stock
+	if ifVersion == 0 && patch.Stock != nil && *patch.Stock != p.Stock {
+		return nil, apiperf.Errorf(apiperf.EPRECONDREQUIRED, "changing stock needs If-Match")
+	}
+	if patch.Name != nil {
+		p.Name = *patch.Name
+	}
+	if patch.ClearDescription {
+		p.Description = nil
+	} else if patch.Description != nil {
+		p.Description = patch.Description
+	}
+	if patch.Price != nil {
+		p.Price = *patch.Price
+	}
+	if patch.Stock != nil {
+		p.Stock = *patch.Stock
+	}
 	p.Version++
 	p.UpdatedAt = m.now()
 	c := *p
@@ -137,9 +151,32 @@ func (m *memStore) DeleteProduct(_ context.Context, id int64) error {
 	return nil
 }
 
-func (m *memStore) CreateOrder(_ context.Context, in apiperf.OrderInput, _ string) (*apiperf.Order, error) {
+func (m *memStore) PlaceOrders(_ context.Context, batch []*apiperf.OrderPlacement) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	for _, pl := range batch {
+		pl.Order, pl.Err, pl.Stored, pl.Replayed = nil, nil, nil, false
+		if pl.Key != nil {
+			if k, ok := m.keys[pl.Key.Key]; ok {
+				if k.hash != pl.Key.RequestHash {
+					pl.Err = apiperf.Errorf(apiperf.EMISMATCH, "Idempotency-Key was already used with a different request body")
+				} else {
+					pl.Stored, pl.Replayed = &k.resp, true
+				}
+				continue
+			}
+		}
+		pl.Order, pl.Err = m.createOrder(pl.In)
+		pl.StockMayHaveChanged = pl.Order != nil
+		if pl.Key != nil && (pl.Err == nil || apiperf.ErrorCode(pl.Err) != apiperf.EUNAVAILABLE) {
+			r := pl.Respond(pl.Order, pl.Err)
+			m.keys[pl.Key.Key] = &idem{hash: pl.Key.RequestHash, resp: r}
+			pl.Stored = &r
+		}
+	}
+}
+
+func (m *memStore) createOrder(in apiperf.OrderInput) (*apiperf.Order, error) {
 	p, err := m.product(in.ProductID)
 	if err != nil {
 		return nil, err
@@ -216,36 +253,6 @@ func (m *memStore) DeleteOrder(_ context.Context, id int64) (*apiperf.Order, err
 	}
 	delete(m.orders, id)
 	return o, nil
-}
-
-func (m *memStore) BeginIdempotent(_ context.Context, key string, hash []byte) (*apiperf.StoredResponse, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	k, ok := m.keys[key]
-	switch {
-	case !ok:
-		m.keys[key] = &idem{hash: hash}
-		return nil, nil
-	case !bytes.Equal(k.hash, hash):
-		return nil, apiperf.Errorf(apiperf.EMISMATCH, "Idempotency-Key was already used with a different request body")
-	case k.resp == nil:
-		return nil, apiperf.Errorf(apiperf.EINPROGRESS, "a request with this Idempotency-Key is still being processed")
-	}
-	return k.resp, nil
-}
-
-func (m *memStore) CompleteIdempotent(_ context.Context, key string, resp apiperf.StoredResponse) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.keys[key].resp = &resp
-	return nil
-}
-
-func (m *memStore) AbandonIdempotent(_ context.Context, key string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.keys, key)
-	return nil
 }
 
 func sortedIDs[V any](m map[int64]V) []int64 {

@@ -162,13 +162,17 @@ func bearer(ctx *fasthttp.RequestCtx) []byte {
 
 // authorized checks the bearer token against every configured key in
 // constant time, so timing does not reveal how much of a key matched.
-func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
+func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool { return s.keyIndex(ctx) >= 0 }
+
+// keyIndex is the index of the configured key the bearer token equals, or
+// -1. Every key is compared, in constant time.
+func (s *Server) keyIndex(ctx *fasthttp.RequestCtx) int {
 	tok := bearer(ctx)
-	ok := 0
-	for _, k := range s.keys {
-		ok |= subtle.ConstantTimeCompare(tok, k)
+	found := -1
+	for i, k := range s.keys {
+		found = subtle.ConstantTimeSelect(subtle.ConstantTimeCompare(tok, k), i, found)
 	}
-	return ok == 1
+	return found
 }
 
 // clientKey names the client for rate limiting: its API key (hashed, so no

@@ -10,11 +10,10 @@ import (
 	apiperf "github.com/api-perf/api-perf"
 )
 
-const maxIdempotencyKeyLen = 255
-
 // createOrder reserves stock and creates a pending order. With an
-// Idempotency-Key, the first request's response is stored and replayed for
-// retries with the same body.
+// Idempotency-Key, the response is stored with the key in the order's own
+// transaction and replayed for retries with the same body; see
+// docs/idempotency.md for the design.
 func (s *Server) createOrder(ctx *fasthttp.RequestCtx) {
 	var b orderBody
 	if !s.decodeBody(ctx, &b, false) {
@@ -25,69 +24,139 @@ func (s *Server) createOrder(ctx *fasthttp.RequestCtx) {
 		s.writeError(ctx, err)
 		return
 	}
-	key := string(ctx.Request.Header.Peek("Idempotency-Key"))
-	if len(key) > maxIdempotencyKeyLen {
-		s.writeError(ctx, &apiperf.Error{Code: apiperf.EINVALID, Message: "Idempotency-Key is too long",
-			Fields: []apiperf.FieldError{{Field: "Idempotency-Key", Message: "must be at most 255 bytes"}}})
+	p := &apiperf.OrderPlacement{In: in}
+	if key, present, reason := idempotencyKey(ctx); reason != "" {
+		s.writeProblem(ctx, Problem{Status: fasthttp.StatusBadRequest, Detail: "the Idempotency-Key header is invalid",
+			Errors: []apiperf.FieldError{{Field: "Idempotency-Key", Message: reason}}})
 		return
-	}
-	if key == "" || s.cfg.Idempotency == nil {
-		s.placeOrder(ctx, in, "")
-		return
-	}
-	// The hash covers the parsed request, so formatting differences in
-	// the body do not count as a different request.
-	h := sha256.New()
-	h.Write(strconv.AppendInt(nil, in.ProductID, 10))
-	h.Write([]byte{':'})
-	h.Write(strconv.AppendInt(nil, in.Quantity, 10))
-	stored, err := s.cfg.Idempotency.BeginIdempotent(s.base, key, h.Sum(nil))
-	if err != nil {
-		s.writeError(ctx, err)
-		return
-	}
-	if stored != nil {
-		ctx.Response.Header.Set("Idempotent-Replayed", "true")
-		ctx.Response.Header.SetContentType(contentTypeJSON)
-		if stored.Status >= 400 {
-			ctx.Response.Header.SetContentType(problemContentType)
-		}
-		ctx.SetStatusCode(stored.Status)
-		ctx.SetBody(stored.Body)
-		if stored.Status == fasthttp.StatusCreated {
-			var o struct {
-				ID int64 `json:"id"`
+	} else if present {
+		p.Key = &apiperf.IdempotencyKey{Scope: s.scope(ctx), Key: key, RequestHash: requestHash(in)}
+		// The response is rendered inside the store's transaction, so it
+		// captures copies, never the request context itself.
+		rid, path := requestID(ctx), string(ctx.Path())
+		p.Respond = func(o *apiperf.Order, err error) apiperf.StoredResponse {
+			if err != nil {
+				pr := problemOf(err)
+				return apiperf.StoredResponse{Status: pr.Status, Body: problemBody(pr, path, rid)}
 			}
-			if json.Unmarshal(stored.Body, &o) == nil && o.ID > 0 {
-				location(ctx, o.ID)
-			}
+			body, _ := json.Marshal(o) // an Order always encodes
+			return apiperf.StoredResponse{Status: fasthttp.StatusCreated, Body: body}
 		}
-		return
 	}
-	s.placeOrder(ctx, in, key)
-	status := ctx.Response.StatusCode()
-	if status >= 500 {
-		// A retry may succeed: release the key rather than replay a failure.
-		if err := s.cfg.Idempotency.AbandonIdempotent(s.base, key); err != nil {
-			s.log.Warn("idempotency key release failed", "request_id", requestID(ctx), "error", err)
-		}
-		return
+	s.cfg.Orders.PlaceOrders(s.base, []*apiperf.OrderPlacement{p})
+	// The product's cached body goes whenever its stock may have moved,
+	// including when the outcome is unknown: a stale stock must not outlive
+	// an order that committed.
+	if p.StockMayHaveChanged {
+		s.invalidateProduct(s.base, in.ProductID)
 	}
-	resp := apiperf.StoredResponse{Status: status, Body: append([]byte(nil), ctx.Response.Body()...)}
-	if err := s.cfg.Idempotency.CompleteIdempotent(s.base, key, resp); err != nil {
-		s.log.Warn("idempotency response not stored", "request_id", requestID(ctx), "error", err)
+	switch {
+	case p.Stored != nil:
+		s.writeStored(ctx, p.Stored, p.Replayed)
+	case p.Err != nil:
+		s.writeError(ctx, p.Err)
+	default:
+		location(ctx, p.Order.ID)
+		s.writeJSON(ctx, fasthttp.StatusCreated, p.Order)
 	}
 }
 
-func (s *Server) placeOrder(ctx *fasthttp.RequestCtx, in apiperf.OrderInput, key string) {
-	o, err := s.cfg.Orders.CreateOrder(s.base, in, key)
-	if err != nil {
-		s.writeError(ctx, err)
-		return
+// writeStored answers with a response stored for an idempotency key.
+func (s *Server) writeStored(ctx *fasthttp.RequestCtx, r *apiperf.StoredResponse, replayed bool) {
+	if replayed {
+		ctx.Response.Header.Set("Idempotent-Replayed", "true")
 	}
-	s.invalidateProduct(s.base, o.ProductID)
-	location(ctx, o.ID)
-	s.writeJSON(ctx, fasthttp.StatusCreated, o)
+	ctx.Response.Header.SetContentType(contentTypeJSON)
+	if r.Status >= 400 {
+		ctx.Response.Header.SetContentType(problemContentType)
+	}
+	ctx.SetStatusCode(r.Status)
+	ctx.SetBody(r.Body)
+	if r.Status == fasthttp.StatusCreated {
+		var o struct {
+			ID int64 `json:"id"`
+		}
+		if json.Unmarshal(r.Body, &o) == nil && o.ID > 0 {
+			location(ctx, o.ID)
+		}
+	}
+}
+
+// requestHash identifies an order request by its parsed fields, so that
+// formatting differences in the body do not make it another request.
+func requestHash(in apiperf.OrderInput) [32]byte {
+	var b [48]byte
+	h := strconv.AppendInt(b[:0], in.ProductID, 10)
+	h = append(h, ':')
+	h = strconv.AppendInt(h, in.Quantity, 10)
+	return sha256.Sum256(h)
+}
+
+// scope is the idempotency scope of the request's client: its API key's
+// when keys are configured (writes are authorized by then), else the one
+// shared scope. docs/idempotency.md says why not the client's address.
+func (s *Server) scope(ctx *fasthttp.RequestCtx) apiperf.Scope {
+	if i := s.keyIndex(ctx); i >= 0 {
+		return s.scopes[i]
+	}
+	return apiperf.SharedScope
+}
+
+// scopeOf is the idempotency scope of an API key: a digest, so records
+// never hold the key itself.
+func scopeOf(apiKey string) apiperf.Scope {
+	return sha256.Sum256([]byte("api-perf idempotency scope\x00" + apiKey))
+}
+
+// idempotencyKey reads the Idempotency-Key header. The draft standard makes
+// it a Structured Field string ("..." with \" and \\ escapes, printable
+// ASCII and space inside); the bare form most clients send (printable
+// ASCII without spaces) is accepted too, and both name the same key. A
+// key has 1 to 255 bytes. present is false when there is no header; a
+// non-empty reason says why the header is unacceptable.
+func idempotencyKey(ctx *fasthttp.RequestCtx) (key string, present bool, reason string) {
+	raw := ctx.Request.Header.Peek("Idempotency-Key")
+	if len(raw) == 0 {
+		return "", false, ""
+	}
+	if len(ctx.Request.Header.PeekAll("Idempotency-Key")) > 1 {
+		return "", true, "must be sent once"
+	}
+	var buf []byte
+	if raw[0] == '"' {
+		if len(raw) < 2 || raw[len(raw)-1] != '"' {
+			return "", true, `a quoted key must end with a double quote`
+		}
+		buf = make([]byte, 0, len(raw)-2)
+		for i := 1; i < len(raw)-1; i++ {
+			c := raw[i]
+			switch {
+			case c == '\\':
+				if i+1 >= len(raw)-1 || (raw[i+1] != '"' && raw[i+1] != '\\') {
+					return "", true, `inside quotes, a backslash may only escape " or \`
+				}
+				i++
+				buf = append(buf, raw[i])
+			case c == '"':
+				return "", true, `inside quotes, a double quote must be escaped`
+			case c < 0x20 || c > 0x7e:
+				return "", true, "must be printable ASCII"
+			default:
+				buf = append(buf, c)
+			}
+		}
+	} else {
+		for _, c := range raw {
+			if c <= 0x20 || c > 0x7e {
+				return "", true, "must be printable ASCII without spaces (or a quoted string)"
+			}
+		}
+		buf = raw
+	}
+	if len(buf) == 0 || len(buf) > apiperf.MaxIdempotencyKeyLen {
+		return "", true, "must be 1 to " + strconv.Itoa(apiperf.MaxIdempotencyKeyLen) + " bytes long"
+	}
+	return string(buf), true, ""
 }
 
 type orderList struct {

@@ -34,6 +34,8 @@ func statusOf(code string) int {
 		return fasthttp.StatusConflict
 	case apiperf.EPRECONDITION:
 		return fasthttp.StatusPreconditionFailed
+	case apiperf.EPRECONDREQUIRED:
+		return fasthttp.StatusPreconditionRequired
 	case apiperf.EUNAVAILABLE:
 		return fasthttp.StatusServiceUnavailable
 	case apiperf.EUNAUTHORIZED:
@@ -42,27 +44,36 @@ func statusOf(code string) int {
 	return fasthttp.StatusInternalServerError
 }
 
-// writeError answers with the problem for err. Internal errors are logged
-// with the request id and reach the client as a bare 500.
-func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error) {
-	code := apiperf.ErrorCode(err)
-	status := statusOf(code)
+// problemOf is the problem for err, with what a client may see of it.
+func problemOf(err error) Problem {
+	status := statusOf(apiperf.ErrorCode(err))
 	p := Problem{Status: status, Detail: apiperf.ErrorMessage(err)}
 	var ae *apiperf.Error
 	if errors.As(err, &ae) {
 		p.Errors = ae.Fields
 	}
+	if status == fasthttp.StatusInternalServerError {
+		p.Detail = "internal error; quote the request id when reporting it"
+	}
+	return p
+}
+
+// writeError answers with the problem for err. Internal errors are logged
+// with the request id and reach the client as a bare 500. Answers a client
+// should retry (503, and 409 for a key still being processed) carry
+// Retry-After.
+func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error) {
+	p := problemOf(err)
 	switch {
-	case status >= 500:
+	case p.Status >= 500:
 		s.log.Error("request failed", "request_id", requestID(ctx), "method", string(ctx.Method()),
-			"path", string(ctx.Path()), "status", status, "error", err)
-		if status == fasthttp.StatusInternalServerError {
-			p.Detail = "internal error; quote the request id when reporting it"
-		}
-		if status == fasthttp.StatusServiceUnavailable {
+			"path", string(ctx.Path()), "status", p.Status, "error", err)
+		if p.Status == fasthttp.StatusServiceUnavailable {
 			ctx.Response.Header.Set("Retry-After", "1")
 		}
-	case status == fasthttp.StatusUnauthorized:
+	case apiperf.ErrorCode(err) == apiperf.EINPROGRESS:
+		ctx.Response.Header.Set("Retry-After", "1")
+	case p.Status == fasthttp.StatusUnauthorized:
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="api-perf"`)
 	}
 	s.writeProblem(ctx, p)
@@ -74,19 +85,24 @@ func (s *Server) problem(ctx *fasthttp.RequestCtx, status int, detail string) {
 }
 
 func (s *Server) writeProblem(ctx *fasthttp.RequestCtx, p Problem) {
+	ctx.Response.Header.SetContentType(problemContentType)
+	ctx.SetStatusCode(p.Status)
+	ctx.SetBody(problemBody(p, string(ctx.Path()), requestID(ctx)))
+}
+
+// problemBody is the JSON of p for the request at path with id rid.
+func problemBody(p Problem, path, rid string) []byte {
 	if p.Type == "" {
 		p.Type = "about:blank"
 	}
 	if p.Title == "" {
 		p.Title = fasthttp.StatusMessage(p.Status)
 	}
-	p.Instance = string(ctx.Path())
-	p.RequestID = requestID(ctx)
+	p.Instance = path
+	p.RequestID = rid
 	body, err := json.Marshal(p)
 	if err != nil { // cannot happen for this type; keep the status anyway
 		body = []byte(`{"type":"about:blank","status":` + strconv.Itoa(p.Status) + `}`)
 	}
-	ctx.Response.Header.SetContentType(problemContentType)
-	ctx.SetStatusCode(p.Status)
-	ctx.SetBody(body)
+	return body
 }

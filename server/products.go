@@ -175,7 +175,7 @@ func (s *Server) createProduct(ctx *fasthttp.RequestCtx) {
 	if !s.decodeBody(ctx, &b, false) {
 		return
 	}
-	in, err := productInput(&b)
+	in, err := productInput(&b, false)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
@@ -293,31 +293,27 @@ func (s *Server) productRequest(ctx *fasthttp.RequestCtx, mergePatch bool) (int6
 	return id, b, true
 }
 
-// replaceProduct is PUT: a full replacement. The version read for If-Match
-// guards the write, so a change between the check and the update is a 412
-// too.
+// replaceProduct is PUT: a full replacement, stock included (a PUT without
+// stock would otherwise put back the default and undo the orders that sold
+// it). Changing the stock needs If-Match, whose version guards the write,
+// so a concurrent order makes it a 412 rather than a lost decrement; a PUT
+// that restates the stored stock needs none (428 otherwise).
 func (s *Server) replaceProduct(ctx *fasthttp.RequestCtx) {
 	id, b, ok := s.productRequest(ctx, false)
 	if !ok {
 		return
 	}
-	in, err := productInput(b)
+	in, err := productInput(b, true)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
 	}
-	var version int64
-	if len(ctx.Request.Header.Peek("If-Match")) > 0 {
-		p, ok := s.current(ctx, id)
-		if !ok {
-			return
-		}
-		version = p.Version
-	}
-	s.replace(ctx, id, in, version)
+	s.update(ctx, id, in.Replacement())
 }
 
-// patchProduct applies a JSON merge patch, guarded by the version it read.
+// patchProduct applies a JSON merge patch. Only the fields it names are
+// written, so a patch without stock never touches the stock; one with
+// stock follows PUT's rule.
 func (s *Server) patchProduct(ctx *fasthttp.RequestCtx) {
 	id, b, ok := s.productRequest(ctx, true)
 	if !ok {
@@ -328,30 +324,20 @@ func (s *Server) patchProduct(ctx *fasthttp.RequestCtx) {
 		s.writeError(ctx, err)
 		return
 	}
-	// The patch applies to the version just read, and the write is guarded
-	// by it so a concurrent change is never overwritten. Without If-Match
-	// the client set no precondition, so a lost race (an order moving
-	// stock, say) is retried on the fresh version instead of answered 412.
-	conditional := len(ctx.Request.Header.Peek("If-Match")) > 0
-	for attempt := 1; ; attempt++ {
+	s.update(ctx, id, patch)
+}
+
+// update writes patch, guarded by the version If-Match names when it is sent.
+func (s *Server) update(ctx *fasthttp.RequestCtx, id int64, patch apiperf.ProductPatch) {
+	var version int64
+	if len(ctx.Request.Header.Peek("If-Match")) > 0 {
 		p, ok := s.current(ctx, id)
 		if !ok {
 			return
 		}
-		np, err := s.cfg.Products.ReplaceProduct(s.base, id, patch.Apply(p.Input()), p.Version)
-		if apiperf.ErrorCode(err) == apiperf.EPRECONDITION && !conditional && attempt < maxPatchAttempts {
-			continue
-		}
-		s.finishReplace(ctx, id, np, err)
-		return
+		version = p.Version
 	}
-}
-
-// maxPatchAttempts bounds PATCH's retries after losing a race.
-const maxPatchAttempts = 5
-
-func (s *Server) replace(ctx *fasthttp.RequestCtx, id int64, in apiperf.ProductInput, version int64) {
-	p, err := s.cfg.Products.ReplaceProduct(s.base, id, in, version)
+	p, err := s.cfg.Products.UpdateProduct(s.base, id, patch, version)
 	s.finishReplace(ctx, id, p, err)
 }
 

@@ -64,9 +64,8 @@ type Check struct {
 
 // Config is everything the server needs; cmd builds it.
 type Config struct {
-	Products    apiperf.ProductStore
-	Orders      apiperf.OrderStore
-	Idempotency apiperf.IdempotencyStore
+	Products apiperf.ProductStore
+	Orders   apiperf.OrderStore
 	// Cache, when set, serves product reads; writes invalidate it.
 	Cache BodyCache
 	// Limiter, when set, rate-limits every API route.
@@ -102,6 +101,8 @@ type Server struct {
 	metrics *httpMetrics
 	http    *fasthttp.Server
 	keys    [][]byte
+	// scopes are the idempotency scopes of keys, index for index.
+	scopes []apiperf.Scope
 	// base is the parent context of every store, cache and limiter call.
 	// A *fasthttp.RequestCtx is recycled when its handler returns, so it
 	// must never become a context's parent: a timer could still read it.
@@ -147,6 +148,7 @@ func New(cfg Config) *Server {
 	s.metrics = newHTTPMetrics(cfg.Registerer, func() float64 { return float64(s.http.GetCurrentConcurrency()) })
 	for _, k := range cfg.APIKeys {
 		s.keys = append(s.keys, []byte(k))
+		s.scopes = append(s.scopes, scopeOf(k))
 	}
 	s.loadProductKey = s.loadProductByKey
 	s.initRequestIDs()

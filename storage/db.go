@@ -38,7 +38,8 @@ type Config struct {
 }
 
 // DB is an open database with its prepared statements. It implements
-// apiperf.ProductStore, apiperf.OrderStore and apiperf.IdempotencyStore.
+// apiperf.ProductStore and apiperf.OrderStore (idempotency records are
+// part of placing an order).
 type DB struct {
 	db      *sql.DB
 	dialect *dialect
@@ -54,10 +55,9 @@ type DB struct {
 }
 
 var (
-	_ apiperf.ProductStore     = (*DB)(nil)
-	_ apiperf.OrderStore       = (*DB)(nil)
-	_ apiperf.IdempotencyStore = (*DB)(nil)
-	_ apiperf.Pinger           = (*DB)(nil)
+	_ apiperf.ProductStore = (*DB)(nil)
+	_ apiperf.OrderStore   = (*DB)(nil)
+	_ apiperf.Pinger       = (*DB)(nil)
 )
 
 // Open connects, applies pending migrations under a database lock, and
@@ -129,7 +129,9 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 }
 
 // mysqlDSN parses dsn and sets what the stores rely on: times parsed as UTC,
-// the session clock in UTC, and a bounded dial. Reads and writes need no
+// the session clock in UTC, a bounded dial, and affected-row counts that
+// count changed rows only (an idempotency upsert that finds its key taken
+// must report 0, not 1). Reads and writes need no
 // socket deadlines of their own: every call carries a context deadline,
 // which the driver enforces by closing the connection, and per-read
 // deadlines would cost timer updates on every packet.
@@ -148,6 +150,7 @@ func mysqlDSN(dsn string) (string, error) {
 		c.Timeout = 3 * time.Second
 	}
 	c.RejectReadOnly = true
+	c.ClientFoundRows = false
 	return c.FormatDSN(), nil
 }
 
@@ -224,11 +227,20 @@ func mapError(err error) error {
 		return &apiperf.Error{Code: apiperf.EUNAVAILABLE, Message: "the database is busy, retry", Err: err}
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, mysql.ErrInvalidConn) ||
-		errors.Is(err, sql.ErrConnDone) || isNetError(err) {
+		errors.Is(err, sql.ErrConnDone) || isNetError(err) || isClosed(err) {
 		return &apiperf.Error{Code: apiperf.EUNAVAILABLE, Message: "the database is unavailable", Err: err}
 	}
 	if errors.Is(err, context.Canceled) {
 		return &apiperf.Error{Code: apiperf.EUNAVAILABLE, Message: "the request was cancelled", Err: err}
 	}
 	return &apiperf.Error{Code: apiperf.EINTERNAL, Err: err}
+}
+
+// isClosed reports an error from using the pool or a statement after Close.
+// Close waits for running requests at shutdown, so this is a request that
+// outlived the wait: it is told the service is unavailable, never that it
+// hit an internal error. database/sql does not export these errors.
+func isClosed(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "sql: database is closed") || strings.Contains(s, "sql: statement is closed")
 }

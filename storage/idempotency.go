@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -9,83 +8,41 @@ import (
 	apiperf "github.com/api-perf/api-perf"
 )
 
-// BeginIdempotent claims an idempotency key. The claim is a plain INSERT on
-// the key's primary key, so of many concurrent first requests exactly one
-// wins; the others read the row and are told to wait (in progress), to
-// replay the stored response, or that the key was used with another body.
-// A claim left running for over a minute (its process died) may be taken
-// over; keys older than 24 hours are forgotten.
-func (d *DB) BeginIdempotent(ctx context.Context, key string, hash []byte) (_ *apiperf.StoredResponse, err error) {
-	defer apiperf.Wrap(&err, "BeginIdempotent")
-	ctx, cancel := d.withTimeout(ctx)
-	defer cancel()
-	for attempt := 0; attempt < 2; attempt++ {
-		_, err := d.exec(ctx, d.stmts.insertIdemKey, key, hash)
-		if err == nil {
-			return nil, nil
-		}
-		if err = mapError(err); apiperf.ErrorCode(err) != apiperf.ECONFLICT {
-			return nil, err
-		}
-		var (
-			stored       []byte
-			status       sql.NullInt64
-			body         []byte
-			stale, under int
-		)
-		err = d.stmts.idemKey.QueryRowContext(ctx, key).Scan(&stored, &status, &body, &stale, &under)
-		if errors.Is(err, sql.ErrNoRows) {
-			continue // abandoned between our INSERT and SELECT: claim again
-		} else if err != nil {
-			return nil, mapError(err)
-		}
-		if under == 1 {
-			if _, err := d.exec(ctx, d.stmts.expireIdemKey, key); err != nil {
-				return nil, mapError(err)
-			}
-			continue
-		}
-		if !bytes.Equal(stored, hash) {
-			return nil, apiperf.Errorf(apiperf.EMISMATCH, "Idempotency-Key was already used with a different request body")
-		}
-		if status.Valid {
-			return &apiperf.StoredResponse{Status: int(status.Int64), Body: body}, nil
-		}
-		if stale == 1 {
-			res, err := d.exec(ctx, d.stmts.takeOverIdemKey, key)
-			if err != nil {
-				return nil, mapError(err)
-			}
-			if n, _ := res.RowsAffected(); n == 1 {
-				return nil, nil
-			}
-		}
-		return nil, apiperf.Errorf(apiperf.EINPROGRESS, "a request with this Idempotency-Key is still being processed")
+// storedRecord is an unexpired idempotency record.
+type storedRecord struct {
+	hash   [32]byte
+	status int
+	body   []byte
+}
+
+// readRecord reads k's unexpired record with st (the record statement, on
+// its own or within a transaction). It returns nil when there is none: an
+// expired record counts as absent everywhere, not only once it is purged.
+// The read is a locking one on MySQL, so it waits for a transaction that
+// is still writing the record and then sees what that transaction left.
+func (d *DB) readRecord(ctx context.Context, st *sql.Stmt, k *apiperf.IdempotencyKey) (*storedRecord, error) {
+	var rec storedRecord
+	var hash []byte
+	err := st.QueryRowContext(ctx, k.Scope[:], k.Key).Scan(&hash, &rec.status, &rec.body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
 	}
-	return nil, apiperf.Errorf(apiperf.EINPROGRESS, "a request with this Idempotency-Key is still being processed")
+	if err != nil {
+		return nil, err
+	}
+	if len(hash) != len(rec.hash) {
+		return nil, errors.New("idempotency record with a malformed request hash")
+	}
+	copy(rec.hash[:], hash)
+	return &rec, nil
 }
 
-// CompleteIdempotent stores the response for the key's owner.
-func (d *DB) CompleteIdempotent(ctx context.Context, key string, resp apiperf.StoredResponse) error {
+// PurgeIdempotencyRecords deletes expired idempotency records. It is
+// housekeeping only: every read already treats an expired record as absent.
+func (d *DB) PurgeIdempotencyRecords(ctx context.Context) (int64, error) {
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
-	_, err := d.exec(ctx, d.stmts.completeIdemKey, resp.Status, resp.Body, key)
-	return mapError(err)
-}
-
-// AbandonIdempotent releases an unfinished claim so a retry can run.
-func (d *DB) AbandonIdempotent(ctx context.Context, key string) error {
-	ctx, cancel := d.withTimeout(ctx)
-	defer cancel()
-	_, err := d.exec(ctx, d.stmts.abandonIdemKey, key)
-	return mapError(err)
-}
-
-// PurgeIdempotencyKeys deletes keys older than 24 hours.
-func (d *DB) PurgeIdempotencyKeys(ctx context.Context) (int64, error) {
-	ctx, cancel := d.withTimeout(ctx)
-	defer cancel()
-	res, err := d.stmts.purgeIdemKeys.ExecContext(ctx)
+	res, err := d.stmts.purgeRecords.ExecContext(ctx)
 	if err != nil {
 		return 0, mapError(err)
 	}

@@ -31,7 +31,12 @@ func migrationFiles(d *dialect) []string {
 // call it at the same time: MySQL holds GET_LOCK on one connection for the
 // duration; SQLite runs them in one immediate transaction, which takes the
 // database's write lock.
-func (d *DB) Migrate(ctx context.Context) (err error) {
+func (d *DB) Migrate(ctx context.Context) error {
+	return d.migrate(ctx, len(migrationFiles(d.dialect)))
+}
+
+// migrate applies the migrations up to version upTo.
+func (d *DB) migrate(ctx context.Context, upTo int) (err error) {
 	defer apiperf.Wrap(&err, "Migrate")
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -50,14 +55,14 @@ func (d *DB) Migrate(ctx context.Context) (err error) {
 			return apiperf.Errorf(apiperf.EUNAVAILABLE, "timed out waiting for the migration lock")
 		}
 		defer conn.ExecContext(context.Background(), "SELECT RELEASE_LOCK(?)", migrationLock) //nolint:errcheck // the lock also ends with the connection
-		return d.applyMigrations(ctx, conn)
+		return d.applyMigrations(ctx, conn, upTo)
 	}
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return mapError(err)
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	if err := d.applyMigrations(ctx, tx); err != nil {
+	if err := d.applyMigrations(ctx, tx, upTo); err != nil {
 		return err
 	}
 	return mapError(tx.Commit())
@@ -69,7 +74,7 @@ type execer interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-func (d *DB) applyMigrations(ctx context.Context, c execer) error {
+func (d *DB) applyMigrations(ctx context.Context, c execer, upTo int) error {
 	if _, err := c.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version INTEGER NOT NULL PRIMARY KEY,
 		applied_at TEXT NOT NULL)`); err != nil {
@@ -81,7 +86,7 @@ func (d *DB) applyMigrations(ctx context.Context, c execer) error {
 	}
 	for i, name := range migrationFiles(d.dialect) {
 		version := i + 1
-		if version <= have {
+		if version <= have || version > upTo {
 			continue
 		}
 		body, err := migrationsFS.ReadFile(name)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 
 	apiperf "github.com/api-perf/api-perf"
 )
@@ -72,29 +73,57 @@ func (d *DB) Products(ctx context.Context, page apiperf.Page) (_ []apiperf.Produ
 	return out, mapError(rows.Err())
 }
 
-// ReplaceProduct overwrites a product, guarded by ifVersion when non-zero.
-func (d *DB) ReplaceProduct(ctx context.Context, id int64, in apiperf.ProductInput, ifVersion int64) (p *apiperf.Product, err error) {
-	defer apiperf.Wrap(&err, "ReplaceProduct(%d)", id)
+// UpdateProduct writes the fields patch sets in one statement, so columns
+// the patch leaves alone, stock above all, are never written from a copy
+// read earlier. Stock is written only under an ifVersion guard; without
+// one, a patch's stock must equal the stored stock, checked by the same
+// statement.
+func (d *DB) UpdateProduct(ctx context.Context, id int64, patch apiperf.ProductPatch, ifVersion int64) (p *apiperf.Product, err error) {
+	defer apiperf.Wrap(&err, "UpdateProduct(%d)", id)
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
+	var name, desc, price, stock any
+	if patch.Name != nil {
+		name = *patch.Name
+	}
+	if patch.Description != nil {
+		desc = *patch.Description
+	}
+	if patch.Price != nil {
+		price = d.dialect.money(*patch.Price)
+	}
+	if patch.Stock != nil {
+		stock = *patch.Stock
+	}
+	writeStock := patch.Stock != nil && ifVersion != 0
+	checkStock := patch.Stock != nil && ifVersion == 0
 	p = new(apiperf.Product)
 	err = d.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.StmtContext(ctx, d.stmts.replaceProduct).ExecContext(ctx,
-			in.Name, nullString(in.Description), d.dialect.money(in.Price), in.Stock, id, ifVersion, ifVersion)
+		res, err := tx.StmtContext(ctx, d.stmts.updateProduct).ExecContext(ctx,
+			patch.Name != nil, name,
+			patch.Description != nil || patch.ClearDescription, desc,
+			patch.Price != nil, price,
+			writeStock, stock,
+			id, ifVersion, ifVersion, checkStock, stock)
 		if err != nil {
 			return err
 		}
 		if n, err := res.RowsAffected(); err != nil {
 			return err
 		} else if n == 0 {
-			var v int64
-			err := tx.StmtContext(ctx, d.stmts.productVersion).QueryRowContext(ctx, id).Scan(&v)
-			if errors.Is(err, sql.ErrNoRows) {
+			var version, stored int64
+			err := tx.StmtContext(ctx, d.stmts.productState).QueryRowContext(ctx, id).Scan(&version, &stored)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
 				return errProductNotFound(id)
-			} else if err != nil {
+			case err != nil:
 				return err
+			case ifVersion != 0:
+				return apiperf.Errorf(apiperf.EPRECONDITION, "product %d has changed since it was read", id)
 			}
-			return apiperf.Errorf(apiperf.EPRECONDITION, "product %d has changed since it was read", id)
+			return &apiperf.Error{Code: apiperf.EPRECONDREQUIRED,
+				Message: fmt.Sprintf("product %d has %d units in stock, not %d: changing stock needs If-Match", id, stored, *patch.Stock),
+				Fields:  []apiperf.FieldError{{Field: "stock", Message: "differs from the stored stock; send If-Match with the product's ETag to change it"}}}
 		}
 		return scanProduct(tx.StmtContext(ctx, d.stmts.productByID).QueryRowContext(ctx, id), p)
 	})

@@ -11,34 +11,35 @@ import (
 )
 
 // statements are prepared once at Open. Every field is a *sql.Stmt whose tag
-// holds its SQL, so adding a statement is one line.
+// holds its SQL, so adding a statement is one line; a statement the
+// dialects cannot share has a mysql and a sqlite tag instead.
 type statements struct {
 	productByID     *sql.Stmt `sql:"SELECT id, name, description, price, stock, version, created_at, updated_at FROM products WHERE id = ?"`
 	productsAfter   *sql.Stmt `sql:"SELECT id, name, description, price, stock, version, created_at, updated_at FROM products WHERE id > ? ORDER BY id LIMIT ?"`
 	insertProduct   *sql.Stmt `sql:"INSERT INTO products (name, description, price, stock) VALUES (?, ?, ?, ?)"`
-	replaceProduct  *sql.Stmt `sql:"UPDATE products SET name = ?, description = ?, price = ?, stock = ?, version = version + 1, updated_at = {now} WHERE id = ? AND (? = 0 OR version = ?)"`
-	productVersion  *sql.Stmt `sql:"SELECT version FROM products WHERE id = ?"`
+	updateProduct   *sql.Stmt `sql:"UPDATE products SET name = CASE WHEN ? THEN ? ELSE name END, description = CASE WHEN ? THEN ? ELSE description END, price = CASE WHEN ? THEN ? ELSE price END, stock = CASE WHEN ? THEN ? ELSE stock END, version = version + 1, updated_at = {now} WHERE id = ? AND (? = 0 OR version = ?) AND (? = 0 OR stock = ?)"`
+	productState    *sql.Stmt `sql:"SELECT version, stock FROM products WHERE id = ?"`
 	deleteProduct   *sql.Stmt `sql:"DELETE FROM products WHERE id = ?"`
-	reserveStock    *sql.Stmt `sql:"UPDATE products SET stock = stock - ?, version = version + 1, updated_at = {now} WHERE id = ? AND stock >= ?"`
+	lockProduct     *sql.Stmt `sql:"SELECT id, price, stock, {now} FROM products WHERE id = ?{forupdate}"`
+	takeStock       *sql.Stmt `sql:"UPDATE products SET stock = stock - ?, version = version + 1, updated_at = ? WHERE id = ? AND stock >= ?"`
 	returnStock     *sql.Stmt `sql:"UPDATE products SET stock = stock + ?, version = version + 1, updated_at = {now} WHERE id = ?"`
-	productExists   *sql.Stmt `sql:"SELECT 1 FROM products WHERE id = ?"`
-	insertOrder     *sql.Stmt `sql:"INSERT INTO orders (product_id, quantity, unit_price, total, status, idempotency_key) SELECT id, ?, price, price * ?, 'pending', ? FROM products WHERE id = ?"`
+	insertOrder     *sql.Stmt `sql:"INSERT INTO orders (product_id, quantity, unit_price, total, status, created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)"`
 	orderByID       *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE id = ?"`
 	orderForUpdate  *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE id = ?{forupdate}"`
-	orderByKey      *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE idempotency_key = ?"`
+	orderForShare   *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE id = ?{forshare}"`
 	ordersAfter     *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE id > ? ORDER BY id LIMIT ?"`
 	ordersByStatus  *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE status = ? AND id > ? ORDER BY id LIMIT ?"`
 	ordersByProduct *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE product_id = ? AND id > ? ORDER BY id LIMIT ?"`
 	ordersByBoth    *sql.Stmt `sql:"SELECT id, product_id, quantity, unit_price, total, status, created_at, updated_at FROM orders WHERE product_id = ? AND status = ? AND id > ? ORDER BY id LIMIT ?"`
 	setOrderStatus  *sql.Stmt `sql:"UPDATE orders SET status = ?, updated_at = {now} WHERE id = ?"`
 	deleteOrder     *sql.Stmt `sql:"DELETE FROM orders WHERE id = ?"`
-	insertIdemKey   *sql.Stmt `sql:"INSERT INTO idempotency_keys (idem_key, request_hash) VALUES (?, ?)"`
-	idemKey         *sql.Stmt `sql:"SELECT request_hash, status_code, body, CASE WHEN created_at < {ago:60} THEN 1 ELSE 0 END, CASE WHEN created_at < {ago:86400} THEN 1 ELSE 0 END FROM idempotency_keys WHERE idem_key = ?"`
-	takeOverIdemKey *sql.Stmt `sql:"UPDATE idempotency_keys SET created_at = {now} WHERE idem_key = ? AND status_code IS NULL AND created_at < {ago:60}"`
-	expireIdemKey   *sql.Stmt `sql:"DELETE FROM idempotency_keys WHERE idem_key = ? AND created_at < {ago:86400}"`
-	completeIdemKey *sql.Stmt `sql:"UPDATE idempotency_keys SET status_code = ?, body = ? WHERE idem_key = ?"`
-	abandonIdemKey  *sql.Stmt `sql:"DELETE FROM idempotency_keys WHERE idem_key = ? AND status_code IS NULL"`
-	purgeIdemKeys   *sql.Stmt `sql:"DELETE FROM idempotency_keys WHERE created_at < {ago:86400}"`
+	// putRecord inserts an idempotency record, or replaces one that has
+	// expired; it affects no row when an unexpired record holds the key.
+	// MySQL applies the assignments in order, so expires_at, which every
+	// condition reads, is assigned last.
+	putRecord    *sql.Stmt `mysql:"INSERT INTO idempotency_records (scope, idem_key, request_hash, status_code, body, created_at, expires_at) VALUES (?, ?, ?, ?, ?, {now}, {expires}) ON DUPLICATE KEY UPDATE request_hash = IF(expires_at <= {now}, VALUES(request_hash), request_hash), status_code = IF(expires_at <= {now}, VALUES(status_code), status_code), body = IF(expires_at <= {now}, VALUES(body), body), created_at = IF(expires_at <= {now}, VALUES(created_at), created_at), expires_at = IF(expires_at <= {now}, VALUES(expires_at), expires_at)" sqlite:"INSERT INTO idempotency_records (scope, idem_key, request_hash, status_code, body, created_at, expires_at) VALUES (?, ?, ?, ?, ?, {now}, {expires}) ON CONFLICT (scope, idem_key) DO UPDATE SET request_hash = excluded.request_hash, status_code = excluded.status_code, body = excluded.body, created_at = excluded.created_at, expires_at = excluded.expires_at WHERE idempotency_records.expires_at <= {now}"`
+	record       *sql.Stmt `sql:"SELECT request_hash, status_code, body FROM idempotency_records WHERE scope = ? AND idem_key = ? AND expires_at > {now}{forshare}"`
+	purgeRecords *sql.Stmt `sql:"DELETE FROM idempotency_records WHERE expires_at <= {now}"`
 }
 
 // prepare fills d.stmts from the struct tags.
@@ -46,7 +47,11 @@ func (d *DB) prepare(ctx context.Context) error {
 	v := reflect.ValueOf(&d.stmts).Elem()
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
-		q := d.dialect.expand(t.Field(i).Tag.Get("sql"))
+		q, ok := t.Field(i).Tag.Lookup(d.dialect.name)
+		if !ok {
+			q = t.Field(i).Tag.Get("sql")
+		}
+		q = d.dialect.expand(q)
 		st, err := d.db.PrepareContext(ctx, q)
 		if err != nil {
 			return fmt.Errorf("prepare %s: %w", t.Field(i).Name, mapError(err))

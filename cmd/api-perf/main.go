@@ -149,7 +149,6 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 	scfg := server.Config{
 		Products:       products,
 		Orders:         db,
-		Idempotency:    db,
 		Cache:          be.cache,
 		Limiter:        be.limiter,
 		Ready:          append([]server.Check{{Name: "database", Pinger: db}}, be.checks...),
@@ -167,7 +166,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 		scfg.Metrics = metricsHandler
 	}
 	srv := server.New(scfg)
-	go purgeIdempotencyKeys(ctx, db, logger)
+	go purgeIdempotencyRecords(ctx, db, logger)
 
 	if cfg.LambdaRuntimeAPI != "" {
 		logger.Info("serving Lambda events", "init_ms", time.Since(start).Milliseconds(), "database", db.Dialect(),
@@ -224,8 +223,9 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 	return nil
 }
 
-// purgeIdempotencyKeys deletes keys past their 24 hours once an hour.
-func purgeIdempotencyKeys(ctx context.Context, db *storage.DB, logger *slog.Logger) {
+// purgeIdempotencyRecords deletes expired idempotency records once an hour.
+// Expiry does not depend on it: the store ignores expired records.
+func purgeIdempotencyRecords(ctx context.Context, db *storage.DB, logger *slog.Logger) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
@@ -233,10 +233,10 @@ func purgeIdempotencyKeys(ctx context.Context, db *storage.DB, logger *slog.Logg
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if n, err := db.PurgeIdempotencyKeys(ctx); err != nil {
-				logger.Warn("idempotency key purge failed", "error", err)
+			if n, err := db.PurgeIdempotencyRecords(ctx); err != nil {
+				logger.Warn("idempotency record purge failed", "error", err)
 			} else if n > 0 {
-				logger.Info("idempotency keys purged", "count", n)
+				logger.Info("expired idempotency records purged", "count", n)
 			}
 		}
 	}

@@ -27,6 +27,8 @@ type Faults struct {
 	// before forwarding it; the other direction keeps flowing meanwhile.
 	DelayRate float64
 	MaxDelay  time.Duration
+	// Latency holds every chunk back for this long (a slow network).
+	Latency time.Duration
 	// MySQL reads the client's stream as MySQL protocol packets, which
 	// makes COMMIT recognisable (the proxy must see plaintext: no TLS).
 	MySQL bool
@@ -279,6 +281,9 @@ func (c *chaosConn) pump(dir string, src, dst net.Conn, rng *rand.Rand, mysqlFra
 			c.p.stats.delays.Add(1)
 			c.p.logf("conn %d %s: latency spike %v", c.id, dir, d.Round(time.Millisecond))
 			time.Sleep(d)
+		}
+		if f.Latency > 0 {
+			time.Sleep(f.Latency)
 		}
 		if dir == "server->client" && c.dropReply.Load() {
 			c.p.stats.after.Add(1)

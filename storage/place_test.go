@@ -1,0 +1,403 @@
+package storage_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	apiperf "github.com/api-perf/api-perf"
+	"github.com/api-perf/api-perf/internal/testenv"
+	"github.com/api-perf/api-perf/storage"
+)
+
+// respond renders stored responses the way a caller might: the order as
+// JSON for a created order, the error's code and message otherwise.
+func respond(o *apiperf.Order, err error) apiperf.StoredResponse {
+	if err != nil {
+		return apiperf.StoredResponse{Status: 400, Body: []byte(apiperf.ErrorCode(err) + ": " + apiperf.ErrorMessage(err))}
+	}
+	b, _ := json.Marshal(o)
+	return apiperf.StoredResponse{Status: 201, Body: b}
+}
+
+// keyed is a placement of in with key in the scope of client.
+func keyed(client byte, key string, in apiperf.OrderInput) *apiperf.OrderPlacement {
+	k := &apiperf.IdempotencyKey{Key: key, RequestHash: sha256.Sum256(fmt.Appendf(nil, "%d:%d", in.ProductID, in.Quantity))}
+	k.Scope[0] = client
+	return &apiperf.OrderPlacement{In: in, Key: k, Respond: respond}
+}
+
+func place(t testing.TB, db *storage.DB, ps ...*apiperf.OrderPlacement) {
+	t.Helper()
+	db.PlaceOrders(context.Background(), ps)
+}
+
+func stockOf(t testing.TB, db *storage.DB, id int64) int64 {
+	t.Helper()
+	p, err := db.Product(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Stock
+}
+
+func countRows(t testing.TB, db *storage.DB, table string) int {
+	t.Helper()
+	var n int
+	if err := db.SQL().QueryRow("SELECT COUNT(*) FROM " + table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// created checks that p created an order of its input and stored it.
+func created(t testing.TB, p *apiperf.OrderPlacement) *apiperf.Order {
+	t.Helper()
+	if p.Err != nil || p.Order == nil || p.Replayed {
+		t.Fatalf("placement of %+v: order %+v, err %v, replayed %v", p.In, p.Order, p.Err, p.Replayed)
+	}
+	if p.Order.ProductID != p.In.ProductID || p.Order.Quantity != p.In.Quantity || p.Order.ID == 0 || p.Order.CreatedAt.IsZero() {
+		t.Fatalf("created %+v for %+v", p.Order, p.In)
+	}
+	if !p.StockMayHaveChanged {
+		t.Fatal("a created order does not report its stock change")
+	}
+	if p.Key != nil {
+		var o struct{ ID int64 }
+		if p.Stored == nil || p.Stored.Status != 201 || json.Unmarshal(p.Stored.Body, &o) != nil || o.ID != p.Order.ID {
+			t.Fatalf("stored %+v for order %d", p.Stored, p.Order.ID)
+		}
+	}
+	return p.Order
+}
+
+func TestOrderStore_PlaceOrders_ResponseIsTheStoredOrder(t *testing.T) {
+	eachBackend(t, func(t *testing.T, db *storage.DB) {
+		p := mustProduct(t, db, 1999, 10)
+		pl := keyed(1, "k", apiperf.OrderInput{ProductID: p.ID, Quantity: 3})
+		place(t, db, pl)
+		o := created(t, pl)
+		got, err := db.Order(context.Background(), o.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := json.Marshal(o)
+		b, _ := json.Marshal(got)
+		if string(a) != string(b) || string(pl.Stored.Body) != string(b) {
+			t.Fatalf("answered %s, stored %s, the database holds %s", a, pl.Stored.Body, b)
+		}
+		if o.Total != 5997 || o.Status != apiperf.StatusPending {
+			t.Fatalf("order %+v", o)
+		}
+	})
+}
+
+func TestOrderStore_PlaceOrders_Idempotent(t *testing.T) {
+	eachBackend(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		a := mustProduct(t, db, 100, 10)
+		b := mustProduct(t, db, 300, 10)
+
+		first := keyed(1, "order-1", apiperf.OrderInput{ProductID: a.ID, Quantity: 2})
+		place(t, db, first)
+		o := created(t, first)
+		t.Run("Replay", func(t *testing.T) {
+			again := keyed(1, "order-1", apiperf.OrderInput{ProductID: a.ID, Quantity: 2})
+			place(t, db, again)
+			if !again.Replayed || again.Order != nil || again.Err != nil || string(again.Stored.Body) != string(first.Stored.Body) {
+				t.Fatalf("replay: %+v", again)
+			}
+			if again.StockMayHaveChanged || stockOf(t, db, a.ID) != 8 {
+				t.Fatal("a replay moved stock")
+			}
+		})
+		t.Run("Mismatch", func(t *testing.T) {
+			other := keyed(1, "order-1", apiperf.OrderInput{ProductID: a.ID, Quantity: 3})
+			place(t, db, other)
+			wantCode(t, other.Err, apiperf.EMISMATCH)
+			if stockOf(t, db, a.ID) != 8 {
+				t.Fatal("a refused key moved stock")
+			}
+		})
+		// Issue 10, reproduction 1: keys differing only in case were one key
+		// on orders and two on the records, and the second request got the
+		// first one's order.
+		t.Run("KeysAreCaseSensitive", func(t *testing.T) {
+			lower := keyed(1, "order-abc", apiperf.OrderInput{ProductID: a.ID, Quantity: 1})
+			upper := keyed(1, "ORDER-ABC", apiperf.OrderInput{ProductID: b.ID, Quantity: 2})
+			place(t, db, lower)
+			place(t, db, upper)
+			lo, up := created(t, lower), created(t, upper)
+			if lo.ID == up.ID || up.ProductID != b.ID || up.Quantity != 2 {
+				t.Fatalf("order-abc -> %+v, ORDER-ABC -> %+v", lo, up)
+			}
+		})
+		// Reproduction 2: two clients that pick the same key and body each
+		// get their own order.
+		t.Run("KeysAreScopedToTheClient", func(t *testing.T) {
+			c1 := keyed(1, "shared-key", apiperf.OrderInput{ProductID: b.ID, Quantity: 1})
+			c2 := keyed(2, "shared-key", apiperf.OrderInput{ProductID: b.ID, Quantity: 1})
+			place(t, db, c1)
+			place(t, db, c2)
+			if created(t, c1).ID == created(t, c2).ID {
+				t.Fatal("two clients share one order")
+			}
+		})
+		// Reproduction 3: after expiry, the key places a new order. The
+		// record is expired but not purged, so the store itself must
+		// treat it as absent.
+		t.Run("ExpiredKeyPlacesANewOrder", func(t *testing.T) {
+			expire(t, db, "order-1")
+			again := keyed(1, "order-1", apiperf.OrderInput{ProductID: a.ID, Quantity: 3})
+			place(t, db, again)
+			if created(t, again).ID == o.ID {
+				t.Fatal("the expired key answered with the old order")
+			}
+			replay := keyed(1, "order-1", apiperf.OrderInput{ProductID: a.ID, Quantity: 3})
+			place(t, db, replay)
+			if !replay.Replayed || string(replay.Stored.Body) != string(again.Stored.Body) {
+				t.Fatalf("the new record is not the one replayed: %+v", replay)
+			}
+			expire(t, db, "order-abc")
+			n, err := db.PurgeIdempotencyRecords(ctx)
+			if err != nil || n != 1 {
+				t.Fatalf("purged %d (%v), want the 1 expired record", n, err)
+			}
+		})
+		t.Run("RefusalsAreStored", func(t *testing.T) {
+			gone := keyed(1, "no-such-product", apiperf.OrderInput{ProductID: 1 << 40, Quantity: 1})
+			place(t, db, gone)
+			wantCode(t, gone.Err, apiperf.ENOTFOUND)
+			short := keyed(1, "too-many", apiperf.OrderInput{ProductID: a.ID, Quantity: 100})
+			place(t, db, short)
+			wantCode(t, short.Err, apiperf.ECONFLICT)
+			if short.Stored == nil || short.Stored.Status != 400 || short.StockMayHaveChanged {
+				t.Fatalf("refusal: %+v", short)
+			}
+			again := keyed(1, "too-many", apiperf.OrderInput{ProductID: a.ID, Quantity: 100})
+			place(t, db, again)
+			if !again.Replayed || string(again.Stored.Body) != string(short.Stored.Body) {
+				t.Fatalf("the stored refusal is not replayed: %+v", again)
+			}
+		})
+	})
+}
+
+// expire moves the expiry of every record with key into the past.
+func expire(t testing.TB, db *storage.DB, key string) {
+	t.Helper()
+	past := "'2000-01-01 00:00:00'"
+	if db.Dialect() == "sqlite" {
+		past = "'2000-01-01T00:00:00.000Z'"
+	}
+	if _, err := db.SQL().Exec("UPDATE idempotency_records SET expires_at = "+past+" WHERE idem_key = ?", key); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOrderStore_PlaceOrders_ConcurrentKey sends one key twenty times at
+// once: one order, and every request gets its response.
+func TestOrderStore_PlaceOrders_ConcurrentKey(t *testing.T) {
+	eachBackend(t, func(t *testing.T, db *storage.DB) {
+		p := mustProduct(t, db, 100, 100)
+		ps := make([]*apiperf.OrderPlacement, 20)
+		var wg sync.WaitGroup
+		for i := range ps {
+			ps[i] = keyed(1, "same", apiperf.OrderInput{ProductID: p.ID, Quantity: 2})
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				place(t, db, ps[i])
+			}()
+		}
+		wg.Wait()
+		createdN := 0
+		for _, pl := range ps {
+			if pl.Err != nil {
+				t.Fatalf("placement failed: %v", pl.Err)
+			}
+			if !pl.Replayed {
+				createdN++
+			}
+			if string(pl.Stored.Body) != string(ps[0].Stored.Body) {
+				t.Fatalf("responses differ: %s and %s", pl.Stored.Body, ps[0].Stored.Body)
+			}
+		}
+		if createdN != 1 || countRows(t, db, "orders") != 1 || stockOf(t, db, p.ID) != 98 {
+			t.Fatalf("%d created, %d orders, stock %d; want 1, 1, 98", createdN, countRows(t, db, "orders"), stockOf(t, db, p.ID))
+		}
+	})
+}
+
+// TestOrderStore_PlaceOrders_TotalTooLarge is reproduction 8: a total over
+// DECIMAL(14,2) made MySQL fail the INSERT (a 500); it is a refusal naming
+// the quantity now, decided before any write.
+func TestOrderStore_PlaceOrders_TotalTooLarge(t *testing.T) {
+	eachBackend(t, func(t *testing.T, db *storage.DB) {
+		p := mustProduct(t, db, apiperf.MaxPrice, apiperf.MaxQuantity)
+		pl := keyed(1, "big", apiperf.OrderInput{ProductID: p.ID, Quantity: 101})
+		place(t, db, pl)
+		wantCode(t, pl.Err, apiperf.EINVALID)
+		var e *apiperf.Error
+		if !errors.As(pl.Err, &e) || len(e.Fields) != 1 || e.Fields[0].Field != "quantity" || !strings.Contains(e.Fields[0].Message, "at most 100 units") {
+			t.Fatalf("refusal %#v", pl.Err)
+		}
+		if stockOf(t, db, p.ID) != apiperf.MaxQuantity || countRows(t, db, "orders") != 0 {
+			t.Fatal("a refused order moved stock")
+		}
+		ok := keyed(1, "largest", apiperf.OrderInput{ProductID: p.ID, Quantity: 100})
+		place(t, db, ok)
+		if o := created(t, ok); o.Total != apiperf.MaxPrice*100 {
+			t.Fatalf("total %s", o.Total)
+		}
+	})
+}
+
+// TestOrderStore_PlaceOrders_Batch places several orders in one call: each
+// is decided on its own, in order, on the stock the earlier ones left.
+func TestOrderStore_PlaceOrders_Batch(t *testing.T) {
+	eachBackend(t, func(t *testing.T, db *storage.DB) {
+		a := mustProduct(t, db, 100, 3)
+		c := mustProduct(t, db, 250, 5)
+		big := mustProduct(t, db, apiperf.MaxPrice, 1000)
+		batch := []*apiperf.OrderPlacement{
+			{In: apiperf.OrderInput{ProductID: a.ID, Quantity: 2}},
+			{In: apiperf.OrderInput{ProductID: a.ID, Quantity: 2}},
+			{In: apiperf.OrderInput{ProductID: 1 << 40, Quantity: 1}},
+			keyed(1, "k1", apiperf.OrderInput{ProductID: c.ID, Quantity: 1}),
+			keyed(1, "k1", apiperf.OrderInput{ProductID: c.ID, Quantity: 1}),
+			keyed(1, "k2", apiperf.OrderInput{ProductID: big.ID, Quantity: 500}),
+			{In: apiperf.OrderInput{ProductID: a.ID, Quantity: 1}},
+		}
+		place(t, db, batch...)
+		created(t, batch[0])
+		wantCode(t, batch[1].Err, apiperf.ECONFLICT)
+		wantCode(t, batch[2].Err, apiperf.ENOTFOUND)
+		o := created(t, batch[3])
+		if !batch[4].Replayed || string(batch[4].Stored.Body) != string(batch[3].Stored.Body) {
+			t.Fatalf("the second placement with k1 is not the first one's replay: %+v", batch[4])
+		}
+		wantCode(t, batch[5].Err, apiperf.EINVALID)
+		created(t, batch[6])
+		if stockOf(t, db, a.ID) != 0 || stockOf(t, db, c.ID) != 4 || stockOf(t, db, big.ID) != 1000 || countRows(t, db, "orders") != 3 {
+			t.Fatalf("stock %d/%d/%d, %d orders", stockOf(t, db, a.ID), stockOf(t, db, c.ID), stockOf(t, db, big.ID), countRows(t, db, "orders"))
+		}
+		if got, err := db.Order(context.Background(), o.ID); err != nil || got.ProductID != c.ID {
+			t.Fatalf("order %d: %+v, %v", o.ID, got, err)
+		}
+	})
+}
+
+// proxiedStore opens a store on a fresh MariaDB database through a chaos
+// proxy that only does what the test tells it.
+func proxiedStore(t *testing.T, timeout time.Duration) (*storage.DB, *testenv.ChaosProxy) {
+	t.Helper()
+	cfg, err := mysql.ParseDSN(testenv.MySQLDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewChaosProxy(t, cfg.Addr, testenv.Faults{MySQL: true})
+	cfg.Addr = proxy.Addr()
+	db, err := storage.Open(context.Background(), storage.Config{MySQLDSN: cfg.FormatDSN(), QueryTimeout: timeout, MaxOpenConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, proxy
+}
+
+// TestOrderStore_PlaceOrders_UnknownCommit cuts the connection at COMMIT:
+// after the server carried it out, the order is answered as created (it
+// exists: reproduction 4 answered it 503 and a retry bought twice); before,
+// it is answered unavailable and does not exist. Either way the answer is
+// the truth, with or without a key.
+func TestOrderStore_PlaceOrders_UnknownCommit(t *testing.T) {
+	db, proxy := proxiedStore(t, 5*time.Second)
+	p := mustProduct(t, db, 100, 100)
+	for _, withKey := range []bool{false, true} {
+		name := map[bool]string{false: "Unkeyed", true: "Keyed"}[withKey]
+		newPlacement := func(key string) *apiperf.OrderPlacement {
+			if withKey {
+				return keyed(1, key, apiperf.OrderInput{ProductID: p.ID, Quantity: 1})
+			}
+			return &apiperf.OrderPlacement{In: apiperf.OrderInput{ProductID: p.ID, Quantity: 1}}
+		}
+		t.Run(name+"/CutAfterCommit", func(t *testing.T) {
+			orders, stock := countRows(t, db, "orders"), stockOf(t, db, p.ID)
+			cuts := proxy.Stats().CommitsCutAfter
+			proxy.CutNextCommit(true)
+			pl := newPlacement("after")
+			place(t, db, pl)
+			o := created(t, pl)
+			if got, err := db.Order(context.Background(), o.ID); err != nil || got.ProductID != p.ID {
+				t.Fatalf("the answered order %d: %+v, %v", o.ID, got, err)
+			}
+			if countRows(t, db, "orders") != orders+1 || stockOf(t, db, p.ID) != stock-1 {
+				t.Fatal("not exactly one order for one answer")
+			}
+			if proxy.Stats().CommitsCutAfter != cuts+1 {
+				t.Fatalf("the proxy did not cut after a COMMIT: %v", proxy.Stats())
+			}
+		})
+		t.Run(name+"/CutBeforeCommit", func(t *testing.T) {
+			orders, stock := countRows(t, db, "orders"), stockOf(t, db, p.ID)
+			proxy.CutNextCommit(false)
+			pl := newPlacement("before")
+			place(t, db, pl)
+			wantCode(t, pl.Err, apiperf.EUNAVAILABLE)
+			if countRows(t, db, "orders") != orders || stockOf(t, db, p.ID) != stock {
+				t.Fatal("an order answered as failed exists")
+			}
+			if withKey {
+				retry := newPlacement("before")
+				place(t, db, retry)
+				created(t, retry)
+			}
+		})
+	}
+}
+
+// TestOrderStore_PlaceOrders_SlowCommit holds COMMIT back past the request's
+// deadline. A commit that completes within the grace period is answered as
+// created; one that completes later is answered unavailable, and a retry
+// with the key then gets the order that committed, never a second one.
+func TestOrderStore_PlaceOrders_SlowCommit(t *testing.T) {
+	db, proxy := proxiedStore(t, 500*time.Millisecond)
+	p := mustProduct(t, db, 100, 100)
+
+	proxy.HoldNextCommit(900 * time.Millisecond)
+	pl := keyed(1, "slow", apiperf.OrderInput{ProductID: p.ID, Quantity: 1})
+	place(t, db, pl)
+	created(t, pl)
+
+	proxy.HoldNextCommit(2500 * time.Millisecond)
+	late := keyed(1, "late", apiperf.OrderInput{ProductID: p.ID, Quantity: 1})
+	place(t, db, late)
+	wantCode(t, late.Err, apiperf.EUNAVAILABLE)
+	if !late.StockMayHaveChanged {
+		t.Fatal("an unknown outcome must count as a possible stock change")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		retry := keyed(1, "late", apiperf.OrderInput{ProductID: p.ID, Quantity: 1})
+		place(t, db, retry)
+		if retry.Err == nil {
+			if !retry.Replayed || countRows(t, db, "orders") != 2 || stockOf(t, db, p.ID) != 98 {
+				t.Fatalf("retry %+v with %d orders", retry, countRows(t, db, "orders"))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the key is still undecided: %v", retry.Err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

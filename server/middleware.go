@@ -67,9 +67,17 @@ func requestID(ctx *fasthttp.RequestCtx) string {
 	return string(ctx.Response.Header.PeekCanonical(hRequestID))
 }
 
-// outer wraps the router: request ids, panic recovery and the access log.
+// outer wraps the router: request ids, panic recovery, the access log, and
+// the count of running handlers that Shutdown waits for.
 func (s *Server) outer(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
+		s.running.Add(1)
+		defer s.running.Add(-1)
+		if s.draining.Load() {
+			// fasthttp stops closing kept-alive connections when its own
+			// wait times out; each one closes after this response instead.
+			ctx.SetConnectionClose()
+		}
 		s.setRequestID(ctx)
 		defer func() {
 			if r := recover(); r != nil {

@@ -106,9 +106,16 @@ type Server struct {
 	// base is the parent context of every store, cache and limiter call.
 	// A *fasthttp.RequestCtx is recycled when its handler returns, so it
 	// must never become a context's parent: a timer could still read it.
-	base    context.Context
-	ridBase [12]byte
-	ridSeq  atomic.Uint64
+	// Shutdown cancels it once the drain budget is spent, so that the
+	// requests still running roll their transactions back and return.
+	base       context.Context
+	cancelBase context.CancelFunc
+	// running counts handlers that have not returned; draining asks each
+	// connection to close after its response once Shutdown has begun.
+	running  atomic.Int64
+	draining atomic.Bool
+	ridBase  [12]byte
+	ridSeq   atomic.Uint64
 	// loadProductKey is loadProductByKey as a func value, made once so the
 	// cached read path passes it without allocating a closure.
 	loadProductKey func(ctx context.Context, key string) ([]byte, error)
@@ -144,7 +151,8 @@ func New(cfg Config) *Server {
 	if cfg.AccessLog == "" {
 		cfg.AccessLog = "errors"
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, base: context.Background()}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.metrics = newHTTPMetrics(cfg.Registerer, func() float64 { return float64(s.http.GetCurrentConcurrency()) })
 	for _, k := range cfg.APIKeys {
 		s.keys = append(s.keys, []byte(k))
@@ -187,9 +195,34 @@ func (s *Server) Serve(ln net.Listener) error {
 	return s.http.Serve(ln)
 }
 
-// Shutdown stops accepting connections and waits for in-flight requests
-// until ctx ends.
-func (s *Server) Shutdown(ctx context.Context) error { return s.http.ShutdownWithContext(ctx) }
+// Shutdown stops accepting connections and lets in-flight requests finish
+// until ctx ends. Requests still running then are cancelled: their store
+// calls end and their transactions roll back (a COMMIT already sent is
+// waited for, briefly, so a committed order is still answered as one).
+// Shutdown returns once every handler has returned, or drainGrace after
+// the cancellation with an error naming how many have not; only then may
+// the caller close the stores, the cache and the limiter under them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	err := s.http.ShutdownWithContext(ctx)
+	if err == nil && s.running.Load() == 0 {
+		return nil
+	}
+	s.cancelBase()
+	deadline := time.Now().Add(drainGrace)
+	for s.running.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := s.running.Load(); n > 0 {
+		return fmt.Errorf("%d requests still running %v after they were cancelled", n, drainGrace)
+	}
+	return err
+}
+
+// drainGrace bounds the wait for cancelled requests to return. A cancelled
+// request ends its database call at once; one whose COMMIT was already sent
+// may wait for its outcome for a second more (see storage.PlaceOrders).
+const drainGrace = 2 * time.Second
 
 // transportError answers errors fasthttp meets before a handler runs, such
 // as a body over the size limit or a malformed request line.

@@ -209,15 +209,22 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 		return err
 	case <-ctx.Done():
 	}
+	// Shutdown drains, then cancels what is still running and waits for it
+	// to return; only then do the deferred closes of the cache, the limiter
+	// and the database run, so no request meets a closed dependency.
 	logger.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	err = srv.Shutdown(sctx)
 	if msrv != nil {
-		msrv.ShutdownWithContext(sctx) //nolint:errcheck // the API server's error is the one that matters
+		msrv.ShutdownWithContext(sctx) //nolint:errcheck // the API server's drain is the one that matters
 	}
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
+	switch {
+	case err == nil:
+	case errors.Is(err, context.DeadlineExceeded):
+		logger.Warn("shutdown: requests still running after SHUTDOWN_TIMEOUT were cancelled", "timeout", cfg.ShutdownTimeout.String())
+	default:
+		logger.Error("shutdown: closing with requests still running", "error", err)
 	}
 	logger.Info("stopped")
 	return nil

@@ -116,16 +116,41 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 	d.db.SetConnMaxIdleTime(5 * time.Minute)
 
 	if !cfg.SkipMigrations {
-		if err := d.Migrate(ctx); err != nil {
+		if err := retryUnavailable(ctx, func() error { return d.Migrate(ctx) }); err != nil {
 			d.db.Close()
 			return nil, err
 		}
 	}
 	if err := d.prepare(ctx); err != nil {
+		d.stmts.close()
 		d.db.Close()
 		return nil, err
 	}
 	return d, nil
+}
+
+// openAttempts bounds how often Open tries a step that failed because the
+// database was unreachable: a connection cut while the schema is checked
+// or a statement prepared should cost a retry, not a crash and a restart.
+const openAttempts = 5
+
+// retryUnavailable runs fn until it succeeds, fails with an error other
+// than EUNAVAILABLE, or has failed openAttempts times, pausing 100 ms,
+// 200 ms, 400 ms... in between.
+func retryUnavailable(ctx context.Context, fn func() error) error {
+	pause := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil || attempt == openAttempts || apiperf.ErrorCode(err) != apiperf.EUNAVAILABLE {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+		pause *= 2
+	}
 }
 
 // mysqlDSN parses dsn and sets what the stores rely on: times parsed as UTC,

@@ -4,11 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 
 	apiperf "github.com/api-perf/api-perf"
 )
@@ -94,7 +97,7 @@ func (d *DB) applyMigrations(ctx context.Context, c execer, upTo int) error {
 			return err
 		}
 		for _, stmt := range splitStatements(string(body)) {
-			if _, err := c.ExecContext(ctx, stmt); err != nil {
+			if _, err := c.ExecContext(ctx, stmt); err != nil && !alreadyApplied(err) {
 				return fmt.Errorf("migration %s: %w", name, mapError(err))
 			}
 		}
@@ -116,6 +119,23 @@ func (d *DB) schemaVersion(ctx context.Context, c interface {
 		return 0, nil
 	}
 	return int(v.Int64), err
+}
+
+// alreadyApplied reports a MySQL DDL error that means the statement's work
+// is done: the table, column or index it creates exists, or the one it
+// drops does not. MySQL commits each DDL statement on its own, so a
+// migration cut off between its statements (a lost connection at start-up)
+// runs again from the top and must get past the ones already applied.
+func alreadyApplied(err error) bool {
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) {
+		return false
+	}
+	switch me.Number {
+	case 1050, 1060, 1061, 1091: // table exists, duplicate column, duplicate key, cannot drop
+		return true
+	}
+	return false
 }
 
 func isMissingTable(err error) bool {

@@ -52,9 +52,13 @@ func (d *DB) prepare(ctx context.Context) error {
 			q = t.Field(i).Tag.Get("sql")
 		}
 		q = d.dialect.expand(q)
-		st, err := d.db.PrepareContext(ctx, q)
+		var st *sql.Stmt
+		err := retryUnavailable(ctx, func() (err error) {
+			st, err = d.db.PrepareContext(ctx, q)
+			return mapError(err)
+		})
 		if err != nil {
-			return fmt.Errorf("prepare %s: %w", t.Field(i).Name, mapError(err))
+			return fmt.Errorf("prepare %s: %w", t.Field(i).Name, err)
 		}
 		reflect.NewAt(t.Field(i).Type, v.Field(i).Addr().UnsafePointer()).Elem().Set(reflect.ValueOf(st))
 	}

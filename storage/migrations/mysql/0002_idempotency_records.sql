@@ -14,6 +14,17 @@ CREATE TABLE IF NOT EXISTS idempotency_records (
     KEY idempotency_records_expires_at (expires_at)
 ) ENGINE=InnoDB;
 
+-- A run that was cut off after the DROP below starts again here: the old
+-- table then comes back empty, for the copy to find nothing and the DROP
+-- to remove it again.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    idem_key     VARCHAR(255) NOT NULL PRIMARY KEY,
+    request_hash BINARY(32)   NOT NULL,
+    status_code  INT          NULL,
+    body         MEDIUMBLOB   NULL,
+    created_at   DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
 -- Completed responses carry over into the shared scope (keys had no client
 -- before); unfinished claims are dropped, as their requests are long gone.
 INSERT IGNORE INTO idempotency_records (scope, idem_key, request_hash, status_code, body, created_at, expires_at)

@@ -93,9 +93,25 @@ func newProcess(t *testing.T, vars map[string]string) *process {
 	return p
 }
 
-// start runs the binary and waits until /healthz answers.
+// start runs the binary and waits until /healthz answers. A process that
+// exits while starting (its database connection cut under the faults a
+// test injects, say) is started again, as an orchestrator's restart policy
+// would, up to five times.
 func (p *process) start() {
 	p.t.Helper()
+	for attempt := 1; ; attempt++ {
+		err := p.tryStart()
+		if err == nil {
+			return
+		}
+		if attempt == 5 {
+			p.t.Fatalf("api-perf did not start in %d attempts: %v\n%s", attempt, err, p.logs.String())
+		}
+		p.t.Logf("api-perf start attempt %d: %v; starting it again", attempt, err)
+	}
+}
+
+func (p *process) tryStart() error {
 	cmd := exec.Command(p.bin)
 	cmd.Env = append(os.Environ(), p.env...)
 	cmd.Stdout, cmd.Stderr = &p.logs, &p.logs
@@ -113,12 +129,15 @@ func (p *process) start() {
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == 200 {
-				return
+				return nil
 			}
 		}
 		select {
 		case err := <-done:
-			p.t.Fatalf("api-perf exited while starting: %v\n%s", err, p.logs.String())
+			p.mu.Lock()
+			p.cmd = nil
+			p.mu.Unlock()
+			return fmt.Errorf("exited while starting: %v", err)
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {

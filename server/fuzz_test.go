@@ -1,65 +1,158 @@
 package server_test
 
 import (
+	"bufio"
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/api-perf/api-perf/server"
+	"github.com/api-perf/api-perf/storage"
 )
 
-// fuzzCreate drives one create route with arbitrary bodies over SQLite:
-// every answer is 201 or a documented 4xx, never a 5xx or a panic, and a
-// refused request writes nothing.
-func fuzzCreate(f *testing.F, path, table string, seeds ...string) {
-	for _, s := range seeds {
-		f.Add([]byte(s))
-	}
-	db := openStore(f, "sqlite", "")
-	h := server.New(server.Config{Products: db, Orders: db, AccessLog: "off"}).Handler()
-	ctx := newCtx()
-	request(ctx, "POST", "/products", []byte(`{"name":"seed","price":1,"stock":1000000}`))
-	h(ctx)
-	count := func(t *testing.T) int {
-		var n int
-		if err := db.SQL().QueryRow("SELECT COUNT(*) FROM " + table).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		before := count(t)
-		ctx := newCtx()
-		request(ctx, "POST", path, body)
-		h(ctx)
-		switch st := ctx.Response.StatusCode(); st {
-		case 201:
-			if count(t) != before+1 {
-				t.Fatalf("201 without exactly one new row")
-			}
-		case 400, 404, 409, 413, 415, 422:
-			if string(ctx.Response.Header.ContentType()) != "application/problem+json" {
-				t.Fatalf("%d without a problem body", st)
-			}
-			if count(t) != before {
-				t.Fatalf("refused request (%d) changed %s", st, table)
-			}
-		default:
-			t.Fatalf("body %q: status %d: %s", body, st, ctx.Response.Body())
-		}
-	})
+// createTarget is one create route under fuzzing: its path, the table a
+// 201 adds a row to, and the seed bodies.
+type createTarget struct {
+	name, path, table string
+	seeds             []string
 }
 
-func FuzzCreateProduct(f *testing.F) {
-	fuzzCreate(f, "/products", "products",
+var (
+	productTarget = createTarget{"FuzzCreateProduct", "/products", "products", []string{
 		`{"name":"Test Product","price":99.99}`,
 		`{"name":"a","description":null,"price":0,"stock":5}`,
 		`{"name":"\u00e9\ud83d\ude00","price":9999999999.99,"stock":1000000000}`,
 		`{"name":"x","price":1.005}`, `{"name":"x","price":"1"}`, `{"name":1}`, `{"name":"x","price":1e2}`,
-		`{"name":"x","price":-0.0}`, `{}`, `[]`, `null`, `{"name":"x","price":1,"extra":{}}`)
-}
-
-func FuzzCreateOrder(f *testing.F) {
-	fuzzCreate(f, "/orders", "orders",
+		`{"name":"x","price":-0.0}`, `{}`, `[]`, `null`, `{"name":"x","price":1,"extra":{}}`,
+		"{\"name\":\"\xff\xfe\",\"price\":1}", `{"name":"\ud800","price":1}`,
+		`{"name":"` + strings.Repeat("\u00e9", 200) + `","price":1}`, `{"name":"` + strings.Repeat("\U0001F600", 201) + `","price":1}`,
+		`{"name":"x","price":1,"description":"` + strings.Repeat("\U0001F600", 10000) + `"}`,
+	}}
+	orderTarget = createTarget{"FuzzCreateOrder", "/orders", "orders", []string{
 		`{"product_id":1,"quantity":2}`, `{"product_id":1,"quantity":1000000}`, `{"product_id":2,"quantity":1}`,
 		`{"product_id":1.0,"quantity":1}`, `{"product_id":"1","quantity":1}`, `{"product_id":9007199254740993,"quantity":1}`,
-		`{"quantity":1}`, `{"product_id":1,"quantity":-5}`, `{"product_id":1,"quantity":1}{}`)
+		`{"quantity":1}`, `{"product_id":1,"quantity":-5}`, `{"product_id":1,"quantity":1}{}`,
+		// Product 2 is priced at the maximum: 101 units exceed the largest total.
+		`{"product_id":2,"quantity":101}`, `{"product_id":2,"quantity":1000000}`,
+	}}
+)
+
+// createChecker sends one body to a create route of a fresh server over db
+// and checks the answer: 201 or a documented 4xx, never a 5xx or a panic,
+// and a refused request writes nothing.
+func createChecker(tb testing.TB, db *storage.DB, target createTarget) func(t *testing.T, body []byte) {
+	h := server.New(server.Config{Products: db, Orders: db, AccessLog: "off"}).Handler()
+	for _, p := range []string{`{"name":"seed","price":1,"stock":1000000}`, `{"name":"gold","price":9999999999.99,"stock":1000000}`} {
+		ctx := newCtx()
+		request(ctx, "POST", "/products", []byte(p))
+		h(ctx)
+		if ctx.Response.StatusCode() != 201 {
+			tb.Fatalf("seed product: %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+	}
+	count := func(t *testing.T) int {
+		var n int
+		if err := db.SQL().QueryRow("SELECT COUNT(*) FROM " + target.table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	return func(t *testing.T, body []byte) {
+		before := count(t)
+		ctx := newCtx()
+		request(ctx, "POST", target.path, body)
+		h(ctx)
+		checkCreate(t, ctx, body, before, count(t))
+	}
+}
+
+func checkCreate(t *testing.T, ctx *fasthttp.RequestCtx, body []byte, before, after int) {
+	t.Helper()
+	switch st := ctx.Response.StatusCode(); st {
+	case 201:
+		if after != before+1 {
+			t.Fatalf("body %q: 201 without exactly one new row", body)
+		}
+	case 400, 404, 409, 413, 415, 422:
+		if string(ctx.Response.Header.ContentType()) != "application/problem+json" {
+			t.Fatalf("body %q: %d without a problem body", body, st)
+		}
+		if after != before {
+			t.Fatalf("body %q: refused request (%d) changed the table", body, st)
+		}
+	default:
+		t.Fatalf("body %q: status %d: %s", body, st, ctx.Response.Body())
+	}
+}
+
+// fuzzCreate fuzzes one create route over SQLite, which costs the fuzzer
+// no network; TestFuzzCorpus replays what it found on MariaDB too.
+func fuzzCreate(f *testing.F, target createTarget) {
+	for _, s := range target.seeds {
+		f.Add([]byte(s))
+	}
+	check := createChecker(f, openStore(f, "sqlite", ""), target)
+	f.Fuzz(check)
+}
+
+func FuzzCreateProduct(f *testing.F) { fuzzCreate(f, productTarget) }
+
+func FuzzCreateOrder(f *testing.F) { fuzzCreate(f, orderTarget) }
+
+// TestFuzzCorpus replays every seed and every input the fuzzers saved
+// under testdata/fuzz against MariaDB as well as SQLite: MariaDB refuses
+// some values SQLite stores (a total over DECIMAL(14,2), invalid UTF-8 in
+// strict mode), and those must be 4xx answers decided before the database,
+// never 500s.
+func TestFuzzCorpus(t *testing.T) {
+	eachBackend(t, func(t *testing.T, backend string) {
+		db := openStore(t, backend, "")
+		for _, target := range []createTarget{productTarget, orderTarget} {
+			check := createChecker(t, db, target)
+			inputs := append([]string(nil), target.seeds...)
+			inputs = append(inputs, readCorpus(t, filepath.Join("testdata", "fuzz", target.name))...)
+			for i, in := range inputs {
+				t.Run(target.name+"/"+strconv.Itoa(i), func(t *testing.T) { check(t, []byte(in)) })
+			}
+		}
+	})
+}
+
+// readCorpus reads the []byte inputs of a Go fuzz corpus directory.
+func readCorpus(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		sc.Buffer(nil, 1<<20)
+		if !sc.Scan() || sc.Text() != "go test fuzz v1" || !sc.Scan() {
+			t.Fatalf("%s is not a fuzz corpus file", e.Name())
+		}
+		line := sc.Text()
+		if !strings.HasPrefix(line, "[]byte(") || !strings.HasSuffix(line, ")") {
+			t.Fatalf("%s: unexpected value %.40s", e.Name(), line)
+		}
+		s, err := strconv.Unquote(line[len("[]byte(") : len(line)-1])
+		if err != nil {
+			t.Fatalf("%s: %v", e.Name(), err)
+		}
+		out = append(out, s)
+	}
+	if len(out) == 0 {
+		t.Fatalf("no corpus in %s", dir)
+	}
+	return out
 }

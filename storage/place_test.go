@@ -401,3 +401,50 @@ func TestOrderStore_PlaceOrders_SlowCommit(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestOrderStore_PlaceOrders_RoundTrips counts the commands a placement
+// sends MariaDB, each a network round trip, on one warm connection:
+//
+//	without a key   BEGIN, SELECT ... FOR UPDATE, UPDATE, INSERT, COMMIT      5
+//	with a key      the same and the record's upsert                         6
+//	replay          the same up to the upsert, the record's read, ROLLBACK    7
+//	refusal         BEGIN, SELECT ... FOR UPDATE, ROLLBACK                    3
+//
+// The previous design took 5 without a key (with the read-back after
+// COMMIT), 7 with one (the claim, the transaction, the read-back, the
+// completion), 2 for a replay and 4 for a refusal. A replay costs more now:
+// it runs the transaction and learns at the record that the key is taken
+// (docs/idempotency.md weighs this).
+func TestOrderStore_PlaceOrders_RoundTrips(t *testing.T) {
+	cfg, err := mysql.ParseDSN(testenv.MySQLDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewChaosProxy(t, cfg.Addr, testenv.Faults{MySQL: true})
+	cfg.Addr = proxy.Addr()
+	db, err := storage.Open(context.Background(), storage.Config{MySQLDSN: cfg.FormatDSN(), MaxOpenConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	p := mustProduct(t, db, 100, 1000)
+	// Warm the connection: the first use of a statement on it prepares it.
+	place(t, db, keyed(1, "warm", apiperf.OrderInput{ProductID: p.ID, Quantity: 1}), keyed(1, "warm2", apiperf.OrderInput{ProductID: p.ID, Quantity: 1}))
+	place(t, db, keyed(1, "warm", apiperf.OrderInput{ProductID: p.ID, Quantity: 1}))
+	for _, c := range []struct {
+		name string
+		pl   *apiperf.OrderPlacement
+		want int64
+	}{
+		{"Unkeyed", &apiperf.OrderPlacement{In: apiperf.OrderInput{ProductID: p.ID, Quantity: 1}}, 5},
+		{"Keyed", keyed(1, "k", apiperf.OrderInput{ProductID: p.ID, Quantity: 1}), 6},
+		{"Replay", keyed(1, "k", apiperf.OrderInput{ProductID: p.ID, Quantity: 1}), 7},
+		{"Refusal", &apiperf.OrderPlacement{In: apiperf.OrderInput{ProductID: p.ID, Quantity: 5000}}, 3},
+	} {
+		before := proxy.Stats().Commands
+		place(t, db, c.pl)
+		if got := proxy.Stats().Commands - before; got != c.want {
+			t.Errorf("%s: %d round trips, want %d", c.name, got, c.want)
+		}
+	}
+}

@@ -38,9 +38,11 @@ type Faults struct {
 	CommitCutRate float64
 }
 
-// ChaosStats counts what a ChaosProxy did.
+// ChaosStats counts what a ChaosProxy did, and, with Faults.MySQL, the
+// commands clients sent that the server answers: each is a round trip.
 type ChaosStats struct {
 	Conns, Cuts, Delays, CommitsCutBefore, CommitsCutAfter int64
+	Commands                                               int64
 }
 
 func (s ChaosStats) String() string {
@@ -68,7 +70,7 @@ type ChaosProxy struct {
 	next    uint64
 	forcing []commitAction // targeted COMMIT faults still to make, in order
 
-	stats struct{ conns, cuts, delays, before, after atomic.Int64 }
+	stats struct{ conns, cuts, delays, before, after, commands atomic.Int64 }
 }
 
 // NewChaosProxy starts a proxy to target with faults f; it stops, cutting
@@ -136,7 +138,8 @@ func (p *ChaosProxy) CutAll() {
 
 // Stats counts the faults injected so far.
 func (p *ChaosProxy) Stats() ChaosStats {
-	return ChaosStats{p.stats.conns.Load(), p.stats.cuts.Load(), p.stats.delays.Load(), p.stats.before.Load(), p.stats.after.Load()}
+	return ChaosStats{p.stats.conns.Load(), p.stats.cuts.Load(), p.stats.delays.Load(), p.stats.before.Load(), p.stats.after.Load(),
+		p.stats.commands.Load()}
 }
 
 // Events is the fault log, one line per fault, in the order they happened.
@@ -314,6 +317,9 @@ func (c *chaosConn) pump(dir string, src, dst net.Conn, rng *rand.Rand, mysqlFra
 			c.cut(reset)
 			return
 		}
+		if mysqlFraming && isCommand(chunk) {
+			c.p.stats.commands.Add(1)
+		}
 		if _, werr := dst.Write(chunk); werr != nil {
 			return
 		}
@@ -337,6 +343,13 @@ func readPacket(r io.Reader, buf []byte) ([]byte, error) {
 		return nil, err
 	}
 	return buf[:4+n], nil
+}
+
+// isCommand reports a packet that starts a command the server answers: the
+// first packet of an exchange (sequence 0), other than COM_QUIT and
+// COM_STMT_CLOSE, which get no answer.
+func isCommand(pkt []byte) bool {
+	return len(pkt) >= 5 && pkt[3] == 0 && pkt[4] != 0x01 && pkt[4] != 0x19
 }
 
 // isCommit reports a COM_QUERY packet whose statement is COMMIT.

@@ -17,7 +17,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 BUILD_TIME ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 GO_LDFLAGS := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION) -X main.buildTime=$(BUILD_TIME)
 
-.PHONY: run build test services tools vet tidy lint unit fuzz lambda check-deploy check-rules check-openapi k6-smoke ci bench compare clean
+.PHONY: run build test services tools vet tidy lint unit fuzz ledger lambda check-deploy check-rules check-openapi k6-smoke ci bench compare clean
 
 ## run: serve on the embedded default (SQLite under ./data, in-process cache and limiter)
 run:
@@ -63,6 +63,11 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzCreateProduct$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./server/
 	go test -run '^$$' -fuzz '^FuzzCreateOrder$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./server/
 	go test -run '^$$' -fuzz '^FuzzHandler_Invoke$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./server/lambda/
+
+## ledger: the long ledger test: the real binary through fault-injecting proxies, with restarts
+## (docs/idempotency.md); LEDGER_SEED=<seed> replays a run's faults. The suite runs a short version.
+ledger: services
+	LEDGER_LONG=1 go test -count=1 -run TestLedger -timeout 30m -v ./cmd/api-perf/
 
 ## lambda: build bootstrap zips for provided.al2023 (arm64 and amd64) under dist/
 lambda:

@@ -30,6 +30,13 @@ var httpClient = &fasthttp.Client{
 // Do sends one request to http://addr+path and returns the status and a
 // copy of the body.
 func Do(method, addr, path, contentType string, body []byte) (int, []byte, error) {
+	status, resp, _, err := do(method, addr, path, contentType, body, "")
+	return status, resp, err
+}
+
+// do is Do with an If-Match header (when not empty) that also returns the
+// response's ETag.
+func do(method, addr, path, contentType string, body []byte, ifMatch string) (int, []byte, string, error) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -39,10 +46,13 @@ func Do(method, addr, path, contentType string, body []byte) (int, []byte, error
 		req.Header.SetContentType(contentType)
 		req.SetBodyRaw(body)
 	}
-	if err := httpClient.DoTimeout(req, resp, 10*time.Second); err != nil {
-		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
+	if ifMatch != "" {
+		req.Header.Set("If-Match", ifMatch)
 	}
-	return resp.StatusCode(), append([]byte(nil), resp.Body()...), nil
+	if err := httpClient.DoTimeout(req, resp, 10*time.Second); err != nil {
+		return 0, nil, "", fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	return resp.StatusCode(), append([]byte(nil), resp.Body()...), string(resp.Header.Peek("ETag")), nil
 }
 
 // Get is Do for a GET without a body.
@@ -87,7 +97,9 @@ func SeedProducts(addr, prefix string, n int, stock int64) ([]int64, error) {
 }
 
 // SetStock sets products' stock with a JSON merge patch through the API, so
-// the server also drops their cached bodies.
+// the server also drops their cached bodies. A stock change needs If-Match,
+// so each product is read first; a write that an order beat (412) reads
+// again.
 func SetStock(addr string, stock int64, ids ...int64) error {
 	body := []byte(`{"stock":` + strconv.FormatInt(stock, 10) + `}`)
 	var mu sync.Mutex
@@ -96,9 +108,22 @@ func SetStock(addr string, stock int64, ids ...int64) error {
 	g.SetLimit(8)
 	for _, id := range ids {
 		g.Go(func() error {
-			status, resp, err := Do(fasthttp.MethodPatch, addr, "/products/"+strconv.FormatInt(id, 10), ContentTypeMergePatch, body)
+			path := "/products/" + strconv.FormatInt(id, 10)
+			var status int
+			var resp []byte
+			var err error
+			for attempt := 0; attempt < 5; attempt++ {
+				var etag string
+				if status, resp, etag, err = do(fasthttp.MethodGet, addr, path, "", nil, ""); err != nil || status != fasthttp.StatusOK {
+					break
+				}
+				status, resp, _, err = do(fasthttp.MethodPatch, addr, path, ContentTypeMergePatch, body, etag)
+				if err != nil || status != fasthttp.StatusPreconditionFailed {
+					break
+				}
+			}
 			if err == nil && status != fasthttp.StatusOK {
-				err = fmt.Errorf("PATCH /products/%d answered %d: %s", id, status, resp)
+				err = fmt.Errorf("setting the stock of product %d: answered %d: %s", id, status, resp)
 			}
 			if err != nil {
 				mu.Lock()

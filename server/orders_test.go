@@ -330,3 +330,37 @@ func openProxiedStore(t *testing.T, f testenv.Faults, timeout time.Duration) (*s
 	t.Cleanup(func() { db.Close() })
 	return db, proxy, dsn
 }
+
+// A key whose first request is still running is a 409 with Retry-After (a
+// stock conflict, which is final, has none); nothing is stored, so the
+// retry after the first request ends gets the truth.
+func TestAPI_Orders_KeyInProgress(t *testing.T) {
+	db, err := storage.Open(context.Background(), storage.Config{MySQLDSN: testenv.MySQLDSN(t), QueryTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ts := startServer(t, db, server.Config{})
+	ts.do(t, "POST", "/products", `{"name":"A","price":1,"stock":1}`).want(t, 201)
+	// The first request, still in its transaction: it holds the key's record.
+	tx, err := db.SQL().Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec("INSERT INTO idempotency_records (scope, idem_key, request_hash, status_code, body, created_at, expires_at) " +
+		"VALUES (UNHEX(REPEAT('00', 32)), 'busy', UNHEX(REPEAT('00', 32)), 201, '{}', CURRENT_TIMESTAMP(6), CURRENT_TIMESTAMP(6) + INTERVAL 1 DAY)"); err != nil {
+		t.Fatal(err)
+	}
+	r := ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":1}`, "Idempotency-Key", "busy").want(t, 409)
+	if r.Header.Get("Retry-After") == "" {
+		t.Fatalf("in progress without Retry-After: %s", r.Body)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":1}`, "Idempotency-Key", "busy").want(t, 201)
+	r = ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":1}`, "Idempotency-Key", "other").want(t, 409)
+	if r.Header.Get("Retry-After") != "" {
+		t.Fatalf("a stock conflict with Retry-After: %s", r.Body)
+	}
+}

@@ -448,3 +448,39 @@ func TestOrderStore_PlaceOrders_RoundTrips(t *testing.T) {
 		}
 	}
 }
+
+// TestOrderStore_PlaceOrders_KeyInProgress holds a key's record in an open
+// transaction, as a request still being processed does: a placement with
+// that key waits for it, and when its deadline passes first it is
+// EINPROGRESS (a 409 with Retry-After), having stored and taken nothing.
+// Once the holder rolls back, the key is free.
+func TestOrderStore_PlaceOrders_KeyInProgress(t *testing.T) {
+	db, err := storage.Open(context.Background(), storage.Config{MySQLDSN: testenv.MySQLDSN(t), QueryTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	p := mustProduct(t, db, 100, 10)
+	in := apiperf.OrderInput{ProductID: p.ID, Quantity: 1}
+	holder := keyed(1, "busy", in).Key
+	tx, err := db.SQL().Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec("INSERT INTO idempotency_records (scope, idem_key, request_hash, status_code, body, created_at, expires_at) "+
+		"VALUES (?, ?, ?, 201, '{}', CURRENT_TIMESTAMP(6), CURRENT_TIMESTAMP(6) + INTERVAL 1 DAY)", holder.Scope[:], holder.Key, holder.RequestHash[:]); err != nil {
+		t.Fatal(err)
+	}
+	waiting := keyed(1, "busy", in)
+	place(t, db, waiting)
+	wantCode(t, waiting.Err, apiperf.EINPROGRESS)
+	if waiting.StockMayHaveChanged || stockOf(t, db, p.ID) != 10 || countRows(t, db, "orders") != 0 {
+		t.Fatal("a placement that waited out its deadline left something behind")
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	after := keyed(1, "busy", in)
+	place(t, db, after)
+	created(t, after)
+}

@@ -51,6 +51,9 @@ func (s *Server) createOrder(ctx *fasthttp.RequestCtx) {
 		s.invalidateProduct(s.base, in.ProductID)
 	}
 	switch {
+	case p.Stored != nil && p.Order != nil:
+		location(ctx, p.Order.ID)
+		s.writeStored(ctx, p.Stored, false)
 	case p.Stored != nil:
 		s.writeStored(ctx, p.Stored, p.Replayed)
 	case p.Err != nil:
@@ -61,17 +64,19 @@ func (s *Server) createOrder(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-// writeStored answers with a response stored for an idempotency key.
+// writeStored answers with a response stored for an idempotency key. A
+// replayed 201 gets its Location from the stored body's id.
 func (s *Server) writeStored(ctx *fasthttp.RequestCtx, r *apiperf.StoredResponse, replayed bool) {
-	if replayed {
-		ctx.Response.Header.Set("Idempotent-Replayed", "true")
-	}
 	ctx.Response.Header.SetContentType(contentTypeJSON)
 	if r.Status >= 400 {
 		ctx.Response.Header.SetContentType(problemContentType)
 	}
 	ctx.SetStatusCode(r.Status)
 	ctx.SetBody(r.Body)
+	if !replayed {
+		return
+	}
+	ctx.Response.Header.Set("Idempotent-Replayed", "true")
 	if r.Status == fasthttp.StatusCreated {
 		var o struct {
 			ID int64 `json:"id"`

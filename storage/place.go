@@ -88,8 +88,7 @@ type tentative struct {
 type step int
 
 const (
-	stepBegin step = iota
-	stepLock
+	stepLock step = iota
 	stepStock
 	stepInsert
 	stepRecord

@@ -4,9 +4,10 @@
 #     operation ids, security, responses), and
 #   - @seriousme/openapi-schema-validator, which checks the document against
 #     the official OpenAPI 3.1 JSON Schema.
-# The Go tests (go test ./server/ -run 'TestOpenAPI|TestDocs') keep the
-# document true to the router and the handlers; this script keeps it valid
-# OpenAPI. Both tools come from npm through npx, pinned, so a new release
+# The Go tests of ./server/ keep the document true to the router and the
+# handlers (every response they produce is validated against it with
+# libopenapi-validator); this script keeps it valid OpenAPI for other
+# tools. Both tools come from npm through npx, pinned, so a new release
 # cannot break the build unannounced. Needs Node.js 20 or later.
 #
 # Usage: scripts/check-openapi.sh [path/to/openapi.json]

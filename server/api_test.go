@@ -373,6 +373,8 @@ func TestAPI_BodyTooLarge(t *testing.T) {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(res.Body)
+	req, _ := http.NewRequest("POST", ts.URL+"/products", nil)
+	checkResponse(t, req, res, body)
 	if res.StatusCode != 413 || res.Header.Get("Content-Type") != "application/problem+json" || !strings.Contains(string(body), `"request_id"`) {
 		t.Fatalf("status %d, %q: %s", res.StatusCode, res.Header.Get("Content-Type"), body)
 	}

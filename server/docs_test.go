@@ -16,33 +16,30 @@ import (
 	"github.com/api-perf/api-perf/server"
 )
 
-// TestDocs_Pages serves the document and the two documentation pages
-// through the handler, as a client would fetch them, and checks that the
-// pages load the document this server serves.
+// TestDocs_Pages fetches the document and the two documentation pages
+// over HTTP, as a browser would, and checks that the pages load the
+// document this server serves.
 func TestDocs_Pages(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	srv, _ := newDocServer(t, func(c *server.Config) {
-		c.Registerer = reg
-		c.Metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ts := startServer(t, openStore(t, "sqlite", ""), server.Config{
+		Registerer: reg,
+		Metrics:    fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})),
 	})
-	h := srv.Handler()
 	get := func(t *testing.T, path, wantType string) []byte {
 		t.Helper()
-		resp := serve(h, docRequest{method: "GET", path: path})
-		if resp.StatusCode() != 200 {
-			t.Fatalf("GET %s: %d %s", path, resp.StatusCode(), resp.Body())
-		}
-		mt, params, err := mime.ParseMediaType(string(resp.Header.ContentType()))
+		r := ts.do(t, "GET", path, "").want(t, 200)
+		ct := r.Header.Get("Content-Type")
+		mt, params, err := mime.ParseMediaType(ct)
 		if err != nil || mt != wantType {
-			t.Errorf("GET %s: Content-Type %q, want %s", path, resp.Header.ContentType(), wantType)
+			t.Errorf("GET %s: Content-Type %q, want %s", path, ct, wantType)
 		}
 		if strings.HasPrefix(mt, "text/") && !strings.EqualFold(params["charset"], "utf-8") {
-			t.Errorf("GET %s: Content-Type %q names no UTF-8 charset", path, resp.Header.ContentType())
+			t.Errorf("GET %s: Content-Type %q names no UTF-8 charset", path, ct)
 		}
-		if len(resp.Header.Peek("X-Request-ID")) == 0 {
+		if r.Header.Get("X-Request-ID") == "" {
 			t.Errorf("GET %s: no X-Request-ID", path)
 		}
-		return resp.Body()
+		return r.Body
 	}
 
 	t.Run("OpenAPI", func(t *testing.T) {
@@ -53,9 +50,6 @@ func TestDocs_Pages(t *testing.T) {
 		}
 		if !bytes.Equal(body, file) {
 			t.Error("the served document is not openapi.json")
-		}
-		if doc := parseDocument(t, body); doc["openapi"] != "3.1.0" {
-			t.Errorf("served document has openapi %v", doc["openapi"])
 		}
 	})
 
@@ -84,9 +78,7 @@ func TestDocs_Pages(t *testing.T) {
 				t.Errorf("%s loads %s over something other than HTTPS", path, u[1])
 			}
 		}
-		if resp := serve(h, docRequest{method: "POST", path: path}); resp.StatusCode() != 405 {
-			t.Errorf("POST %s: %d, want 405", path, resp.StatusCode())
-		}
+		ts.do(t, "POST", path, "").want(t, 405)
 	}
 	t.Run("SwaggerUI", func(t *testing.T) {
 		page(t, "/docs", `id="swagger-ui"`, "swagger-ui-bundle.js", "swagger-ui.css", `dom_id: "#swagger-ui"`)
@@ -96,7 +88,7 @@ func TestDocs_Pages(t *testing.T) {
 	})
 
 	t.Run("Metrics", func(t *testing.T) {
-		serve(h, docRequest{method: "GET", path: "/healthz"})
+		ts.do(t, "GET", "/healthz", "").want(t, 200)
 		body := get(t, "/metrics", "text/plain")
 		if !bytes.Contains(body, []byte(`apiperf_http_requests_total{method="GET",route="/healthz",status="200"} 1`)) {
 			t.Errorf("/metrics does not count the /healthz request:\n%s", body)

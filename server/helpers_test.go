@@ -47,12 +47,19 @@ func openStore(tb testing.TB, backend string, dsnOverride string) *storage.DB {
 	return db
 }
 
-// startServer serves cfg (stores default to db) on 127.0.0.1 until the test ends.
+// startServer serves cfg on 127.0.0.1 until the test ends. Stores cfg
+// leaves unset are db itself, and db is the readiness check unless cfg
+// names its own.
 func startServer(tb testing.TB, db *storage.DB, cfg server.Config) *testServer {
 	tb.Helper()
 	if cfg.Products == nil {
-		cfg.Products, cfg.Orders = db, db
-		cfg.Ready = append(cfg.Ready, server.Check{Name: "database", Pinger: db})
+		cfg.Products = db
+	}
+	if cfg.Orders == nil {
+		cfg.Orders = db
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = []server.Check{{Name: "database", Pinger: db}}
 	}
 	cfg.AccessLog = "off"
 	srv := server.New(cfg)
@@ -93,7 +100,9 @@ func (r *response) JSON(tb testing.TB) map[string]any {
 	return m
 }
 
-// do sends one request; header pairs follow the body.
+// do sends one request and checks the answer against the OpenAPI
+// document. Header pairs follow the body; a body is sent as JSON unless a
+// pair says otherwise, and a pair with an empty value removes the header.
 func (ts *testServer) do(tb testing.TB, method, path, body string, header ...string) *response {
 	tb.Helper()
 	var rd io.Reader
@@ -108,6 +117,10 @@ func (ts *testServer) do(tb testing.TB, method, path, body string, header ...str
 		req.Header.Set("Content-Type", "application/json")
 	}
 	for i := 0; i+1 < len(header); i += 2 {
+		if header[i+1] == "" {
+			req.Header.Del(header[i])
+			continue
+		}
 		req.Header.Set(header[i], header[i+1])
 	}
 	res, err := client.Do(req)
@@ -119,6 +132,7 @@ func (ts *testServer) do(tb testing.TB, method, path, body string, header ...str
 	if err != nil {
 		tb.Fatal(err)
 	}
+	checkResponse(tb, req, res, b)
 	return &response{Status: res.StatusCode, Header: res.Header, Body: b}
 }
 

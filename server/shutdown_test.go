@@ -48,6 +48,7 @@ func TestServer_Shutdown(t *testing.T) {
 			}
 			defer res.Body.Close()
 			b, _ := io.ReadAll(res.Body) // a cut body shows in the checks below
+			checkResponse(t, req, res, b)
 			answers[i] = answer{res.StatusCode, string(b)}
 		}()
 	}

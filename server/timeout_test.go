@@ -50,12 +50,20 @@ func dial(t *testing.T, addr string) net.Conn {
 func roundTrip(t *testing.T, conn net.Conn, br *bufio.Reader) {
 	t.Helper()
 	fmt.Fprint(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-	res, err := http.ReadResponse(br, nil)
+	req, err := http.NewRequest("GET", "http://"+conn.RemoteAddr().String()+"/healthz", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.Copy(io.Discard, res.Body) //nolint:errcheck
+	res, err := http.ReadResponse(br, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
 	res.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResponse(t, req, res, body)
 	if res.StatusCode != 200 {
 		t.Fatalf("status %d", res.StatusCode)
 	}
@@ -78,7 +86,9 @@ func expectCut(t *testing.T, br *bufio.Reader, since time.Time, min time.Duratio
 	case err != nil:
 		t.Fatalf("after %v: %v", took, err)
 	default:
+		body, _ := io.ReadAll(res.Body)
 		res.Body.Close()
+		checkUnrouted(t, res, body)
 		if res.StatusCode != http.StatusRequestTimeout || res.Header.Get("Content-Type") != "application/problem+json" {
 			t.Fatalf("after %v: status %d, %q", took, res.StatusCode, res.Header.Get("Content-Type"))
 		}

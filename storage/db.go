@@ -50,6 +50,8 @@ type DB struct {
 	// connection to a random waiter, so under a burst some requests would
 	// otherwise starve past their deadline while later ones get through.
 	writers chan struct{}
+	// latest is the last migration this build knows: Ping's bar.
+	latest int
 	// Path is the SQLite file in the embedded default, empty for MySQL.
 	Path string
 }
@@ -60,40 +62,28 @@ var (
 	_ apiperf.Pinger       = (*DB)(nil)
 )
 
-// Open connects, applies pending migrations under a database lock, and
-// prepares every statement.
+// Open connects, applies pending migrations under a database lock (see
+// Migrate), and prepares every statement.
 func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 	defer apiperf.Wrap(&err, "storage.Open")
-	d := &DB{timeout: cfg.QueryTimeout}
+	t, err := resolve(cfg)
+	if err != nil {
+		return nil, err
+	}
+	d := &DB{timeout: cfg.QueryTimeout, dialect: t.dialect, Path: t.path, latest: latest(t.dialect.migrations())}
 	if d.timeout <= 0 {
 		d.timeout = 5 * time.Second
 	}
+	if d.db, err = sql.Open(t.dialect.name, t.dsn); err != nil {
+		return nil, err
+	}
 	maxOpen := cfg.MaxOpenConns
-	if cfg.MySQLDSN != "" {
-		dsn, err := mysqlDSN(cfg.MySQLDSN)
-		if err != nil {
-			return nil, err
-		}
-		if d.db, err = sql.Open("mysql", dsn); err != nil {
-			return nil, err
-		}
-		d.dialect = mysqlDialect
+	if t.dialect == mysqlDialect {
 		if maxOpen == 0 {
 			maxOpen = 8 * runtime.GOMAXPROCS(0)
 		}
+		d.writers = make(chan struct{}, maxOpen)
 	} else {
-		dir := cfg.DataDir
-		if dir == "" {
-			dir = "data"
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("cannot create DATA_DIR: %w", err)
-		}
-		d.Path = filepath.Join(dir, "api-perf.db")
-		if d.db, err = sql.Open("sqlite", sqliteDSN(d.Path)); err != nil {
-			return nil, err
-		}
-		d.dialect = sqliteDialect
 		// SQLite has one writer at a time and its busy handler backs off
 		// by sleeping, so pooled writers racing for the lock starve each
 		// other. Writers queue on a channel instead (FIFO, bounded by the
@@ -102,9 +92,6 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 		if maxOpen == 0 {
 			maxOpen = 4
 		}
-	}
-	if d.writers == nil {
-		d.writers = make(chan struct{}, maxOpen)
 	}
 	maxIdle := cfg.MaxIdleConns
 	if maxIdle == 0 || maxIdle > maxOpen {
@@ -116,7 +103,7 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 	d.db.SetConnMaxIdleTime(5 * time.Minute)
 
 	if !cfg.SkipMigrations {
-		if err := retryUnavailable(ctx, func() error { return d.Migrate(ctx) }); err != nil {
+		if _, err := t.migrate(ctx, nil, (*migrator).up); err != nil {
 			d.db.Close()
 			return nil, err
 		}
@@ -127,6 +114,31 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// target is the database a Config names, resolved once: its dialect, the
+// DSN its driver opens, and for SQLite the file's path.
+type target struct {
+	dialect *dialect
+	dsn     string
+	path    string
+}
+
+// resolve checks cfg's DSN, or creates DATA_DIR for the SQLite file.
+func resolve(cfg Config) (target, error) {
+	if cfg.MySQLDSN != "" {
+		dsn, err := mysqlDSN(cfg.MySQLDSN)
+		return target{dialect: mysqlDialect, dsn: dsn}, err
+	}
+	dir := cfg.DataDir
+	if dir == "" {
+		dir = "data"
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return target{}, fmt.Errorf("cannot create DATA_DIR: %w", err)
+	}
+	path := filepath.Join(dir, "api-perf.db")
+	return target{dialect: sqliteDialect, dsn: sqliteDSN(path), path: path}, nil
 }
 
 // openAttempts bounds how often Open tries a step that failed because the
@@ -197,16 +209,22 @@ func (d *DB) SQL() *sql.DB { return d.db }
 // Dialect names the database: "mysql" or "sqlite".
 func (d *DB) Dialect() string { return d.dialect.name }
 
-// Ping checks the database answers and the schema is current.
+// Ping checks the database answers and holds every migration this build
+// knows, cleanly applied. A schema ahead of this build is fine, even while
+// a newer release's migration runs (dirty past this build's last one): a
+// rolling update keeps the replicas of the previous release ready.
 func (d *DB) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	v, err := d.schemaVersion(ctx, d.db)
+	st, err := readSchemaState(ctx, d.db)
 	if err != nil {
 		return mapError(err)
 	}
-	if want := len(migrationFiles(d.dialect)); v < want {
-		return apiperf.Errorf(apiperf.EUNAVAILABLE, "schema at version %d, want %d", v, want)
+	switch {
+	case st.dirty && st.version <= d.latest:
+		return apiperf.Errorf(apiperf.EUNAVAILABLE, "schema dirty at version %d (want %d): a migration failed or is running", st.version, d.latest)
+	case st.version < d.latest:
+		return apiperf.Errorf(apiperf.EUNAVAILABLE, "schema at version %d, want %d", st.version, d.latest)
 	}
 	return nil
 }

@@ -301,9 +301,11 @@ func TestMigrate_Concurrent(t *testing.T) {
 				}
 			}
 			db := mustOpenConfig(t, cfg)
-			var n int
-			if err := db.SQL().QueryRow("SELECT COUNT(*) FROM schema_migrations").Scan(&n); err != nil || n != migrations {
-				t.Fatalf("schema_migrations has %d rows (%v), want one per migration (%d)", n, err, migrations)
+			var version, rows int
+			var dirty bool
+			if err := db.SQL().QueryRow("SELECT MAX(version), MAX(dirty), COUNT(*) FROM schema_version").Scan(&version, &dirty, &rows); err != nil ||
+				version != migrations || dirty || rows != 1 {
+				t.Fatalf("schema_version holds version %d dirty=%v in %d rows (%v), want version %d, clean, in one row", version, dirty, rows, err, migrations)
 			}
 		})
 	}

@@ -35,9 +35,20 @@ func commands() []command {
 				"at start-up under a database lock. Inside AWS Lambda (AWS_LAMBDA_RUNTIME_API set) it serves\n" +
 				"the function's HTTP events with the same handlers instead.",
 			run: (*program).serve},
-		{Name: "migrate", NeedsConfig: true,
-			Summary: "apply database migrations and exit",
-			run:     (*program).migrate},
+		{Name: "migrate", Args: migrateUsage, NeedsConfig: true,
+			Summary: "apply the pending database migrations and exit (up, the default), show their status, undo the last N, or force a version",
+			Details: "up, or no argument: applies the pending migrations. A database last migrated by a release\n" +
+				"before golang-migrate is taken over at the version it recorded, without running anything\n" +
+				"again. Start-up migrates the same way, under the same lock, so replicas starting together\n" +
+				"apply each migration once.\n\n" +
+				"status: prints the schema's version, whether it is dirty and the pending migrations; exits 1\n" +
+				"when the schema is dirty. It changes nothing and waits for no lock.\n\n" +
+				"down N: undoes the last N migrations, newest first. What an undo cannot keep (the rows of a\n" +
+				"dropped table, the values of a dropped column) is lost; each .down.sql file says what.\n\n" +
+				"force V: records version V (0 for none) as applied and clean without running anything: the\n" +
+				"way out of a dirty state, once the schema was checked and repaired by hand to match V.\n" +
+				"docs/migrations.md explains the states and the recovery.",
+			run: (*program).migrate},
 		{Name: "healthcheck", NeedsConfig: true,
 			Summary: "exit 0 when the local server's /healthz answers 200 (container probes)",
 			Details: "Sends GET http://127.0.0.1:<port of HTTP_ADDR>/healthz with a 3 s timeout and exits 0 on\n" +
@@ -93,13 +104,25 @@ func printHelp(w io.Writer) error {
 	b.WriteString("api-perf serves the products-and-orders API. With no MYSQL_DSN it serves on an embedded\n" +
 		"SQLite file, and with no REDIS_URL it caches and rate-limits in process.\n\n" +
 		"Usage:\n  api-perf [command] [arguments]\n\nCommands:\n")
+	// A synopsis too long for the column gets a line of its own, the
+	// summary going under it, so the summaries keep their width.
+	const maxColumn = 20
 	cmds := commands()
 	width := 0
 	for _, c := range cmds {
-		width = max(width, len(c.Name)+1+len(c.Args))
+		if n := len(c.usage()) - len("api-perf "); n <= maxColumn {
+			width = max(width, n)
+		}
 	}
+	indent := strings.Repeat(" ", 2+width+2)
 	for _, c := range cmds {
-		fmt.Fprintf(&b, "  %-*s  %s\n", width, strings.TrimSpace(c.Name+" "+c.Args), c.Summary)
+		synopsis := strings.TrimPrefix(c.usage(), "api-perf ")
+		if len(synopsis) > width {
+			b.WriteString("  " + synopsis + "\n")
+			writeWrapped(&b, c.Summary, indent, 80)
+			continue
+		}
+		writeHanging(&b, fmt.Sprintf("  %-*s  ", width, synopsis), indent, c.Summary, 80)
 	}
 	b.WriteString("\nRun 'api-perf help <command>' for more about a command.\n\n" +
 		"Environment (NAME=default; an empty or unset variable takes its default, and a bad value\n" +
@@ -128,13 +151,19 @@ func printCommandHelp(w io.Writer, c command) error {
 // writeWrapped writes text as lines of at most width columns, each
 // starting with indent.
 func writeWrapped(b *strings.Builder, text, indent string, width int) {
-	line := indent
+	writeHanging(b, indent, indent, text, width)
+}
+
+// writeHanging writes text as lines of at most width columns: the first
+// starts with first, the others with indent.
+func writeHanging(b *strings.Builder, first, indent, text string, width int) {
+	line, start := first, first
 	for _, word := range strings.Fields(text) {
-		if line != indent && len(line)+1+len(word) > width {
+		if line != start && len(line)+1+len(word) > width {
 			b.WriteString(line + "\n")
-			line = indent
+			line, start = indent, indent
 		}
-		if line != indent {
+		if line != start {
 			line += " "
 		}
 		line += word

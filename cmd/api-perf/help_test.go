@@ -38,8 +38,17 @@ func TestRun_Help(t *testing.T) {
 				t.Fatalf("%v with a bad environment: %v", args, err)
 			}
 			for _, c := range commands() {
-				if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(strings.TrimSpace(c.Name+" "+c.Args)) + `  +\S`).MatchString(out) {
+				// The summary follows the synopsis, or the next line when
+				// the synopsis is too long for the column.
+				if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(strings.TrimSpace(c.Name+" "+c.Args)) + `(  +|\n {4,})\S`).MatchString(out) {
 					t.Errorf("help does not list command %s:\n%s", c.Name, out)
+				}
+			}
+			_, table, _ := strings.Cut(out, "\nCommands:\n")
+			table, _, _ = strings.Cut(table, "\n\n")
+			for _, line := range strings.Split(table, "\n") {
+				if len(line) > 80 && !strings.HasPrefix(line, "  migrate [") {
+					t.Errorf("command table line wider than 80 columns: %q", line)
 				}
 			}
 			if got := helpSettings(t, out); len(got) != len(settings) {
@@ -50,7 +59,7 @@ func TestRun_Help(t *testing.T) {
 	t.Run("Command", func(t *testing.T) {
 		for _, args := range [][]string{{"help", "migrate"}, {"migrate", "--help"}, {"migrate", "-h"}} {
 			out, err := runOut(t, badEnv, args...)
-			if err != nil || !strings.HasPrefix(out, "Usage: api-perf migrate\n") {
+			if err != nil || !strings.HasPrefix(out, "Usage: api-perf migrate [status|up|down N|force V]\n") {
 				t.Errorf("%v: %v\n%s", args, err, out)
 			}
 		}
@@ -63,8 +72,8 @@ func TestRun_Help(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "CACHE_TTL:") || !strings.Contains(err.Error(), "REDIS_URL:") {
 			t.Fatalf("migrate with a bad environment: %v", err)
 		}
-		if _, err := runOut(t, env(nil), "migrate", "extra"); err == nil || !strings.Contains(err.Error(), "takes no arguments") {
-			t.Fatalf("migrate extra: %v", err)
+		if _, err := runOut(t, env(nil), "version", "extra"); err == nil || !strings.Contains(err.Error(), "takes no arguments") {
+			t.Fatalf("version extra: %v", err)
 		}
 	})
 }

@@ -1,7 +1,7 @@
 // Command api-perf serves the products-and-orders API.
 //
 //	api-perf              serve HTTP (or Lambda events when AWS_LAMBDA_RUNTIME_API is set)
-//	api-perf migrate      apply database migrations and exit
+//	api-perf migrate      apply database migrations and exit (also: migrate status|up|down N|force V)
 //	api-perf healthcheck  exit 0 when the local server's /healthz answers 200 (container probes)
 //	api-perf version      print the version, revision, build time and Go version
 //	api-perf help         list the commands and every environment variable with its default
@@ -88,15 +88,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 func (p *program) serve(_ []string) error { return serve(p.ctx, p.cfg, p.logger, p.onListen) }
 
-func (p *program) migrate(_ []string) error {
-	db, err := openDB(p.ctx, p.cfg)
-	if err != nil {
-		return err
-	}
-	p.logger.Info("migrations applied", "database", db.Dialect())
-	return db.Close()
-}
-
 func (p *program) healthcheck(_ []string) error { return healthcheck(p.cfg.HTTPAddr) }
 
 func newLogger(cfg config, w io.Writer) *slog.Logger {
@@ -107,14 +98,21 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-func openDB(ctx context.Context, cfg config) (*storage.DB, error) {
-	return storage.Open(ctx, storage.Config{
+func storageConfig(cfg config) storage.Config {
+	return storage.Config{
 		MySQLDSN:     cfg.MySQLDSN,
 		DataDir:      cfg.DataDir,
 		MaxOpenConns: cfg.DBMaxOpenConns,
 		MaxIdleConns: cfg.DBMaxIdleConns,
 		QueryTimeout: cfg.DBQueryTimeout,
-	})
+	}
+}
+
+// openDB opens the store, migrating first; a dirty schema stops start-up
+// with what to do about it.
+func openDB(ctx context.Context, cfg config) (*storage.DB, error) {
+	db, err := storage.Open(ctx, storageConfig(cfg))
+	return db, explainMigration(err)
 }
 
 // serve wires the stores, cache, limiter and metrics into the server, runs

@@ -40,6 +40,13 @@ type schemaState struct {
 	legacy bool
 }
 
+// holds reports that the schema has every migration up to latest cleanly
+// applied. Migrations apply in order, so a schema past latest holds them
+// all even while the step past it is dirty: a newer release migrating.
+func (s schemaState) holds(latest int) bool {
+	return s.version > latest || s.version == latest && !s.dirty
+}
+
 // readSchemaState reads the version golang-migrate recorded or, when it has
 // recorded none, the one a release before it left in legacyTable.
 func readSchemaState(ctx context.Context, q queryer) (schemaState, error) {

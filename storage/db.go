@@ -103,7 +103,7 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 	d.db.SetConnMaxIdleTime(5 * time.Minute)
 
 	if !cfg.SkipMigrations {
-		if _, err := t.migrate(ctx, nil, (*migrator).up); err != nil {
+		if err := d.migrate(ctx, t); err != nil {
 			d.db.Close()
 			return nil, err
 		}
@@ -114,6 +114,28 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// migrate applies the pending migrations, unless the schema already holds
+// them all: then one query on the serving pool, whose connection prepare
+// goes on to use, replaces setting golang-migrate up on connections of its
+// own (most starts, and every Lambda cold start after the first).
+func (d *DB) migrate(ctx context.Context, t target) error {
+	var st schemaState
+	err := retryUnavailable(ctx, func() (err error) {
+		rctx, cancel := context.WithTimeout(ctx, d.timeout)
+		defer cancel()
+		st, err = readSchemaState(rctx, d.db)
+		return mapError(err)
+	})
+	if err != nil {
+		return err
+	}
+	if !st.legacy && st.holds(d.latest) {
+		return nil
+	}
+	_, err = t.migrate(ctx, nil, (*migrator).up)
+	return err
 }
 
 // target is the database a Config names, resolved once: its dialect, the
@@ -221,12 +243,12 @@ func (d *DB) Ping(ctx context.Context) error {
 		return mapError(err)
 	}
 	switch {
-	case st.dirty && st.version <= d.latest:
+	case st.holds(d.latest):
+		return nil
+	case st.dirty:
 		return apiperf.Errorf(apiperf.EUNAVAILABLE, "schema dirty at version %d (want %d): a migration failed or is running", st.version, d.latest)
-	case st.version < d.latest:
-		return apiperf.Errorf(apiperf.EUNAVAILABLE, "schema at version %d, want %d", st.version, d.latest)
 	}
-	return nil
+	return apiperf.Errorf(apiperf.EUNAVAILABLE, "schema at version %d, want %d", st.version, d.latest)
 }
 
 // Close closes the statements and the pool.

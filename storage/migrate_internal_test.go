@@ -752,3 +752,34 @@ func TestMigrate_WaitsForTheLock(t *testing.T) {
 	}
 	wantState(t, db, 3, false)
 }
+
+// TestOpen_SchemaAhead starts this build on a schema a newer release
+// migrated past it, or is migrating: as during a rolling update, or a
+// restart of an older replica. It starts and is ready; golang-migrate
+// alone would fail, having no file for the newer version.
+func TestOpen_SchemaAhead(t *testing.T) {
+	ctx := context.Background()
+	for _, backend := range testenv.Backends() {
+		t.Run(backend, func(t *testing.T) {
+			cfg, tgt, raw := freshDatabase(t, backend)
+			migrateTo(t, tgt, 3)
+			for _, dirty := range []bool{false, true} {
+				if _, err := raw.ExecContext(ctx, "UPDATE "+versionTable+" SET version = 4, dirty = ?", dirty); err != nil {
+					t.Fatal(err)
+				}
+				db, err := Open(ctx, cfg)
+				if err != nil {
+					t.Fatalf("Open on version 4, dirty=%v: %v", dirty, err)
+				}
+				err = db.Ping(ctx)
+				db.Close()
+				if err != nil {
+					t.Fatalf("Ping on version 4, dirty=%v: %v", dirty, err)
+				}
+				if res, err := Migrate(ctx, cfg); err != nil || len(res.Steps) > 0 {
+					t.Fatalf("Migrate on version 4, dirty=%v: %+v, %v", dirty, res, err)
+				}
+			}
+		})
+	}
+}

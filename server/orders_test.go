@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -363,4 +365,46 @@ func TestAPI_Orders_KeyInProgress(t *testing.T) {
 	if r.Header.Get("Retry-After") != "" {
 		t.Fatalf("a stock conflict with Retry-After: %s", r.Body)
 	}
+}
+
+// An Idempotency-Key header that is present but empty is a malformed key,
+// not an absent one, and so is one sent twice when its first copy is empty.
+// Both used to be read as "no key": the order was placed without one, so a
+// client whose key came out empty (or whose second copy carried the real
+// key) believed its retries safe and bought again on each.
+func TestAPI_Orders_EmptyIdempotencyKeyIsRefused(t *testing.T) {
+	eachBackend(t, func(t *testing.T, backend string) {
+		ts := newTestServer(t, backend)
+		ts.do(t, "POST", "/products", `{"name":"A","price":1,"stock":10}`).want(t, 201)
+		for name, values := range map[string][]string{
+			"Empty":           {""},
+			"EmptyThenKey":    {"", "abc"},
+			"KeyThenEmpty":    {"abc", ""},
+			"Twice":           {"abc", "abc"},
+			"EmptyQuoted":     {`""`},
+			"EmptyThenQuoted": {"", `"abc"`},
+		} {
+			t.Run(name, func(t *testing.T) {
+				req, err := http.NewRequest("POST", ts.URL+"/orders", strings.NewReader(`{"product_id":1,"quantity":1}`))
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("Content-Type", "application/json")
+				req.Header["Idempotency-Key"] = values
+				res, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				r := (&response{Status: res.StatusCode, Header: res.Header, Body: b}).want(t, 400)
+				if !strings.Contains(string(r.Body), `"field":"Idempotency-Key"`) {
+					t.Fatalf("the 400 does not name the header: %s", r.Body)
+				}
+			})
+		}
+		if n := ts.count(t, "orders"); n != 0 {
+			t.Fatalf("%d orders placed with a malformed key", n)
+		}
+	})
 }

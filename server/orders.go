@@ -118,14 +118,20 @@ func scopeOf(apiKey string) apiperf.Scope {
 // ASCII and space inside); the bare form most clients send (printable
 // ASCII without spaces) is accepted too, and both name the same key. A
 // key has 1 to 255 bytes. present is false when there is no header; a
-// non-empty reason says why the header is unacceptable.
+// non-empty reason says why the header is unacceptable. A header sent
+// with an empty value is present and malformed: reading it as absent
+// would place the order without the protection its client asked for.
 func idempotencyKey(ctx *fasthttp.RequestCtx) (key string, present bool, reason string) {
-	raw := ctx.Request.Header.Peek("Idempotency-Key")
-	if len(raw) == 0 {
+	all := ctx.Request.Header.PeekAll("Idempotency-Key")
+	switch {
+	case len(all) == 0:
 		return "", false, ""
-	}
-	if len(ctx.Request.Header.PeekAll("Idempotency-Key")) > 1 {
+	case len(all) > 1:
 		return "", true, "must be sent once"
+	}
+	raw := all[0]
+	if len(raw) == 0 {
+		return "", true, "must be 1 to " + strconv.Itoa(apiperf.MaxIdempotencyKeyLen) + " bytes long"
 	}
 	var buf []byte
 	if raw[0] == '"' {

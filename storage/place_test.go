@@ -484,3 +484,95 @@ func TestOrderStore_PlaceOrders_KeyInProgress(t *testing.T) {
 	place(t, db, after)
 	created(t, after)
 }
+
+// TestOrderStore_PlaceOrders_UnknownCommitWitnessIsOwnWrite loses the
+// answer to a batch's COMMIT while it rolls back, and lets another request
+// with the batch's key store the same refusal meanwhile. The outcome must
+// be learned from a row only the batch could have written: a keyed
+// refusal's record is no such row, since a retry with the same key and body
+// stores the same bytes. Looking at it, the store took the other request's
+// record for its own and answered the batch's unkeyed order as created
+// although it had been rolled back: a 201 for an order that does not exist.
+func TestOrderStore_PlaceOrders_UnknownCommitWitnessIsOwnWrite(t *testing.T) {
+	dsn := testenv.MySQLDSN(t)
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewChaosProxy(t, cfg.Addr, testenv.Faults{MySQL: true})
+	cfg.Addr = proxy.Addr()
+	db, err := storage.Open(context.Background(), storage.Config{MySQLDSN: cfg.FormatDSN(), QueryTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	direct, err := storage.Open(context.Background(), storage.Config{MySQLDSN: dsn, QueryTimeout: 20 * time.Second, SkipMigrations: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	p := mustProduct(t, db, 100, 10)
+	missing := apiperf.OrderInput{ProductID: 1 << 40, Quantity: 1}
+
+	// The batch's COMMIT is held in the proxy, the batch's rows locked.
+	proxy.HoldNextCommit(10 * time.Second)
+	refusal := keyed(1, "k", missing)
+	order := &apiperf.OrderPlacement{In: apiperf.OrderInput{ProductID: p.ID, Quantity: 1}}
+	batchDone := make(chan struct{})
+	go func() {
+		defer close(batchDone)
+		place(t, db, refusal, order)
+	}()
+	waitFor(t, "the batch's COMMIT to be held", func() bool {
+		for _, e := range proxy.Events() {
+			if strings.Contains(e, "COMMIT held back") {
+				return true
+			}
+		}
+		return false
+	})
+	// A retry of the keyed refusal waits for the batch's record.
+	retry := keyed(1, "k", missing)
+	retryDone := make(chan struct{})
+	go func() {
+		defer close(retryDone)
+		place(t, direct, retry)
+	}()
+	waitFor(t, "the retry to wait for the batch's record", func() bool {
+		var n int
+		err := direct.SQL().QueryRow("SELECT COUNT(*) FROM information_schema.PROCESSLIST " +
+			"WHERE info LIKE 'INSERT INTO idempotency_records%' AND state = 'Update'").Scan(&n)
+		return err == nil && n > 0
+	})
+	// The batch's connection dies with its COMMIT unsent: the server rolls
+	// it back, and the retry stores its own (identical) refusal.
+	proxy.CutAll()
+	<-retryDone
+	<-batchDone
+	wantCode(t, retry.Err, apiperf.ENOTFOUND)
+	if retry.Replayed {
+		t.Fatal("the retry replayed a record that was rolled back")
+	}
+	if n := countRows(t, direct, "orders"); n != 0 {
+		t.Fatalf("%d orders exist; the batch was rolled back", n)
+	}
+	if order.Order != nil {
+		t.Fatalf("the batch's order %d was answered as created; it was rolled back", order.Order.ID)
+	}
+	wantCode(t, order.Err, apiperf.EUNAVAILABLE)
+	if got := stockOf(t, direct, p.ID); got != 10 {
+		t.Fatalf("stock %d, want 10", got)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after ten seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

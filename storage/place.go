@@ -378,22 +378,15 @@ func commit(ctx context.Context, tx *sql.Tx) (committed, unknown bool, err error
 }
 
 // resolve learns the outcome of a transaction whose COMMIT got no answer,
-// on another connection, by a locking read of a row the transaction wrote:
-// the idempotency record of a keyed placement, else the first new order.
-// While that transaction still holds the row (its COMMIT still running, or
-// its session not yet ended by the server) the read waits; afterwards it
-// sees the row only if the transaction committed. When the read cannot be
-// made in time the placements fail with EUNAVAILABLE: for a keyed one a
-// retry meets the record, or its absence, and so learns the truth.
+// on another connection, by a locking read of a row the transaction wrote
+// (see witnessOf). While that transaction still holds the row (its COMMIT
+// still running, or its session not yet ended by the server) the read
+// waits; afterwards it sees the row only if the transaction committed.
+// When the read cannot be made in time the placements fail with
+// EUNAVAILABLE: for a keyed one a retry meets the record, or its absence,
+// and so learns the truth.
 func (d *DB) resolve(rctx context.Context, work []*tentative, commitErr error) {
-	var witness *tentative
-	for _, t := range work {
-		if t.p.Key != nil && (witness == nil || witness.p.Key == nil) {
-			witness = t
-		} else if t.order != nil && witness == nil {
-			witness = t
-		}
-	}
+	witness := witnessOf(work)
 	var committed bool
 	var rec *storedRecord
 	err := retryLookup(rctx, func() error {
@@ -435,6 +428,39 @@ func (d *DB) resolve(rctx context.Context, work []*tentative, commitErr error) {
 			settleRecord(witness.p, rec)
 		}
 	}
+}
+
+// witnessOf picks the row whose presence tells whether work committed. It
+// must be a row no other transaction could have written with the same
+// content. A created order qualifies, read by its id or, when it is keyed,
+// through its record, whose body holds that id; a keyed order comes first
+// because its record is what a retry meets. A refusal's record does not
+// qualify when an order is in the batch: a retry with the same key and
+// body stores the same bytes, and after this transaction rolled back it
+// would pass for this one's write. A batch of keyed refusals alone can
+// only be judged by one of their records: if a retry's identical refusal is
+// taken for it, the witness's answer is still its key's truth, but the
+// batch's other keys are told refusals that may not be stored (no caller
+// sends such a batch today; the server places one order per call).
+func witnessOf(work []*tentative) *tentative {
+	var witness *tentative
+	rank := func(t *tentative) int {
+		switch {
+		case t.order != nil && t.p.Key != nil:
+			return 3
+		case t.order != nil:
+			return 2
+		case t.p.Key != nil:
+			return 1
+		}
+		return 0
+	}
+	for _, t := range work {
+		if witness == nil || rank(t) > rank(witness) {
+			witness = t
+		}
+	}
+	return witness
 }
 
 // retryLookup runs fn until it succeeds or ctx ends, pausing briefly after

@@ -270,6 +270,43 @@ func TestOrderStore_SetOrderStatus(t *testing.T) {
 	})
 }
 
+// TestOrderStore_ReturnedStockPastTheColumn cancels and deletes orders of
+// a product whose stock is so high that returning their units passes the
+// largest value MySQL's INT UNSIGNED stock column holds. Clients reach
+// that state through the API alone: MaxStock bounds the stock a write
+// sets, not the stock orders give back, so each round of "order 1 000 000
+// units of a free product, set its stock back to 1 000 000 000 under
+// If-Match" adds a million held units, and after 3 295 rounds cancelling
+// the orders overflows the column. The test writes the stock directly to
+// skip the rounds. MySQL then refuses the UPDATE (error 1264) and the
+// cancel or delete is answered 500; SQLite's 64-bit integer takes it.
+func TestOrderStore_ReturnedStockPastTheColumn(t *testing.T) {
+	t.Skip("known defect: returning units can pass the INT UNSIGNED stock column on MySQL (error 1264, a 500); " +
+		"whether to widen the column, cap what writes may set while units are held, or refuse the return is a design choice")
+	eachBackend(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		p := mustProduct(t, db, 0, apiperf.MaxStock)
+		var held []*apiperf.Order
+		for range 2 {
+			o, err := apiperf.PlaceOrder(ctx, db, apiperf.OrderInput{ProductID: p.ID, Quantity: apiperf.MaxQuantity})
+			if err != nil {
+				t.Fatal(err)
+			}
+			held = append(held, o)
+		}
+		const columnMax = 1<<32 - 1
+		if _, err := db.SQL().Exec("UPDATE products SET stock = ? WHERE id = ?", columnMax-10, p.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.SetOrderStatus(ctx, held[0].ID, apiperf.StatusCancelled); apiperf.ErrorCode(err) == apiperf.EINTERNAL {
+			t.Errorf("cancel: %v", err)
+		}
+		if _, err := db.DeleteOrder(ctx, held[1].ID); apiperf.ErrorCode(err) == apiperf.EINTERNAL {
+			t.Errorf("delete: %v", err)
+		}
+	})
+}
+
 // migrations is how many migrations each dialect has.
 const migrations = 3
 

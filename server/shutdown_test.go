@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,5 +96,126 @@ func TestServer_Shutdown(t *testing.T) {
 	}
 	if got := fresh.count(t, "orders"); got != n {
 		t.Errorf("%d orders exist for %d keys", got, n)
+	}
+}
+
+// TestServer_ShutdownReturnsAfterResponsesAreWritten holds an order's
+// COMMIT past the drain budget, so that its handler answers 201 only after
+// Shutdown has cancelled the requests, and slows the socket write of that
+// answer as a busy machine can delay a goroutine. The binary closes its
+// stores and exits as soon as Shutdown returns, and exiting closes every
+// connection: Shutdown must not return before the answers its handlers
+// produced are written. It used to return once the handlers had returned,
+// while fasthttp was still writing their responses, so a committed order's
+// 201 could die with the process and its client, without a key, never
+// learn of an order that exists.
+func TestServer_ShutdownReturnsAfterResponsesAreWritten(t *testing.T) {
+	db, proxy, _ := openProxiedStore(t, testenv.Faults{MySQL: true}, 20*time.Second)
+	srv := server.New(server.Config{Products: db, Orders: db, AccessLog: "off"})
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &slowListener{Listener: inner}
+	go srv.Serve(ln) //nolint:errcheck // ends with Shutdown
+	url := "http://" + inner.Addr().String()
+	ts := &testServer{URL: url, DB: db, Srv: srv}
+	ts.do(t, "POST", "/products", `{"name":"A","price":1,"stock":10}`).want(t, 201)
+
+	proxy.HoldNextCommit(600 * time.Millisecond)
+	ln.slow.Store(true)
+	type answer struct {
+		status int
+		body   []byte
+		err    error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		c := &http.Client{Timeout: 10 * time.Second}
+		res, err := c.Post(url+"/orders", "application/json", strings.NewReader(`{"product_id":1,"quantity":1}`))
+		if err != nil {
+			answered <- answer{err: err}
+			return
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		answered <- answer{status: res.StatusCode, body: b, err: err}
+	}()
+	waitUntil(t, "the order's COMMIT to be held", func() bool {
+		for _, e := range proxy.Events() {
+			if strings.Contains(e, "COMMIT held back") {
+				return true
+			}
+		}
+		return false
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	ln.closeAll() // what the process's exit does to its connections
+	a := <-answered
+	var n int
+	if err := db.SQL().QueryRow("SELECT COUNT(*) FROM orders").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("%d orders; the held COMMIT should have gone through in the grace period", n)
+	}
+	if a.err != nil || a.status != 201 {
+		t.Fatalf("the committed order's answer was lost at exit: status %d, %v, %s", a.status, a.err, a.body)
+	}
+}
+
+// slowListener hands out connections whose writes can be slowed down, and
+// closes them all at once as a process exit would.
+type slowListener struct {
+	net.Listener
+	slow  atomic.Bool
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (l *slowListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.conns = append(l.conns, c)
+	l.mu.Unlock()
+	return &slowConn{Conn: c, l: l}, nil
+}
+
+func (l *slowListener) closeAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		c.Close()
+	}
+}
+
+type slowConn struct {
+	net.Conn
+	l *slowListener
+}
+
+func (c *slowConn) Write(b []byte) (int, error) {
+	if c.l.slow.Load() {
+		time.Sleep(300 * time.Millisecond)
+	}
+	return c.Conn.Write(b)
+}
+
+// waitUntil polls cond until it holds, failing the test after ten seconds.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

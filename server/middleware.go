@@ -86,6 +86,11 @@ func (s *Server) outer(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 				ctx.Response.ResetBody()
 				s.problem(ctx, fasthttp.StatusInternalServerError, "internal error; quote the request id when reporting it")
 			}
+			// A request that began before Shutdown closes its connection
+			// too, so that Shutdown's wait for the connections ends.
+			if s.draining.Load() {
+				ctx.SetConnectionClose()
+			}
 			s.accessLog(ctx)
 		}()
 		next(ctx)

@@ -114,8 +114,12 @@ type Server struct {
 	// connection to close after its response once Shutdown has begun.
 	running  atomic.Int64
 	draining atomic.Bool
-	ridBase  [12]byte
-	ridSeq   atomic.Uint64
+	// conns counts open client connections. A handler that has returned
+	// has not necessarily had its response written: fasthttp writes it
+	// afterwards, so Shutdown also waits for the connections to close.
+	conns   atomic.Int64
+	ridBase [12]byte
+	ridSeq  atomic.Uint64
 	// loadProductKey is loadProductByKey as a func value, made once so the
 	// cached read path passes it without allocating a closure.
 	loadProductKey func(ctx context.Context, key string) ([]byte, error)
@@ -173,6 +177,7 @@ func New(cfg Config) *Server {
 		NoDefaultDate:                 false,
 		DisableHeaderNamesNormalizing: false,
 		CloseOnShutdown:               true,
+		ConnState:                     s.connState,
 		ErrorHandler:                  s.transportError,
 		Logger:                        fasthttpLogger{s.log},
 	}
@@ -199,9 +204,10 @@ func (s *Server) Serve(ln net.Listener) error {
 // until ctx ends. Requests still running then are cancelled: their store
 // calls end and their transactions roll back (a COMMIT already sent is
 // waited for, briefly, so a committed order is still answered as one).
-// Shutdown returns once every handler has returned, or drainGrace after
-// the cancellation with an error naming how many have not; only then may
-// the caller close the stores, the cache and the limiter under them.
+// Shutdown returns once every handler has returned and every answer has
+// been written (each connection closes after its answer), or drainGrace
+// after the cancellation with an error naming what is left; only then may
+// the caller close the stores, the cache and the limiter, and exit.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	err := s.http.ShutdownWithContext(ctx)
@@ -209,14 +215,31 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.cancelBase()
+	// The answers of the cancelled requests are written after their
+	// handlers return, and each connection then closes (draining asks it
+	// to), so the wait lasts until both counts reach zero: the caller exits
+	// next, and an unwritten 201 would die with the process.
 	deadline := time.Now().Add(drainGrace)
-	for s.running.Load() > 0 && time.Now().Before(deadline) {
+	for (s.running.Load() > 0 || s.conns.Load() > 0) && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	if n := s.running.Load(); n > 0 {
 		return fmt.Errorf("%d requests still running %v after they were cancelled", n, drainGrace)
 	}
+	if n := s.conns.Load(); n > 0 {
+		return fmt.Errorf("%d connections still open %v after the requests were cancelled", n, drainGrace)
+	}
 	return err
+}
+
+// connState counts open connections for Shutdown.
+func (s *Server) connState(_ net.Conn, state fasthttp.ConnState) {
+	switch state {
+	case fasthttp.StateNew:
+		s.conns.Add(1)
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		s.conns.Add(-1)
+	}
 }
 
 // drainGrace bounds the wait for cancelled requests to return. A cancelled

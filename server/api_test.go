@@ -316,6 +316,60 @@ func TestAPI_BadInput(t *testing.T) {
 	})
 }
 
+// TestAPI_InvalidUnicodeIsRefused sends strings that are not Unicode text:
+// raw bytes that are not UTF-8 (a JSON text must be UTF-8) and \u escapes
+// of lone UTF-16 surrogates. The decoder turns both into U+FFFD, so the
+// check meant to refuse them ("must be a valid UTF-8 string") never fired:
+// they were stored with the client's characters silently replaced, and
+// answered 201 as if the product had the name the client sent.
+func TestAPI_InvalidUnicodeIsRefused(t *testing.T) {
+	eachBackend(t, func(t *testing.T, backend string) {
+		ts := newTestServer(t, backend)
+		ts.do(t, "POST", "/products", `{"name":"Base","price":1,"stock":5}`).want(t, 201)
+		ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":1}`).want(t, 201)
+		cases := []struct {
+			name, method, path, body string
+			status                   int
+			field                    string
+		}{
+			{"RawInvalidName", "POST", "/products", "{\"name\":\"a\xff\xfeb\",\"price\":1}", 400, ""},
+			{"RawSurrogateBytes", "POST", "/products", "{\"name\":\"a\xed\xa0\x80\",\"price\":1}", 400, ""},
+			{"RawOverlong", "POST", "/products", "{\"name\":\"a\xc0\xaf\",\"price\":1}", 400, ""},
+			{"RawInvalidKey", "POST", "/products", "{\"name\":\"a\",\"price\":1,\"\xff\":1}", 400, ""},
+			{"LoneHigh", "POST", "/products", `{"name":"a\ud800","price":1}`, 422, "name"},
+			{"LoneLow", "POST", "/products", `{"name":"\udc00a","price":1}`, 422, "name"},
+			{"HighThenLetter", "POST", "/products", `{"name":"\ud83d\u0041","price":1}`, 422, "name"},
+			{"SwappedPair", "POST", "/products", `{"name":"\ude00\ud83d","price":1}`, 422, "name"},
+			{"LoneInDescription", "POST", "/products", `{"name":"a","price":1,"description":"x\uDBFF"}`, 422, "description"},
+			{"PatchName", "PATCH", "/products/1", `{"name":"\ud800"}`, 422, "name"},
+			{"PatchDescription", "PATCH", "/products/1", `{"description":"\udfff"}`, 422, "description"},
+			{"PutName", "PUT", "/products/1", `{"name":"\ud800","price":1,"stock":4}`, 422, "name"},
+			{"OrderStatus", "PATCH", "/orders/1", `{"status":"paid\ud800"}`, 422, "status"},
+		}
+		products := ts.count(t, "products")
+		base := ts.do(t, "GET", "/products/1", "").want(t, 200)
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				r := ts.do(t, c.method, c.path, c.body).want(t, c.status)
+				if c.field != "" && !strings.Contains(string(r.Body), `"field":"`+c.field+`"`) {
+					t.Fatalf("no error for field %q: %s", c.field, r.Body)
+				}
+			})
+		}
+		if p := ts.count(t, "products"); p != products {
+			t.Fatalf("invalid text created %d products", p-products)
+		}
+		if now := ts.do(t, "GET", "/products/1", "").want(t, 200); string(now.Body) != string(base.Body) {
+			t.Fatalf("invalid text changed the product: %s, was %s", now.Body, base.Body)
+		}
+		// Text that only looks like an escape, and a proper pair, are fine.
+		r := ts.do(t, "POST", "/products", `{"name":"\\ud800 \ud83d\ude00","price":1}`).want(t, 201)
+		if !strings.Contains(string(r.Body), `"name":"\\ud800 \U0001F600"`) && !strings.Contains(string(r.Body), "\\\\ud800 \U0001F600") {
+			t.Fatalf("escaped backslash and a surrogate pair: %s", r.Body)
+		}
+	})
+}
+
 func TestAPI_APIKeys(t *testing.T) {
 	db := openStore(t, "sqlite", "")
 	ts := startServer(t, db, server.Config{APIKeys: []string{"0123456789abcdef-key"}})

@@ -78,7 +78,9 @@ func (s *Server) decodeBody(ctx *fasthttp.RequestCtx, v fieldSetter, mergePatch 
 	}
 	body := ctx.PostBody()
 	trimmed := bytes.TrimSpace(body)
-	if len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(trimmed) {
+	// A JSON text is UTF-8. The decoders would replace bytes that are not
+	// with U+FFFD and store characters the client never sent.
+	if len(trimmed) == 0 || trimmed[0] != '{' || !utf8.Valid(trimmed) || !json.Valid(trimmed) {
 		s.problem(ctx, fasthttp.StatusBadRequest, errBadJSON.Error())
 		return false
 	}
@@ -138,7 +140,7 @@ func (v *validator) str(field string, raw json.RawMessage, maxLen int, required 
 		return "", false
 	}
 	var s string
-	if err := json.Unmarshal(raw, &s); err != nil || !utf8.ValidString(s) {
+	if hasLoneSurrogate(raw) || json.Unmarshal(raw, &s) != nil {
 		v.add(field, "must be a valid UTF-8 string")
 		return "", false
 	}
@@ -147,6 +149,57 @@ func (v *validator) str(field string, raw json.RawMessage, maxLen int, required 
 		return "", false
 	}
 	return s, true
+}
+
+// hasLoneSurrogate reports a \u escape in the JSON string raw that names
+// half of a UTF-16 surrogate pair without the other half. Such a string is
+// not Unicode text; the decoders would turn the escape into U+FFFD.
+func hasLoneSurrogate(raw []byte) bool {
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		i++ // the escaped character: a \\ never starts an escape
+		if i >= len(raw) || raw[i] != 'u' {
+			continue
+		}
+		r := hex4(raw[i+1:])
+		i += 4
+		switch {
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return true
+		case r >= 0xD800 && r <= 0xDBFF:
+			if i+6 >= len(raw) || raw[i+1] != '\\' || raw[i+2] != 'u' {
+				return true
+			}
+			if low := hex4(raw[i+3:]); low < 0xDC00 || low > 0xDFFF {
+				return true
+			}
+			i += 6
+		}
+	}
+	return false
+}
+
+// hex4 is the value of four hex digits at the start of b, or -1.
+func hex4(b []byte) int {
+	if len(b) < 4 {
+		return -1
+	}
+	n := 0
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			n = n<<4 | int(c-'0')
+		case c >= 'a' && c <= 'f':
+			n = n<<4 | int(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			n = n<<4 | int(c-'A'+10)
+		default:
+			return -1
+		}
+	}
+	return n
 }
 
 // present reports whether a number field has a value to parse, noting

@@ -39,12 +39,33 @@ func (d *DB) readRecord(ctx context.Context, st *sql.Stmt, k *apiperf.Idempotenc
 
 // PurgeIdempotencyRecords deletes expired idempotency records. It is
 // housekeeping only: every read already treats an expired record as absent.
+// The records go purgeBatch at a time, each batch a statement of its own
+// under the query timeout and queued with the other writers, so that an
+// hour's backlog on a busy API neither outlasts the timeout (and rolls back
+// every time) nor holds SQLite's one write lock while orders wait. It
+// returns how many it deleted, and stops at the first batch that finds
+// fewer than purgeBatch, at an error, or when ctx ends.
 func (d *DB) PurgeIdempotencyRecords(ctx context.Context) (int64, error) {
+	var total int64
+	for {
+		n, err := d.purgeBatch(ctx)
+		total += n
+		if err != nil || n < purgeBatch {
+			return total, err
+		}
+	}
+}
+
+// purgeBatch is the LIMIT of the purge statement.
+const purgeBatch = 1000
+
+func (d *DB) purgeBatch(ctx context.Context) (int64, error) {
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
-	res, err := d.stmts.purgeRecords.ExecContext(ctx)
+	res, err := d.exec(ctx, d.stmts.purgeRecords)
 	if err != nil {
-		return 0, mapError(err)
+		return 0, err
 	}
-	return res.RowsAffected()
+	n, err := res.RowsAffected()
+	return n, mapError(err)
 }

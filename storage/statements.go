@@ -37,9 +37,12 @@ type statements struct {
 	// expired; it affects no row when an unexpired record holds the key.
 	// MySQL applies the assignments in order, so expires_at, which every
 	// condition reads, is assigned last.
-	putRecord    *sql.Stmt `mysql:"INSERT INTO idempotency_records (scope, idem_key, request_hash, status_code, body, created_at, expires_at) VALUES (?, ?, ?, ?, ?, {now}, {expires}) ON DUPLICATE KEY UPDATE request_hash = IF(expires_at <= {now}, VALUES(request_hash), request_hash), status_code = IF(expires_at <= {now}, VALUES(status_code), status_code), body = IF(expires_at <= {now}, VALUES(body), body), created_at = IF(expires_at <= {now}, VALUES(created_at), created_at), expires_at = IF(expires_at <= {now}, VALUES(expires_at), expires_at)" sqlite:"INSERT INTO idempotency_records (scope, idem_key, request_hash, status_code, body, created_at, expires_at) VALUES (?, ?, ?, ?, ?, {now}, {expires}) ON CONFLICT (scope, idem_key) DO UPDATE SET request_hash = excluded.request_hash, status_code = excluded.status_code, body = excluded.body, created_at = excluded.created_at, expires_at = excluded.expires_at WHERE idempotency_records.expires_at <= {now}"`
-	record       *sql.Stmt `sql:"SELECT request_hash, status_code, body FROM idempotency_records WHERE scope = ? AND idem_key = ? AND expires_at > {now}{forshare}"`
-	purgeRecords *sql.Stmt `sql:"DELETE FROM idempotency_records WHERE expires_at <= {now}"`
+	putRecord *sql.Stmt `mysql:"INSERT INTO idempotency_records (scope, idem_key, request_hash, status_code, body, created_at, expires_at) VALUES (?, ?, ?, ?, ?, {now}, {expires}) ON DUPLICATE KEY UPDATE request_hash = IF(expires_at <= {now}, VALUES(request_hash), request_hash), status_code = IF(expires_at <= {now}, VALUES(status_code), status_code), body = IF(expires_at <= {now}, VALUES(body), body), created_at = IF(expires_at <= {now}, VALUES(created_at), created_at), expires_at = IF(expires_at <= {now}, VALUES(expires_at), expires_at)" sqlite:"INSERT INTO idempotency_records (scope, idem_key, request_hash, status_code, body, created_at, expires_at) VALUES (?, ?, ?, ?, ?, {now}, {expires}) ON CONFLICT (scope, idem_key) DO UPDATE SET request_hash = excluded.request_hash, status_code = excluded.status_code, body = excluded.body, created_at = excluded.created_at, expires_at = excluded.expires_at WHERE idempotency_records.expires_at <= {now}"`
+	record    *sql.Stmt `sql:"SELECT request_hash, status_code, body FROM idempotency_records WHERE scope = ? AND idem_key = ? AND expires_at > {now}{forshare}"`
+	// purgeRecords deletes up to purgeBatch expired records, oldest first.
+	// MySQL takes LIMIT on DELETE; SQLite (without that compile option) and
+	// MySQL's IN subqueries do not share a form.
+	purgeRecords *sql.Stmt `mysql:"DELETE FROM idempotency_records WHERE expires_at <= {now} ORDER BY expires_at LIMIT 1000" sqlite:"DELETE FROM idempotency_records WHERE (scope, idem_key) IN (SELECT scope, idem_key FROM idempotency_records WHERE expires_at <= {now} ORDER BY expires_at LIMIT 1000)"`
 }
 
 // prepare fills d.stmts from the struct tags.

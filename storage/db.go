@@ -295,7 +295,12 @@ func mapError(err error) error {
 		errors.Is(err, sql.ErrConnDone) || isNetError(err) || isClosed(err) {
 		return &apiperf.Error{Code: apiperf.EUNAVAILABLE, Message: "the database is unavailable", Err: err}
 	}
-	if errors.Is(err, context.Canceled) {
+	// A transaction finished before its COMMIT was rolled back by
+	// database/sql when its context ended between its last statement and
+	// the COMMIT: the request ran out of time, as when a statement is cut
+	// off by the same deadline. (The stores never commit or roll back a
+	// transaction twice.)
+	if errors.Is(err, context.Canceled) || errors.Is(err, sql.ErrTxDone) {
 		return &apiperf.Error{Code: apiperf.EUNAVAILABLE, Message: "the request was cancelled", Err: err}
 	}
 	return &apiperf.Error{Code: apiperf.EINTERNAL, Err: err}

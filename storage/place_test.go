@@ -654,3 +654,39 @@ func fill(t *testing.T, db *storage.DB, n int) {
 		}
 	}
 }
+
+// TestOrderStore_PlaceOrders_VanishedClientDoesNotHoldTheKey leaves a
+// keyed order's transaction open on MariaDB with its COMMIT never arriving
+// and its connection never closed, as when the service's host freezes or
+// the network between it and the database drops packets without a reset.
+// The request ends (503) within its deadline and grace, but the server
+// keeps the session, and with it the record's and the product's locks,
+// until TCP keepalive ends it (about two hours with Linux's defaults).
+// Meanwhile every retry of the key is answered 409 "still being
+// processed" or 503, and every other order for the product 503. A transaction the
+// service can no longer finish must not outlive it for long: the key must
+// be decided within seconds.
+func TestOrderStore_PlaceOrders_VanishedClientDoesNotHoldTheKey(t *testing.T) {
+	t.Skip("known defect: the database keeps a vanished client's transaction, and its locks, until TCP keepalive " +
+		"ends the session; bounding it (MariaDB's idle_transaction_timeout, MySQL's wait_timeout, set per session " +
+		"from DB_QUERY_TIMEOUT) is a deployment and dialect choice")
+	db, proxy := proxiedStore(t, 500*time.Millisecond)
+	p := mustProduct(t, db, 100, 10)
+	in := apiperf.OrderInput{ProductID: p.ID, Quantity: 1}
+	proxy.HoldNextCommit(15 * time.Second) // the COMMIT and its connection are in limbo
+	first := keyed(1, "limbo", in)
+	place(t, db, first)
+	wantCode(t, first.Err, apiperf.EUNAVAILABLE)
+	start := time.Now()
+	var last error
+	for time.Since(start) < 5*time.Second {
+		retry := keyed(1, "limbo", in)
+		place(t, db, retry)
+		if retry.Err == nil {
+			return
+		}
+		last = retry.Err
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("the key is still undecided 5 s after its request ended: %v", last)
+}

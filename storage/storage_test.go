@@ -307,6 +307,31 @@ func TestOrderStore_ReturnedStockPastTheColumn(t *testing.T) {
 	})
 }
 
+// TestProductStore_VersionPastTheColumn writes a product whose version is
+// at the top of MySQL's signed INT column. Every order and every product
+// write adds one to the version, so a popular product reaches it after
+// 2 147 483 647 of them (25 days at a thousand orders a second); then every
+// order for it and every write to it fails with MySQL error 1264, a 500.
+// SQLite's 64-bit integers take it.
+func TestProductStore_VersionPastTheColumn(t *testing.T) {
+	t.Skip("known defect: products.version is INT on MySQL and every order increments it; " +
+		"past 2^31-1 orders and writes fail with error 1264 (a 500); widening it is a migration, best made with the stock column's")
+	eachBackend(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		p := mustProduct(t, db, 100, 10)
+		if _, err := db.SQL().Exec("UPDATE products SET version = ? WHERE id = ?", 1<<31-1, p.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := apiperf.PlaceOrder(ctx, db, apiperf.OrderInput{ProductID: p.ID, Quantity: 1}); err != nil {
+			t.Errorf("order: %v", err)
+		}
+		price := apiperf.Money(200)
+		if _, err := db.UpdateProduct(ctx, p.ID, apiperf.ProductPatch{Price: &price}, 0); err != nil {
+			t.Errorf("write: %v", err)
+		}
+	})
+}
+
 // migrations is how many migrations each dialect has.
 const migrations = 3
 

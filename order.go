@@ -2,6 +2,8 @@ package apiperf
 
 import (
 	"context"
+	"crypto/sha256"
+	"strconv"
 	"time"
 )
 
@@ -61,6 +63,18 @@ type Order struct {
 type OrderInput struct {
 	ProductID int64
 	Quantity  int64
+}
+
+// Digest identifies an order request by its parsed fields, so that the
+// same product and quantity are one request however the body was written.
+// An idempotency key is tied to it (IdempotencyKey.RequestHash), and stored
+// records hold it, so its form must not change.
+func (in OrderInput) Digest() [32]byte {
+	var b [48]byte
+	h := strconv.AppendInt(b[:0], in.ProductID, 10)
+	h = append(h, ':')
+	h = strconv.AppendInt(h, in.Quantity, 10)
+	return sha256.Sum256(h)
 }
 
 // OrderFilter narrows an order list; zero fields do not filter.

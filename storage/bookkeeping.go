@@ -103,6 +103,11 @@ type bookkeeper struct {
 	database.Driver
 	ctx  context.Context
 	pool *sql.DB
+	// dialect is the database's, for the steps of beforeMigration.
+	dialect *dialect
+	// undoing is set for a down command, whose dirty marks name the
+	// version a migration is undone to, not one being applied.
+	undoing bool
 
 	// running is set while the migration to target is under way: between
 	// the dirty mark and the clean one.
@@ -121,7 +126,16 @@ func (b *bookkeeper) Version() (int, bool, error) {
 // SetVersion implements database.Driver. golang-migrate marks the target
 // version dirty before running a migration and clean after it; a clean mark
 // without a dirty one before it is a forced version, not a migration.
+//
+// The work of beforeMigration for a version runs before its dirty mark, so
+// that a failure there (a lost connection) leaves the schema clean and the
+// attempt is retried; each such step may run more than once.
 func (b *bookkeeper) SetVersion(version int, dirty bool) error {
+	if step := beforeMigration[version]; step != nil && dirty && !b.undoing {
+		if err := step(b.ctx, b.dialect, b.pool); err != nil {
+			return err
+		}
+	}
 	if err := b.Driver.SetVersion(version, dirty); err != nil {
 		return err
 	}

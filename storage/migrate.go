@@ -335,7 +335,7 @@ func openMigrator(ctx context.Context, t target, fsys fs.FS) (_ *migrator, err e
 			return nil, migrateCause(err)
 		}
 	}
-	mg.drv = &bookkeeper{Driver: drv, ctx: ctx, pool: mg.pool}
+	mg.drv = &bookkeeper{Driver: drv, ctx: ctx, pool: mg.pool, dialect: t.dialect}
 	src, err := iofs.New(fsys, ".")
 	if err != nil {
 		return nil, err
@@ -430,7 +430,7 @@ func (mg *migrator) down(n int) error {
 	if n < 1 || n > max(v, 0) {
 		return apiperf.Errorf(apiperf.EINVALID, "cannot undo %d migrations: the schema is at version %d", n, max(v, 0))
 	}
-	mg.undoing = true
+	mg.undoing, mg.drv.undoing = true, true
 	stop := mg.stopWhenDone()
 	defer stop()
 	return mg.failure(mg.m.Steps(-n))

@@ -157,3 +157,67 @@ func readCorpus(t *testing.T, dir string) []string {
 	}
 	return out
 }
+
+// FuzzIdempotencyKey sends one order twice with an arbitrary
+// Idempotency-Key value. The first answer is a 201 or a 400 naming the
+// header, never anything else; a 400 writes nothing; a 201 stores the key,
+// so the second answer is its replay, byte for byte, and places no second
+// order. (The fuzzer may send a key again in a later run: its first answer
+// is then already a replay.) The seeds run with the unit tests, on SQLite.
+func FuzzIdempotencyKey(f *testing.F) {
+	for _, s := range []string{
+		"k", "order-abc", "ORDER-ABC", `"abc"`, `"a \"b\" \\ c"`, `""`, `"`, `"abc`, `a"b`, `a b`, " ", "",
+		"\x00", "a\tb", "a\x7fb", "é", "\xff", strings.Repeat("k", 255), strings.Repeat("k", 256),
+		`"` + strings.Repeat(`\\`, 255) + `"`, `"` + strings.Repeat(`\\`, 256) + `"`, `"abc";x=1`, `:YWJj:`,
+	} {
+		f.Add([]byte(s))
+	}
+	db := openStore(f, "sqlite", "")
+	h := server.New(server.Config{Products: db, Orders: db, AccessLog: "off"}).Handler()
+	ctx := newCtx()
+	request(ctx, "POST", "/products", []byte(`{"name":"seed","price":1,"stock":1000000000}`))
+	h(ctx)
+	if ctx.Response.StatusCode() != 201 {
+		f.Fatalf("seed product: %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+	count := func(t *testing.T) (n int) {
+		if err := db.SQL().QueryRow("SELECT COUNT(*) FROM orders").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	f.Fuzz(func(t *testing.T, key []byte) {
+		send := func() *fasthttp.RequestCtx {
+			ctx := newCtx()
+			request(ctx, "POST", "/orders", []byte(`{"product_id":1,"quantity":1}`))
+			ctx.Request.Header.SetBytesV("Idempotency-Key", key)
+			h(ctx)
+			return ctx
+		}
+		before := count(t)
+		first := send()
+		switch st := first.Response.StatusCode(); st {
+		case 201:
+			want := before + 1
+			if string(first.Response.Header.Peek("Idempotent-Replayed")) == "true" {
+				want = before
+			}
+			if count(t) != want {
+				t.Fatalf("key %q: 201 (replayed %q) with %d new orders", key, first.Response.Header.Peek("Idempotent-Replayed"), count(t)-before)
+			}
+			body := append([]byte(nil), first.Response.Body()...)
+			again := send()
+			if again.Response.StatusCode() != 201 || string(again.Response.Body()) != string(body) ||
+				string(again.Response.Header.Peek("Idempotent-Replayed")) != "true" || count(t) != want {
+				t.Fatalf("key %q: retry answered %d %s (replayed %q), first %s", key, again.Response.StatusCode(),
+					again.Response.Body(), again.Response.Header.Peek("Idempotent-Replayed"), body)
+			}
+		case 400:
+			if !strings.Contains(string(first.Response.Body()), `"field":"Idempotency-Key"`) || count(t) != before {
+				t.Fatalf("key %q: 400 %s, %d orders written", key, first.Response.Body(), count(t)-before)
+			}
+		default:
+			t.Fatalf("key %q: status %d: %s", key, st, first.Response.Body())
+		}
+	})
+}

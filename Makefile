@@ -62,6 +62,7 @@ unit:
 fuzz:
 	go test -run '^$$' -fuzz '^FuzzCreateProduct$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./server/
 	go test -run '^$$' -fuzz '^FuzzCreateOrder$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./server/
+	go test -run '^$$' -fuzz '^FuzzIdempotencyKey$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./server/
 	go test -run '^$$' -fuzz '^FuzzHandler_Invoke$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./server/lambda/
 
 ## ledger: the long ledger test: the real binary through fault-injecting proxies, with restarts

@@ -4,13 +4,15 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	apiperf "github.com/api-perf/api-perf"
 )
 
 // benchmarkGetHit measures parallel Gets of one hot key that is already
 // cached, the shape of the hottest route (GET /products/{id}).
 func benchmarkGetHit(b *testing.B, c Cache) {
 	src := newSource(`{"id":1,"name":"hot product","price":19.99,"stock":7}`)
-	load := LoadFunc(src.load)
+	load := apiperf.LoadFunc(src.load)
 	ctx := context.Background()
 	for i := 0; i < 3; i++ {
 		if _, err := c.Get(ctx, "product:1", load); err != nil {

@@ -24,39 +24,25 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// LoadFunc loads a value on a miss. If it returns an error whose
-// apiperf.ErrorCode(err) == apiperf.ENOTFOUND, the cache remembers the absence
-// for Options.NegativeTTL (negative caching) and later Gets return an
-// *apiperf.Error{Code: apiperf.ENOTFOUND} without calling load. Any other error
-// is returned to the callers that shared the load and is not cached.
-//
-// The returned slice is handed over: the cache keeps it and gives it to
-// other callers, so the loader must not modify or reuse it (a pooled buffer
-// must be copied out first). The context carries the first caller's values
-// but not its cancellation, and ends after Options.LeaseTTL.
-//
-// The key is the one Get was called with, so a caller can pass one loader
-// made once (a method value) instead of a closure per call: on the hit
-// path the cache then costs the caller no allocation.
-type LoadFunc func(ctx context.Context, key string) ([]byte, error)
+// How Get treats its loader (an apiperf.LoadFunc): an ENOTFOUND from it is
+// remembered for Options.NegativeTTL, and later Gets return an
+// *apiperf.Error{Code: apiperf.ENOTFOUND} without calling it; any other
+// error is returned to the callers that shared the load and is not cached.
+// The loader's context carries the first caller's values but not its
+// cancellation, and ends after Options.LeaseTTL.
 
-// loader is a LoadFunc bound to its key, made on the miss path only.
+// loader is an apiperf.LoadFunc bound to its key, made on the miss path only.
 type loader func(ctx context.Context) ([]byte, error)
 
-func (f LoadFunc) bind(key string) loader {
+func bind(f apiperf.LoadFunc, key string) loader {
 	return func(ctx context.Context) ([]byte, error) { return f(ctx, key) }
 }
 
-// Cache is what the server calls. Get never fails because the cache itself
-// is unavailable: it then calls load directly.
+// Cache is what cmd wires into the server: apiperf.Cache, whose Get never
+// fails because the cache itself is unavailable (it then calls the loader
+// directly), plus Close.
 type Cache interface {
-	// Get returns the value of key, loading it once on a miss. The returned
-	// slice must not be modified by callers; it may be shared (on a
-	// client-side hit it is the cached copy itself).
-	Get(ctx context.Context, key string, load LoadFunc) ([]byte, error)
-	// Invalidate drops keys everywhere (every replica's client-side copy
-	// too). Call it after the write that changed them has committed.
-	Invalidate(ctx context.Context, keys ...string) error
+	apiperf.Cache
 	// Close releases what the cache started. It does not close a
 	// rueidis.Client that was handed to NewRedis.
 	Close()

@@ -88,7 +88,7 @@ func (s *source) load(context.Context, string) ([]byte, error) {
 }
 
 // mustGet returns the value of key from c, failing the test on an error.
-func mustGet(tb testing.TB, c Cache, key string, load LoadFunc) string {
+func mustGet(tb testing.TB, c Cache, key string, load apiperf.LoadFunc) string {
 	tb.Helper()
 	b, err := c.Get(context.Background(), key, load)
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	apiperf "github.com/api-perf/api-perf"
 )
 
 // Local is the in-process Cache of the embedded default (no Redis). It keeps
@@ -77,7 +79,7 @@ func NewLocal(opts Options) *Local {
 }
 
 // Get implements Cache. A hit takes no lock and does not allocate.
-func (l *Local) Get(ctx context.Context, key string, load LoadFunc) ([]byte, error) {
+func (l *Local) Get(ctx context.Context, key string, load apiperf.LoadFunc) ([]byte, error) {
 	if v, ok := l.entries.Load(key); ok {
 		e := v.(*localEntry)
 		if e.kind != tagLease && l.now.Load() < e.expires {
@@ -90,7 +92,7 @@ func (l *Local) Get(ctx context.Context, key string, load LoadFunc) ([]byte, err
 		}
 	}
 	l.m.miss.Inc()
-	v, err, _ := l.group.Do(key, func() (any, error) { return l.fill(ctx, key, load.bind(key)) })
+	v, err, _ := l.group.Do(key, func() (any, error) { return l.fill(ctx, key, bind(load, key)) })
 	b, _ := v.([]byte)
 	return b, err
 }

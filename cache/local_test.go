@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	apiperf "github.com/api-perf/api-perf"
 )
 
 // The behaviour Local shares with Redis is in cache_test.go; these are its
@@ -86,7 +88,7 @@ func TestCache_HitAllocations(t *testing.T) {
 			for i := 0; i < 3; i++ {
 				mustGet(t, cs[0], "product:1", src.load)
 			}
-			ctx, c, load := context.Background(), cs[0], LoadFunc(src.load)
+			ctx, c, load := context.Background(), cs[0], apiperf.LoadFunc(src.load)
 			allocs := testing.AllocsPerRun(1000, func() {
 				if _, err := c.Get(ctx, "product:1", load); err != nil {
 					t.Fatal(err)

@@ -156,7 +156,7 @@ func (r *Redis) redisKey(key string) string {
 // Get implements Cache. A hot key is one map read (near); otherwise the hit
 // path is one DoCache call (no network hop on a client-side hit) and
 // allocates only the Redis key.
-func (r *Redis) Get(ctx context.Context, key string, load LoadFunc) ([]byte, error) {
+func (r *Redis) Get(ctx context.Context, key string, load apiperf.LoadFunc) ([]byte, error) {
 	// The near map is used only while Redis is up: its pushes are what
 	// keep it fresh. epoch is read before DoCache (see near.put).
 	var epoch uint64
@@ -171,7 +171,7 @@ func (r *Redis) Get(ctx context.Context, key string, load LoadFunc) ([]byte, err
 	rkey := r.redisKey(key)
 	if r.down.Load() && !r.probeDue() {
 		r.m.miss.Inc()
-		return r.direct(ctx, rkey, load.bind(key), reasonCircuitOpen)
+		return r.direct(ctx, rkey, bind(load, key), reasonCircuitOpen)
 	}
 	resp := r.client.DoCache(r.dl.get(), r.client.B().Get().Key(rkey).Cache(), r.opts.TTL)
 	b, err := resp.AsBytes()
@@ -203,10 +203,10 @@ func (r *Redis) Get(ctx context.Context, key string, load LoadFunc) ([]byte, err
 	default:
 		r.m.miss.Inc()
 		r.fail(err)
-		return r.direct(ctx, rkey, load.bind(key), reasonOf(err))
+		return r.direct(ctx, rkey, bind(load, key), reasonOf(err))
 	}
 	r.m.miss.Inc()
-	v, err, _ := r.group.Do(rkey, func() (any, error) { return r.fill(ctx, rkey, load.bind(key)) })
+	v, err, _ := r.group.Do(rkey, func() (any, error) { return r.fill(ctx, rkey, bind(load, key)) })
 	b, _ = v.([]byte)
 	return b, err
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+
+	apiperf "github.com/api-perf/api-perf"
 )
 
 // Batched decisions.
@@ -169,16 +171,16 @@ func (b *bucket) spend(n int) {
 }
 
 // decide tries to settle a request from memory. The caller holds b.mu.
-func (b *bucket) decide(now int64, t int64, burst, cost int) (Result, bool) {
+func (b *bucket) decide(now int64, t int64, burst, cost int) (apiperf.RateDecision, bool) {
 	b.expire(now)
 	if b.held() >= cost {
 		b.spend(cost)
-		return b.estimate(now, t, burst, Result{Allowed: true}), true
+		return b.estimate(now, t, burst, apiperf.RateDecision{Allowed: true}), true
 	}
 	if now < b.denyUntil && cost >= b.denyCost {
-		return b.estimate(now, t, burst, Result{RetryAfter: nanosDuration(b.denyUntil - now)}), true
+		return b.estimate(now, t, burst, apiperf.RateDecision{RetryAfter: nanosDuration(b.denyUntil - now)}), true
 	}
-	return Result{}, false
+	return apiperf.RateDecision{}, false
 }
 
 // wantsPrefetch says whether the next batch should be fetched now, before
@@ -194,8 +196,8 @@ func (b *bucket) wantsPrefetch(now, leadNs int64) bool {
 // estimate fills Limit, Remaining and ResetAfter from the last known Redis
 // TAT, refilled since, plus the tokens this process still holds. Other
 // replicas may have spent some since, so these are advisory numbers for
-// the RateLimit header; the decision itself is exact.
-func (b *bucket) estimate(now int64, t int64, burst int, r Result) Result {
+// the client to read; the decision itself is exact.
+func (b *bucket) estimate(now int64, t int64, burst int, r apiperf.RateDecision) apiperf.RateDecision {
 	r.Limit = burst
 	tNs := t * 1000
 	ahead := max(b.tatNs-now, 0)
@@ -252,20 +254,17 @@ func (r *Redis) want(t int64, cost int) int {
 
 // tryAllow implements fastDecider: it decides from reserved tokens or a
 // cached refusal and reports ok=false when a script call is needed.
-func (r *Redis) tryAllow(key string, p Policy, cost int) (Result, bool, error) {
-	t, err := p.interval(cost)
+func (r *Redis) tryAllow(key string, p apiperf.RatePolicy, cost int) (apiperf.RateDecision, bool, error) {
+	t, err := interval(&p, cost)
 	if err != nil {
-		return Result{}, true, err
-	}
-	if cost > p.Burst {
-		return never(p.Burst, 0, 0), true, nil
+		return apiperf.RateDecision{}, true, err
 	}
 	if r.plain {
-		return Result{}, false, nil
+		return apiperf.RateDecision{}, false, nil
 	}
 	b := r.bucket(p.Name, key, false)
 	if b == nil {
-		return Result{}, false, nil
+		return apiperf.RateDecision{}, false, nil
 	}
 	b.mu.Lock()
 	now := monoNanos()
@@ -277,12 +276,9 @@ func (r *Redis) tryAllow(key string, p Policy, cost int) (Result, bool, error) {
 	return res, ok, nil
 }
 
-// allowBatched decides one request in batched mode.
-func (r *Redis) allowBatched(ctx context.Context, key string, p *Policy, t int64, cost int) (Result, error) {
-	if cost > p.Burst {
-		// Never allowed whatever the bucket holds; Redis is not asked.
-		return never(p.Burst, 0, 0), nil
-	}
+// allowBatched decides one request in batched mode; interval has checked
+// the policy and the cost.
+func (r *Redis) allowBatched(ctx context.Context, key string, p *apiperf.RatePolicy, t int64, cost int) (apiperf.RateDecision, error) {
 	b := r.bucket(p.Name, key, true)
 	b.mu.Lock()
 	for {
@@ -299,7 +295,7 @@ func (r *Redis) allowBatched(ctx context.Context, key string, p *Policy, t int64
 			select {
 			case <-ch:
 			case <-ctx.Done():
-				return Result{}, unavailable(fmt.Errorf("%w: %w", errWaited, ctx.Err()))
+				return apiperf.RateDecision{}, unavailable(fmt.Errorf("%w: %w", errWaited, ctx.Err()))
 			}
 			b.mu.Lock()
 			continue
@@ -311,7 +307,7 @@ func (r *Redis) allowBatched(ctx context.Context, key string, p *Policy, t int64
 // refill makes the one script call for b, applies its outcome and decides
 // the calling request. It is entered with b.mu held and returns with it
 // released.
-func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *Policy, t int64, cost, want int) (Result, error) {
+func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *apiperf.RatePolicy, t int64, cost, want int) (apiperf.RateDecision, error) {
 	// The slots still held (fewer than cost) are set aside for this request:
 	// if Redis grants the rest, the request spends both; if not, they go
 	// back. No other call can run meanwhile, so nothing else changes them.
@@ -332,14 +328,14 @@ func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *Policy, t 
 	close(ch)
 	if err != nil {
 		b.cur, b.spare = cur, spare
-		return Result{}, err
+		return apiperf.RateDecision{}, err
 	}
 	b.tatNs = sent + rep.resetAfter*1000
 	if rep.granted == 0 {
 		b.cur, b.spare = cur, spare
 		b.denyUntil = sent + rep.retryAfter*1000
 		b.denyCost = cost
-		res := b.estimate(sent, t, p.Burst, Result{RetryAfter: micros(rep.retryAfter)})
+		res := b.estimate(sent, t, p.Burst, apiperf.RateDecision{RetryAfter: micros(rep.retryAfter)})
 		res.Remaining = int(rep.remaining)
 		return res, nil
 	}
@@ -351,7 +347,7 @@ func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *Policy, t 
 	b.cur = slotRange{next: sent + (rep.tat+need*t-rep.now)*1000, count: int(rep.granted - need), step: t * 1000}
 	b.lastGrant = int(rep.granted)
 	b.denyUntil = 0
-	return Result{
+	return apiperf.RateDecision{
 		Allowed:    true,
 		Limit:      p.Burst,
 		Remaining:  int(min(rep.remaining+int64(b.held()), int64(p.Burst))),

@@ -9,6 +9,8 @@ import (
 	"github.com/api-perf/api-perf/internal/testenv"
 
 	"github.com/redis/rueidis"
+
+	apiperf "github.com/api-perf/api-perf"
 )
 
 // TestRedisCluster_Exactness runs the exactness check on a three-master
@@ -30,7 +32,7 @@ func TestRedisCluster_Exactness(t *testing.T) {
 			// Clients whose keys hash to every master are limited alike.
 			c := MustClient(t, addrs...)
 			nodes := map[string]bool{}
-			p := Policy{Name: "write", Rate: 1, Period: time.Hour, Burst: 3}
+			p := apiperf.RatePolicy{Name: "write", Rate: 1, Period: time.Hour, Burst: 3}
 			for _, client := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
 				key := prefix + "{write:" + client + "}"
 				slot, err := c.Do(context.Background(), c.B().ClusterKeyslot().Key(key).Build()).AsInt64()

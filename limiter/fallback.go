@@ -161,7 +161,7 @@ func (f *Fallback) register(reg prometheus.Registerer, c *prometheus.CounterVec)
 }
 
 // Allow implements Limiter.
-func (f *Fallback) Allow(ctx context.Context, key string, p Policy, cost int) (Result, error) {
+func (f *Fallback) Allow(ctx context.Context, key string, p apiperf.RatePolicy, cost int) (apiperf.RateDecision, error) {
 	if f.fast != nil {
 		if r, ok, err := f.fast.tryAllow(key, p, cost); ok {
 			if err == nil {
@@ -191,7 +191,7 @@ func (f *Fallback) Allow(ctx context.Context, key string, p Policy, cost int) (R
 	if apiperf.ErrorCode(err) == apiperf.EINVALID || ctx.Err() != nil {
 		// A bad policy or cost is the caller's bug, and a caller that gave
 		// up is no sign of the primary's health: neither trips anything.
-		return Result{}, err
+		return apiperf.RateDecision{}, err
 	}
 	reason := reasonError
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -217,7 +217,7 @@ func (f *Fallback) Allow(ctx context.Context, key string, p Policy, cost int) (R
 }
 
 // fallback decides without the primary and counts it.
-func (f *Fallback) fallback(ctx context.Context, key string, p Policy, cost int, reason string, cause error) (Result, error) {
+func (f *Fallback) fallback(ctx context.Context, key string, p apiperf.RatePolicy, cost int, reason string, cause error) (apiperf.RateDecision, error) {
 	switch reason {
 	case reasonTimeout:
 		f.fbTimeout.Inc()
@@ -229,9 +229,9 @@ func (f *Fallback) fallback(ctx context.Context, key string, p Policy, cost int,
 	if f.failure == FailClosed {
 		f.counters(p.Name).failed.Inc()
 		if apiperf.ErrorCode(cause) == apiperf.EUNAVAILABLE {
-			return Result{}, cause
+			return apiperf.RateDecision{}, cause
 		}
-		return Result{}, unavailable(cause)
+		return apiperf.RateDecision{}, unavailable(cause)
 	}
 	r, err := f.local.Allow(ctx, key, p, cost)
 	if err == nil {

@@ -77,7 +77,7 @@ func TestFallback_RedisStopped(t *testing.T) {
 					Registerer: reg,
 				})
 				t.Cleanup(f.Close)
-				p := Policy{Name: "read", Rate: 1, Period: 10 * time.Second, Burst: 5}
+				p := apiperf.RatePolicy{Name: "read", Rate: 1, Period: 10 * time.Second, Burst: 5}
 				ctx := context.Background()
 				fallbacks := func() float64 {
 					var n float64
@@ -175,13 +175,13 @@ type stallingLimiter struct {
 	calls   atomic.Int64
 }
 
-func (s *stallingLimiter) Allow(ctx context.Context, _ string, p Policy, _ int) (Result, error) {
+func (s *stallingLimiter) Allow(ctx context.Context, _ string, p apiperf.RatePolicy, _ int) (apiperf.RateDecision, error) {
 	s.calls.Add(1)
 	if s.healthy.Load() {
-		return Result{Allowed: true, Limit: p.Burst}, nil
+		return apiperf.RateDecision{Allowed: true, Limit: p.Burst}, nil
 	}
 	<-ctx.Done()
-	return Result{}, unavailable(ctx.Err())
+	return apiperf.RateDecision{}, unavailable(ctx.Err())
 }
 
 func (s *stallingLimiter) Close() {}
@@ -193,7 +193,7 @@ func TestFallback_Timeout(t *testing.T) {
 	f := NewFallback(slow, FallbackOptions{Backoff: 50 * time.Millisecond, Registerer: reg,
 		Logger: slog.New(slog.NewTextHandler(&testenv.Buffer{}, nil))})
 	defer f.Close()
-	p := Policy{Name: "write", Rate: 10, Period: time.Second, Burst: 100}
+	p := apiperf.RatePolicy{Name: "write", Rate: 10, Period: time.Second, Burst: 100}
 	ctx := context.Background()
 
 	start := time.Now()
@@ -245,7 +245,7 @@ func TestFallback_Decisions(t *testing.T) {
 	// A second Fallback on the same registry shares the collectors.
 	g := NewFallback(NewLocal(), FallbackOptions{Registerer: reg})
 	defer g.Close()
-	p := Policy{Name: "read", Rate: 1, Period: time.Hour, Burst: 2}
+	p := apiperf.RatePolicy{Name: "read", Rate: 1, Period: time.Hour, Burst: 2}
 	for range 5 {
 		mustAllow(t, f, "c", p, 1)
 	}

@@ -6,14 +6,16 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	apiperf "github.com/api-perf/api-perf"
 )
 
 // Policies for the benchmarks: far is a limit a busy client stays under
 // for most of a run; def is the default read policy, which a single hot
 // client blows through at once.
 var (
-	benchFar = Policy{Name: "read", Rate: 1000000, Period: time.Second, Burst: 1000000}
-	benchDef = Policy{Name: "read", Rate: 100, Period: time.Second, Burst: 200}
+	benchFar = apiperf.RatePolicy{Name: "read", Rate: 1000000, Period: time.Second, Burst: 1000000}
+	benchDef = apiperf.RatePolicy{Name: "read", Rate: 100, Period: time.Second, Burst: 200}
 )
 
 var benchKeys = func() []string {
@@ -26,7 +28,7 @@ var benchKeys = func() []string {
 
 // runParallel runs l.Allow from every P, on one key or spread over many,
 // and reports the share of allowed decisions.
-func runParallel(b *testing.B, l Limiter, p Policy, manyKeys bool) {
+func runParallel(b *testing.B, l Limiter, p apiperf.RatePolicy, manyKeys bool) {
 	b.Helper()
 	ctx := context.Background()
 	var allowed, seq atomic.Int64
@@ -92,7 +94,7 @@ func BenchmarkRedis_Allow(b *testing.B) {
 func BenchmarkRedis_AllowBatched(b *testing.B) {
 	for _, bc := range []struct {
 		name string
-		p    Policy
+		p    apiperf.RatePolicy
 		many bool
 	}{
 		{"ParallelOneKeyFar", benchFar, false},
@@ -120,21 +122,4 @@ func BenchmarkFallback_Allow(b *testing.B) {
 	f := NewFallback(r, FallbackOptions{})
 	b.Run("ParallelOneKeyFar", func(b *testing.B) { runParallel(b, f, benchFar, false) })
 	b.Run("ParallelOneKeyOverLimit", func(b *testing.B) { runParallel(b, f, benchDef, false) })
-}
-
-func BenchmarkAppendPolicyHeader(b *testing.B) {
-	buf := make([]byte, 0, 64)
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = AppendPolicyHeader(buf[:0], benchDef)
-	}
-}
-
-func BenchmarkAppendRateLimitHeader(b *testing.B) {
-	buf := make([]byte, 0, 64)
-	r := Result{Allowed: true, Limit: 200, Remaining: 57, ResetAfter: 2100 * time.Millisecond}
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = AppendRateLimitHeader(buf[:0], benchDef, r)
-	}
 }

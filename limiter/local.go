@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+
+	apiperf "github.com/api-perf/api-perf"
 )
 
 // localShards spreads keys over independent locks so that concurrent
@@ -51,16 +53,16 @@ func NewLocal() *Local {
 
 // Allow implements Limiter. It never blocks on I/O and never fails except
 // for an invalid policy or cost.
-func (l *Local) Allow(_ context.Context, key string, p Policy, cost int) (Result, error) {
+func (l *Local) Allow(_ context.Context, key string, p apiperf.RatePolicy, cost int) (apiperf.RateDecision, error) {
 	r, _, err := l.tryAllow(key, p, cost)
 	return r, err
 }
 
 // tryAllow implements fastDecider: Local always decides.
-func (l *Local) tryAllow(key string, p Policy, cost int) (Result, bool, error) {
-	t, err := p.interval(cost)
+func (l *Local) tryAllow(key string, p apiperf.RatePolicy, cost int) (apiperf.RateDecision, bool, error) {
+	t, err := interval(&p, cost)
 	if err != nil {
-		return Result{}, true, err
+		return apiperf.RateDecision{}, true, err
 	}
 	var buf [128]byte
 	k := appendBucketID(buf[:0], p.Name, key)
@@ -87,16 +89,14 @@ func (l *Local) tryAllow(key string, p Policy, cost int) (Result, bool, error) {
 }
 
 // gcra is the decision shared by Local and, line for line, the Lua script:
-// tat is max(stored TAT, now). It returns the result and the new TAT.
-func gcra(now, tat, t int64, burst, cost int) (Result, int64) {
+// tat is max(stored TAT, now), and cost is at most burst (interval checked
+// it). It returns the decision and the new TAT.
+func gcra(now, tat, t int64, burst, cost int) (apiperf.RateDecision, int64) {
 	window := int64(burst) * t
 	avail := floorDiv(window-(tat-now), t)
 	remaining := int(max(avail, 0))
-	if cost > burst {
-		return never(burst, remaining, tat-now), tat
-	}
 	if avail < int64(cost) {
-		return Result{
+		return apiperf.RateDecision{
 			Limit:      burst,
 			Remaining:  remaining,
 			RetryAfter: micros(tat + int64(cost)*t - window - now),
@@ -104,7 +104,7 @@ func gcra(now, tat, t int64, burst, cost int) (Result, int64) {
 		}, tat
 	}
 	newTAT := tat + int64(cost)*t
-	return Result{
+	return apiperf.RateDecision{
 		Allowed:    true,
 		Limit:      burst,
 		Remaining:  int(avail) - cost,

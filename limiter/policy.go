@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	apiperf "github.com/api-perf/api-perf"
 )
 
 // maxPeriod keeps policies within what a person would configure; longer
@@ -14,53 +16,53 @@ const maxPeriod = 24 * time.Hour
 
 // ParsePolicy parses the configuration syntax of a policy:
 // "RATE/PERIOD[,burst=N]", for example "100/1s,burst=200" or "20/1m", or
-// "off" to disable limiting (off is true and p is zero). PERIOD is a Go
-// duration ("1s", "500ms", "1m"); a bare unit ("s", "m", "h") means one of
-// it. Burst defaults to Rate. The returned Policy has no Name: the caller
-// names it. Error messages describe the value only, so that the caller can
-// prefix the name of the variable it came from.
-func ParsePolicy(s string) (p Policy, off bool, err error) {
+// "off", which gives the zero policy (no limit). PERIOD is a Go duration
+// ("1s", "500ms", "1m"); a bare unit ("s", "m", "h") means one of it.
+// Burst defaults to Rate. The returned policy has no Name: the caller names
+// it. Error messages describe the value only, so that the caller can prefix
+// the name of the variable it came from.
+func ParsePolicy(s string) (apiperf.RatePolicy, error) {
 	s = strings.TrimSpace(s)
 	if strings.EqualFold(s, "off") {
-		return Policy{}, true, nil
+		return apiperf.RatePolicy{}, nil
 	}
 	if s == "" {
-		return Policy{}, false, errors.New(`empty rate limit policy: want RATE/PERIOD[,burst=N] or "off"`)
+		return apiperf.RatePolicy{}, errors.New(`empty rate limit policy: want RATE/PERIOD[,burst=N] or "off"`)
 	}
 	head, opts, more := strings.Cut(s, ",")
 	rateStr, periodStr, ok := strings.Cut(head, "/")
 	if !ok {
-		return Policy{}, false, fmt.Errorf("rate limit policy %q: want RATE/PERIOD[,burst=N], e.g. 100/1s,burst=200", s)
+		return apiperf.RatePolicy{}, fmt.Errorf("rate limit policy %q: want RATE/PERIOD[,burst=N], e.g. 100/1s,burst=200", s)
 	}
 	rate, err := positiveInt(strings.TrimSpace(rateStr))
 	if err != nil {
-		return Policy{}, false, fmt.Errorf("rate limit policy %q: rate: %v", s, err)
+		return apiperf.RatePolicy{}, fmt.Errorf("rate limit policy %q: rate: %v", s, err)
 	}
 	period, err := parsePeriod(strings.TrimSpace(periodStr))
 	if err != nil {
-		return Policy{}, false, fmt.Errorf("rate limit policy %q: period: %v", s, err)
+		return apiperf.RatePolicy{}, fmt.Errorf("rate limit policy %q: period: %v", s, err)
 	}
-	p = Policy{Rate: rate, Period: period, Burst: rate}
+	p := apiperf.RatePolicy{Rate: rate, Period: period, Burst: rate}
 	sawBurst := false
 	for more {
 		var opt string
 		opt, opts, more = strings.Cut(opts, ",")
 		name, value, ok := strings.Cut(strings.TrimSpace(opt), "=")
 		if !ok || !strings.EqualFold(strings.TrimSpace(name), "burst") {
-			return Policy{}, false, fmt.Errorf("rate limit policy %q: unknown option %q (only burst=N is supported)", s, strings.TrimSpace(opt))
+			return apiperf.RatePolicy{}, fmt.Errorf("rate limit policy %q: unknown option %q (only burst=N is supported)", s, strings.TrimSpace(opt))
 		}
 		if sawBurst {
-			return Policy{}, false, fmt.Errorf("rate limit policy %q: burst given twice", s)
+			return apiperf.RatePolicy{}, fmt.Errorf("rate limit policy %q: burst given twice", s)
 		}
 		sawBurst = true
 		if p.Burst, err = positiveInt(strings.TrimSpace(value)); err != nil {
-			return Policy{}, false, fmt.Errorf("rate limit policy %q: burst: %v", s, err)
+			return apiperf.RatePolicy{}, fmt.Errorf("rate limit policy %q: burst: %v", s, err)
 		}
 	}
-	if _, err := p.interval(1); err != nil {
-		return Policy{}, false, fmt.Errorf("rate limit policy %q: rate too high for its period or burst too large", s)
+	if _, err := interval(&p, 1); err != nil {
+		return apiperf.RatePolicy{}, fmt.Errorf("rate limit policy %q: rate too high for its period or burst too large", s)
 	}
-	return p, false, nil
+	return p, nil
 }
 
 // positiveInt parses a decimal integer between 1 and one billion.

@@ -25,11 +25,12 @@ import (
 // tokens left and a client near its limit gets batches that shrink to one.
 //
 // KEYS[1] holds the TAT. ARGV: interval (µs), burst, need, want.
+// need is at most burst: a larger cost is refused before the call, as no
+// wait could let it through.
 // Reply: {granted, remaining, retry_after_us, reset_after_us, now_us, tat_us}
-// where granted is 0 for a refusal, retry_after_us is -1 when need exceeds
-// the burst (never allowed), reset_after_us is the time until the bucket is
-// full again, and tat_us is the TAT before this call (granted tokens occupy
-// the slots tat+interval .. tat+granted*interval).
+// where granted is 0 for a refusal, reset_after_us is the time until the
+// bucket is full again, and tat_us is the TAT before this call (granted
+// tokens occupy the slots tat+interval .. tat+granted*interval).
 var gcraScript = rueidis.NewLuaScript(gcraSource)
 
 const gcraSource = `
@@ -45,9 +46,6 @@ if tat < now then tat = now end
 local avail = math.floor((window - (tat - now)) / interval)
 local remaining = avail
 if remaining < 0 then remaining = 0 end
-if need > burst then
-  return {0, remaining, -1, tat - now, now, tat}
-end
 if avail < need then
   return {0, remaining, tat + need * interval - window - now, tat - now, now, tat}
 end
@@ -131,15 +129,15 @@ func NewRedis(c rueidis.Client, opts RedisOptions) *Redis {
 }
 
 // Allow implements Limiter.
-func (r *Redis) Allow(ctx context.Context, key string, p Policy, cost int) (Result, error) {
-	t, err := p.interval(cost)
+func (r *Redis) Allow(ctx context.Context, key string, p apiperf.RatePolicy, cost int) (apiperf.RateDecision, error) {
+	t, err := interval(&p, cost)
 	if err != nil {
-		return Result{}, err
+		return apiperf.RateDecision{}, err
 	}
 	if r.plain {
 		rep, err := r.eval(ctx, p.Name, key, t, p.Burst, cost, cost)
 		if err != nil {
-			return Result{}, err
+			return apiperf.RateDecision{}, err
 		}
 		return rep.result(p.Burst), nil
 	}
@@ -180,18 +178,15 @@ type reply struct {
 	granted, remaining, retryAfter, resetAfter, now, tat int64
 }
 
-// result turns a reply for a plain (unbatched) call into a Result.
-func (rep *reply) result(burst int) Result {
-	res := Result{
+// result turns a reply for a plain (unbatched) call into a decision.
+func (rep *reply) result(burst int) apiperf.RateDecision {
+	res := apiperf.RateDecision{
 		Allowed:    rep.granted > 0,
 		Limit:      burst,
 		Remaining:  int(rep.remaining),
 		ResetAfter: micros(rep.resetAfter),
 	}
-	switch {
-	case rep.retryAfter < 0:
-		res.RetryAfter = RetryNever
-	case !res.Allowed:
+	if !res.Allowed {
 		res.RetryAfter = micros(rep.retryAfter)
 	}
 	return res

@@ -47,7 +47,7 @@ func TestRedis_Allow(t *testing.T) {
 			t.Run("BurstIsTheMostAtOnce", func(t *testing.T) {
 				// A policy that refills once an hour: however the requests
 				// interleave, exactly Burst of them are allowed.
-				p := Policy{Name: "read", Rate: 1, Period: time.Hour, Burst: 20}
+				p := apiperf.RatePolicy{Name: "read", Rate: 1, Period: time.Hour, Burst: 20}
 				var allowed atomic.Int64
 				var wg sync.WaitGroup
 				for range 8 {
@@ -73,7 +73,7 @@ func TestRedis_Allow(t *testing.T) {
 			})
 
 			t.Run("RetryAfterIsOneInterval", func(t *testing.T) {
-				p := Policy{Name: "read", Rate: 10, Period: time.Second, Burst: 3} // T = 100ms
+				p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Second, Burst: 3} // T = 100ms
 				start := time.Now()
 				for i := range 3 {
 					if res := mustAllow(t, r, "retry", p, 1); !res.Allowed {
@@ -95,13 +95,16 @@ func TestRedis_Allow(t *testing.T) {
 				}
 			})
 
-			t.Run("CostAboveBurstNeverAllowed", func(t *testing.T) {
-				p := Policy{Name: "write", Rate: 10, Period: time.Second, Burst: 3}
+			t.Run("CostAboveBurstIsInvalid", func(t *testing.T) {
+				p := apiperf.RatePolicy{Name: "write", Rate: 10, Period: time.Second, Burst: 3}
+				calls := r.calls.Load()
 				for range 3 {
-					res := mustAllow(t, r, "big", p, 4)
-					if res.Allowed || res.RetryAfter != RetryNever {
-						t.Fatalf("cost 4 > burst 3: %+v, want refused with RetryNever", res)
+					if res, err := r.Allow(ctx, "big", p, 4); apiperf.ErrorCode(err) != apiperf.EINVALID {
+						t.Fatalf("cost 4 > burst 3: %+v, %v; want EINVALID", res, err)
 					}
+				}
+				if n := r.calls.Load() - calls; n != 0 {
+					t.Fatalf("%d script calls for costs no wait can satisfy, want none", n)
 				}
 				// The refusals consumed nothing: the whole burst is still there.
 				if res := mustAllow(t, r, "big", p, 3); !res.Allowed {
@@ -113,7 +116,7 @@ func TestRedis_Allow(t *testing.T) {
 				// One request per minute: each request moves the TAT by
 				// exactly 60e6µs. A TAT written as a Lua float string would
 				// be rounded to 14 significant digits (100µs steps).
-				p := Policy{Name: "exact", Rate: 1, Period: time.Minute, Burst: 3}
+				p := apiperf.RatePolicy{Name: "exact", Rate: 1, Period: time.Minute, Burst: 3}
 				key := r.prefix + "{exact:int}"
 				var tats []int64
 				for range 3 {
@@ -145,7 +148,7 @@ func TestRedis_Allow(t *testing.T) {
 			})
 
 			t.Run("Invalid", func(t *testing.T) {
-				p := Policy{Name: "read", Rate: 10, Period: time.Second, Burst: 3}
+				p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Second, Burst: 3}
 				if _, err := r.Allow(ctx, "x", p, 0); apiperf.ErrorCode(err) != apiperf.EINVALID {
 					t.Fatalf("cost 0: err %v, want EINVALID", err)
 				}
@@ -170,7 +173,7 @@ func redisTimeMicros(t *testing.T, c rueidis.Client) int64 {
 // expects the same decisions; durations may differ by the few milliseconds
 // the real calls take.
 func TestRedis_MatchesLocal(t *testing.T) {
-	p := Policy{Name: "seq", Rate: 5, Period: time.Second, Burst: 3} // T = 200ms
+	p := apiperf.RatePolicy{Name: "seq", Rate: 5, Period: time.Second, Burst: 3} // T = 200ms
 	steps := []struct {
 		at      time.Duration // since the first request
 		cost    int
@@ -186,7 +189,6 @@ func TestRedis_MatchesLocal(t *testing.T) {
 		{300 * time.Millisecond, 1, true, 0, 0},
 		{300 * time.Millisecond, 2, false, 0, 300 * time.Millisecond},
 		{700 * time.Millisecond, 2, true, 0, 0},
-		{700 * time.Millisecond, 4, false, 0, RetryNever},
 		{1500 * time.Millisecond, 3, true, 0, 0},
 		{1500 * time.Millisecond, 1, false, 0, 200 * time.Millisecond},
 	}
@@ -194,7 +196,7 @@ func TestRedis_MatchesLocal(t *testing.T) {
 	clk := newFakeClock()
 	local := NewLocal()
 	local.Now = clk.Now
-	var want []Result
+	var want []apiperf.RateDecision
 	var elapsed time.Duration
 	for i, s := range steps {
 		clk.Advance(s.at - elapsed)
@@ -218,11 +220,7 @@ func TestRedis_MatchesLocal(t *testing.T) {
 				if got.Allowed != want[i].Allowed {
 					t.Fatalf("step %d (%v cost %d): Redis %+v, Local %+v", i, s.at, s.cost, got, want[i])
 				}
-				if got.RetryAfter == RetryNever || want[i].RetryAfter == RetryNever {
-					if got.RetryAfter != want[i].RetryAfter {
-						t.Fatalf("step %d: RetryAfter Redis %v, Local %v", i, got.RetryAfter, want[i].RetryAfter)
-					}
-				} else if d := (want[i].RetryAfter - got.RetryAfter).Abs(); d > 50*time.Millisecond {
+				if d := (want[i].RetryAfter - got.RetryAfter).Abs(); d > 50*time.Millisecond {
 					t.Fatalf("step %d: RetryAfter Redis %v, Local %v", i, got.RetryAfter, want[i].RetryAfter)
 				}
 				if mode.opts.Plain {
@@ -245,7 +243,7 @@ func TestRedis_MatchesLocal(t *testing.T) {
 // least the burst, every refusal with a positive RetryAfter.
 func exactness(t *testing.T, limiters []Limiter, key string) {
 	t.Helper()
-	p := Policy{Name: "read", Rate: 10, Period: time.Second, Burst: 20}
+	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Second, Burst: 20}
 	var allowed, denied atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -303,7 +301,7 @@ func TestRedis_Exactness(t *testing.T) {
 func TestRedis_Batched(t *testing.T) {
 	verifyNoLeaks(t)
 	r, _ := MustRedis(t, RedisOptions{})
-	p := Policy{Name: "read", Rate: 100000, Period: time.Second, Burst: 100000} // T = 10µs, batches of 10000
+	p := apiperf.RatePolicy{Name: "read", Rate: 100000, Period: time.Second, Burst: 100000} // T = 10µs, batches of 10000
 
 	var allowed atomic.Int64
 	var wg sync.WaitGroup
@@ -362,7 +360,7 @@ func TestRedis_Batched(t *testing.T) {
 		a, b := NewRedis(c, opts), NewRedis(c, opts)
 		defer a.Close()
 		defer b.Close()
-		p := Policy{Name: "read", Rate: 10, Period: time.Second, Burst: 20} // T = 100ms
+		p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Second, Burst: 20} // T = 100ms
 		start := time.Now()
 		if res := mustAllow(t, a, "hoard", p, 1); !res.Allowed {
 			t.Fatalf("first request refused: %+v", res)
@@ -389,7 +387,7 @@ func TestRedis_Batched(t *testing.T) {
 	// Near the limit every decision goes back to Redis: a policy with a
 	// burst of 2 never hands out more than one spare token.
 	before := r.calls.Load()
-	q := Policy{Name: "read", Rate: 1, Period: time.Hour, Burst: 2}
+	q := apiperf.RatePolicy{Name: "read", Rate: 1, Period: time.Hour, Burst: 2}
 	n := 0
 	for range 10 {
 		if res := mustAllow(t, r, "near", q, 1); res.Allowed {
@@ -413,7 +411,7 @@ func TestRedis_Batched(t *testing.T) {
 // allows, so that slow calls can only weaken the check, never fail it.
 // The large burst makes batches big enough to be prefetched.
 func TestRedis_ExactnessUnderLoad(t *testing.T) {
-	for _, p := range []Policy{
+	for _, p := range []apiperf.RatePolicy{
 		{Name: "read", Rate: 1000, Period: time.Second, Burst: 50},  // T = 1ms
 		{Name: "read", Rate: 1000, Period: time.Second, Burst: 400}, // batches of up to 100
 	} {
@@ -426,7 +424,7 @@ func TestRedis_ExactnessUnderLoad(t *testing.T) {
 	}
 }
 
-func hammer(t *testing.T, opts RedisOptions, p Policy) {
+func hammer(t *testing.T, opts RedisOptions, p apiperf.RatePolicy) {
 	// Each allowed request is known to have been decided somewhere between
 	// the call's start and its return.
 	type span struct{ from, to time.Duration }

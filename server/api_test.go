@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	apiperf "github.com/api-perf/api-perf"
+	"github.com/api-perf/api-perf/limiter"
 	"github.com/api-perf/api-perf/server"
 )
 
@@ -382,31 +384,89 @@ func TestAPI_APIKeys(t *testing.T) {
 	ts.do(t, "GET", "/products/1", "").want(t, 200) // reads stay open
 }
 
-// fixedLimiter refuses every request of a class; the limiter package tests
-// the real GCRA, this checks the server's headers and problem.
+// fixedLimiter allows reads and refuses writes with fixed numbers; the
+// limiter package tests the real GCRA, this checks how the server renders
+// a decision.
 type fixedLimiter struct{}
 
-func (fixedLimiter) Allow(_ context.Context, class server.RouteClass, client string, dst []byte) (server.RateDecision, error) {
-	if class == server.ClassRead {
-		return server.RateDecision{Allowed: true, Policy: []byte(`"read";q=10;w=1`), State: append(dst, `"read";r=9;t=1`...)}, nil
+func (fixedLimiter) Allow(_ context.Context, _ string, p apiperf.RatePolicy, _ int) (apiperf.RateDecision, error) {
+	if p.Name == "read" {
+		return apiperf.RateDecision{Allowed: true, Limit: p.Burst, Remaining: 9, ResetAfter: 100 * time.Millisecond}, nil
 	}
-	return server.RateDecision{Allowed: false, RetryAfter: 1500_000_000, Policy: []byte(`"write";q=1;w=1`), State: append(dst, `"write";r=0;t=2`...)}, nil
+	return apiperf.RateDecision{Limit: p.Burst, RetryAfter: 1500 * time.Millisecond, ResetAfter: 2 * time.Second}, nil
 }
 
 func TestAPI_RateLimitHeaders(t *testing.T) {
 	db := openStore(t, "sqlite", "")
-	ts := startServer(t, db, server.Config{Limiter: fixedLimiter{}})
+	ts := startServer(t, db, server.Config{
+		Limiter:    fixedLimiter{},
+		ReadLimit:  apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Second, Burst: 10},
+		WriteLimit: apiperf.RatePolicy{Name: "write", Rate: 1, Period: time.Second, Burst: 1},
+	})
 	r := ts.do(t, "GET", "/products", "").want(t, 200)
 	if r.Header.Get("RateLimit-Policy") != `"read";q=10;w=1` || r.Header.Get("RateLimit") != `"read";r=9;t=1` {
 		t.Fatalf("headers %v", r.Header)
 	}
 	r = ts.do(t, "POST", "/products", `{"name":"a","price":1}`).want(t, 429)
-	if r.Header.Get("Retry-After") != "2" || r.Header.Get("RateLimit") != `"write";r=0;t=2` {
-		t.Fatalf("429 headers %v", r.Header)
+	if r.Header.Get("Retry-After") != "2" || r.Header.Get("RateLimit") != `"write";r=0;t=2` ||
+		r.Header.Get("RateLimit-Policy") != `"write";q=1;w=1` || !strings.Contains(string(r.Body), "retry after 2s") {
+		t.Fatalf("429 headers %v, body %s", r.Header, r.Body)
 	}
 	ts.do(t, "GET", "/healthz", "").want(t, 200)
 	if n := ts.count(t, "products"); n != 0 {
 		t.Fatal("a limited write reached the database")
+	}
+}
+
+// TestAPI_RateLimit runs the in-process limiter behind the server, wired as
+// cmd wires it: the server asks it directly, per route class, and renders
+// its decisions. A class without a policy is not limited at all.
+func TestAPI_RateLimit(t *testing.T) {
+	db := openStore(t, "sqlite", "")
+	lim := limiter.NewLocal()
+	t.Cleanup(lim.Close)
+	ts := startServer(t, db, server.Config{
+		Limiter:   lim,
+		ReadLimit: apiperf.RatePolicy{Name: "read", Rate: 2, Period: time.Hour, Burst: 2},
+	})
+	for i, want := range []string{`"read";r=1;t=1800`, `"read";r=0;t=3600`} {
+		r := ts.do(t, "GET", "/products", "").want(t, 200)
+		if r.Header.Get("RateLimit-Policy") != `"read";q=2;w=3600` || r.Header.Get("RateLimit") != want {
+			t.Fatalf("read %d: headers %v, want RateLimit %s", i, r.Header, want)
+		}
+	}
+	r := ts.do(t, "GET", "/api/v1/products/1", "").want(t, 429)
+	// The next token is half an hour away, less the few milliseconds the
+	// test has taken so far.
+	if r.Header.Get("Retry-After") != "1800" || r.Header.Get("RateLimit") != `"read";r=0;t=3600` {
+		t.Fatalf("429 headers %v", r.Header)
+	}
+	// Another client (an API key names the client) has its own allowance.
+	ts.do(t, "GET", "/products", "", "Authorization", "Bearer someone-else-entirely").want(t, 200)
+	// Writes have no policy here: never limited, and no RateLimit headers.
+	for range 3 {
+		r := ts.do(t, "POST", "/products", `{"name":"a","price":1}`).want(t, 201)
+		if r.Header.Get("RateLimit") != "" || r.Header.Get("RateLimit-Policy") != "" {
+			t.Fatalf("an unlimited write with rate-limit headers: %v", r.Header)
+		}
+	}
+	ts.do(t, "GET", "/healthz", "").want(t, 200)
+}
+
+// TestAPI_RateLimitInvalidPolicy: a policy the limiter refuses to apply is
+// the server's misconfiguration, not the client's mistake: a logged 500
+// with a problem body, never a 422 that blames the request, nor a panic.
+func TestAPI_RateLimitInvalidPolicy(t *testing.T) {
+	db := openStore(t, "sqlite", "")
+	lim := limiter.NewLocal()
+	t.Cleanup(lim.Close)
+	ts := startServer(t, db, server.Config{
+		Limiter:   lim,
+		ReadLimit: apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Second},
+	})
+	r := ts.do(t, "GET", "/products", "").want(t, 500)
+	if strings.Contains(string(r.Body), "burst") {
+		t.Fatalf("a 500 leaks its cause: %s", r.Body)
 	}
 }
 

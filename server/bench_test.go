@@ -6,10 +6,12 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
 	apiperf "github.com/api-perf/api-perf"
+	"github.com/api-perf/api-perf/limiter"
 	"github.com/api-perf/api-perf/server"
 )
 
@@ -17,6 +19,24 @@ var remote = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 
 // benchServer is a handler over a SQLite store holding n products.
 func benchServer(tb testing.TB, n int, cached bool) fasthttp.RequestHandler {
+	tb.Helper()
+	return server.New(benchConfig(tb, n, cached)).Handler()
+}
+
+// limitedServer is benchServer with the in-process limiter in front of
+// reads, under a policy no benchmark reaches, so that it measures the
+// decision and its headers on every request.
+func limitedServer(tb testing.TB, n int) fasthttp.RequestHandler {
+	tb.Helper()
+	cfg := benchConfig(tb, n, true)
+	lim := limiter.NewLocal()
+	tb.Cleanup(lim.Close)
+	cfg.Limiter = lim
+	cfg.ReadLimit = apiperf.RatePolicy{Name: "read", Rate: 1_000_000, Period: time.Second, Burst: 1_000_000_000}
+	return server.New(cfg).Handler()
+}
+
+func benchConfig(tb testing.TB, n int, cached bool) server.Config {
 	tb.Helper()
 	db := openStore(tb, "sqlite", "")
 	for i := range n {
@@ -29,17 +49,17 @@ func benchServer(tb testing.TB, n int, cached bool) fasthttp.RequestHandler {
 	if cached {
 		cfg.Cache = &hitCache{m: map[string][]byte{}}
 	}
-	return server.New(cfg).Handler()
+	return cfg
 }
 
-// hitCache is a BodyCache over a map, so that a benchmark of the hit path
+// hitCache is an apiperf.Cache over a map, so that a benchmark of the hit path
 // measures the handler, not a cache implementation.
 type hitCache struct {
 	mu sync.RWMutex
 	m  map[string][]byte
 }
 
-func (c *hitCache) Get(ctx context.Context, key string, load func(context.Context, string) ([]byte, error)) ([]byte, error) {
+func (c *hitCache) Get(ctx context.Context, key string, load apiperf.LoadFunc) ([]byte, error) {
 	c.mu.RLock()
 	v, ok := c.m[key]
 	c.mu.RUnlock()
@@ -112,6 +132,11 @@ func BenchmarkServer_GetProduct(b *testing.B) {
 	benchRoute(b, h, "GET", "/products/42", nil, 200)
 }
 
+func BenchmarkServer_GetProductLimited(b *testing.B) {
+	h := limitedServer(b, 100)
+	benchRoute(b, h, "GET", "/products/42", nil, 200)
+}
+
 func BenchmarkServer_GetProductUncached(b *testing.B) {
 	h := benchServer(b, 100, false)
 	benchRoute(b, h, "GET", "/products/42", nil, 200)
@@ -174,3 +199,27 @@ func TestGetProduct_Allocs(t *testing.T) {
 }
 
 const maxGetProductAllocs = 2
+
+// TestGetProduct_AllocsLimited is the same route with the in-process rate
+// limiter on: the decision and its RateLimit headers add nothing but the
+// client key the limiter is handed.
+func TestGetProduct_AllocsLimited(t *testing.T) {
+	h := limitedServer(t, 10)
+	ctx := newCtx()
+	request(ctx, "GET", "/products/7", nil)
+	h(ctx)
+	checkHandled(t, ctx)
+	if len(ctx.Response.Header.Peek("RateLimit")) == 0 {
+		t.Fatal("no RateLimit header: the limiter is not in front of the route")
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		request(ctx, "GET", "/products/7", nil)
+		h(ctx)
+	})
+	t.Logf("GET /products/{id}, warm cache, limiter on: %.1f allocations per request", allocs)
+	if allocs > maxGetProductAllocsLimited {
+		t.Fatalf("GET /products/{id} with the limiter allocates %.1f times per request, want at most %d", allocs, maxGetProductAllocsLimited)
+	}
+}
+
+const maxGetProductAllocsLimited = maxGetProductAllocs + 1

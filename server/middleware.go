@@ -21,6 +21,7 @@ var (
 	hETag            = canonical("ETag")
 	hRateLimitPolicy = canonical("RateLimit-Policy")
 	hRateLimit       = canonical("RateLimit")
+	hRetryAfter      = canonical("Retry-After")
 )
 
 func canonical(name string) []byte { return fasthttp.AppendNormalizedHeaderKey(nil, name) }
@@ -197,34 +198,4 @@ func (s *Server) clientKey(ctx *fasthttp.RequestCtx, dst []byte) []byte {
 	}
 	dst = append(dst, "ip:"...)
 	return s.clientIP(ctx).AppendTo(dst)
-}
-
-// rateLimit applies the class's policy and sets the RateLimit headers. It
-// answers 429 (or 503 when the limiter fails closed) itself and returns
-// false when the request must not proceed.
-func (s *Server) rateLimit(ctx *fasthttp.RequestCtx, class RouteClass) bool {
-	var kb [80]byte
-	var hb [96]byte
-	key := s.clientKey(ctx, kb[:0])
-	d, err := s.cfg.Limiter.Allow(s.base, class, string(key), hb[:0])
-	if err != nil {
-		s.writeError(ctx, err)
-		return false
-	}
-	if d.Policy == nil {
-		return true
-	}
-	ctx.Response.Header.SetCanonical(hRateLimitPolicy, d.Policy)
-	ctx.Response.Header.SetCanonical(hRateLimit, d.State)
-	if d.Allowed {
-		return true
-	}
-	secs := int64((d.RetryAfter + time.Second - 1) / time.Second)
-	if secs < 1 {
-		secs = 1
-	}
-	var rb [20]byte
-	ctx.Response.Header.SetBytesV("Retry-After", strconv.AppendInt(rb[:0], secs, 10))
-	s.problem(ctx, fasthttp.StatusTooManyRequests, "rate limit exceeded; retry after "+strconv.FormatInt(secs, 10)+"s")
-	return false
 }

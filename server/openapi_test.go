@@ -470,6 +470,8 @@ func TestOpenAPI_ResponsesMatchDocument_AuthAndLimits(t *testing.T) {
 	cfg := docConfig()
 	cfg.APIKeys = []string{"secret"}
 	cfg.Limiter = lim
+	cfg.ReadLimit = apiperf.RatePolicy{Name: "read", Rate: 100, Period: time.Second, Burst: 100}
+	cfg.WriteLimit = apiperf.RatePolicy{Name: "write", Rate: 10, Period: time.Second, Burst: 20}
 	ts := startServer(t, db, cfg)
 	ts.do(t, "POST", "/api/v1/products", `{"name":"cup","price":1}`).want(t, 401)
 	r := ts.do(t, "POST", "/products", `{"name":"cup","price":1}`, "Authorization", "Bearer secret").want(t, 201)
@@ -687,8 +689,8 @@ func rat(s string) *big.Rat {
 	return r
 }
 
-// stubLimiter allows or refuses every request, with fixed header values;
-// the limiter package tests the real GCRA.
+// stubLimiter allows or refuses every request, or fails, with fixed
+// numbers; the limiter package tests the real GCRA.
 type stubLimiter struct {
 	mu      sync.Mutex
 	refuse  bool
@@ -701,19 +703,16 @@ func (l *stubLimiter) set(allow bool, err error) {
 	l.refuse, l.failure = !allow, err
 }
 
-func (l *stubLimiter) Allow(_ context.Context, _ server.RouteClass, _ string, dst []byte) (server.RateDecision, error) {
+func (l *stubLimiter) Allow(_ context.Context, _ string, p apiperf.RatePolicy, _ int) (apiperf.RateDecision, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.failure != nil {
-		return server.RateDecision{}, l.failure
+		return apiperf.RateDecision{}, l.failure
 	}
-	d := server.RateDecision{Allowed: !l.refuse, Policy: []byte(`"default";q=100;w=1`)}
-	d.State = append(dst, `"default";r=99;t=1`...)
 	if l.refuse {
-		d.RetryAfter = 1500 * time.Millisecond
-		d.State = append(dst[:0], `"default";r=0;t=2`...)
+		return apiperf.RateDecision{Limit: p.Burst, RetryAfter: 1500 * time.Millisecond, ResetAfter: 2 * time.Second}, nil
 	}
-	return d, nil
+	return apiperf.RateDecision{Allowed: true, Limit: p.Burst, Remaining: p.Burst - 1, ResetAfter: time.Second}, nil
 }
 
 type pingerFunc func(context.Context) error

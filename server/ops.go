@@ -44,7 +44,7 @@ func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
 	status := fasthttp.StatusOK
 	if out.Status != "ok" {
 		status = fasthttp.StatusServiceUnavailable
-		ctx.Response.Header.Set("Retry-After", "1")
+		setRetryAfter(ctx, time.Second)
 	}
 	s.writeJSON(ctx, status, out)
 }

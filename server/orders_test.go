@@ -120,7 +120,7 @@ func TestAPI_Orders_CommittedIsAnsweredCreated(t *testing.T) {
 	db := openStore(t, "mysql", cfg.FormatDSN())
 	c := cache.NewLocal(cache.Options{TTL: time.Minute})
 	t.Cleanup(c.Close)
-	ts := startServer(t, db, server.Config{Products: db, Orders: db, Cache: localCache{c}})
+	ts := startServer(t, db, server.Config{Products: db, Orders: db, Cache: c})
 	ts.do(t, "POST", "/products", `{"name":"A","price":1,"stock":10}`).want(t, 201)
 	ts.do(t, "GET", "/products/1", "").want(t, 200) // now cached with stock 10
 
@@ -301,17 +301,6 @@ func TestAPI_Products_WritesRacingOrders(t *testing.T) {
 			t.Fatalf("%d orders exist, %d were answered 201", n, ordered.Load())
 		}
 	})
-}
-
-// localCache adapts the in-process cache to the server's BodyCache, as cmd does.
-type localCache struct{ c *cache.Local }
-
-func (l localCache) Get(ctx context.Context, key string, load func(context.Context, string) ([]byte, error)) ([]byte, error) {
-	return l.c.Get(ctx, key, load)
-}
-
-func (l localCache) Invalidate(ctx context.Context, keys ...string) error {
-	return l.c.Invalidate(ctx, keys...)
 }
 
 // openProxiedStore is a MariaDB store reached through a chaos proxy, and

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"strconv"
+	"time"
 
 	"github.com/goccy/go-json"
 	"github.com/valyala/fasthttp"
@@ -69,10 +70,10 @@ func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error) {
 		s.log.Error("request failed", "request_id", requestID(ctx), "method", string(ctx.Method()),
 			"path", string(ctx.Path()), "status", p.Status, "error", err)
 		if p.Status == fasthttp.StatusServiceUnavailable {
-			ctx.Response.Header.Set("Retry-After", "1")
+			setRetryAfter(ctx, time.Second)
 		}
 	case apiperf.ErrorCode(err) == apiperf.EINPROGRESS:
-		ctx.Response.Header.Set("Retry-After", "1")
+		setRetryAfter(ctx, time.Second)
 	case p.Status == fasthttp.StatusUnauthorized:
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="api-perf"`)
 	}

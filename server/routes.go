@@ -55,10 +55,11 @@ func (s *Server) routesSetup() {
 
 // api registers an API route: metrics, API-key check for writes, rate limit.
 func (s *Server) api(method, path string, h fasthttp.RequestHandler) {
-	class := ClassRead
+	class := classRead
 	if method != fasthttp.MethodGet && method != fasthttp.MethodHead {
-		class = ClassWrite
+		class = classWrite
 	}
+	limit := s.limits[class]
 	rm := s.metrics.route(path, method)
 	s.routes = append(s.routes, Route{method, path})
 	s.router.Handle(method, path, func(ctx *fasthttp.RequestCtx) {
@@ -66,10 +67,10 @@ func (s *Server) api(method, path string, h fasthttp.RequestHandler) {
 		defer func() { rm.observe(ctx.Response.StatusCode(), time.Since(start)) }()
 		// The limiter runs first so that failed API-key attempts are
 		// limited too and keys cannot be guessed at full speed.
-		if s.cfg.Limiter != nil && !s.rateLimit(ctx, class) {
+		if limit != nil && !s.rateLimit(ctx, limit) {
 			return
 		}
-		if class == ClassWrite && len(s.keys) > 0 && !s.authorized(ctx) {
+		if class == classWrite && len(s.keys) > 0 && !s.authorized(ctx) {
 			s.writeError(ctx, errUnauthorized)
 			return
 		}

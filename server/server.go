@@ -1,7 +1,9 @@
 // Package server is api-perf's HTTP face: a fasthttp router, the handlers
 // for products and orders, problem+json errors, request ids, access logs,
 // API-key checks, rate-limit headers, metrics and the OpenAPI document. It
-// talks to storage, cache and limiter only through the interfaces below.
+// talks to storage, cache and limiter only through the root package's
+// interfaces (apiperf.ProductStore, apiperf.Cache, apiperf.RateLimiter...),
+// which they satisfy directly.
 package server
 
 import (
@@ -21,41 +23,6 @@ import (
 	apiperf "github.com/api-perf/api-perf"
 )
 
-// BodyCache is cache-aside over exact response bodies. The cache package
-// implements it over Redis (client-side cached) and in process.
-type BodyCache interface {
-	// Get returns key's value, calling load(ctx, key) once on a miss. An
-	// ENOTFOUND from load is remembered briefly and returned on later calls.
-	Get(ctx context.Context, key string, load func(ctx context.Context, key string) ([]byte, error)) ([]byte, error)
-	// Invalidate drops keys on every replica, after a write committed.
-	Invalidate(ctx context.Context, keys ...string) error
-}
-
-// RouteClass groups routes under one rate-limit policy.
-type RouteClass int
-
-// The route classes: safe methods read, everything else writes.
-const (
-	ClassRead RouteClass = iota
-	ClassWrite
-)
-
-// RateDecision is one rate-limit verdict with its header values.
-type RateDecision struct {
-	Allowed    bool
-	RetryAfter time.Duration
-	// Policy is the RateLimit-Policy header value (shared, read-only).
-	Policy []byte
-	// State is the RateLimit header value, appended into the caller's buffer.
-	State []byte
-}
-
-// RateLimiter decides whether client may make one more request of class.
-// A nil RateDecision.Policy means the class is not limited.
-type RateLimiter interface {
-	Allow(ctx context.Context, class RouteClass, client string, dst []byte) (RateDecision, error)
-}
-
 // Check is a named readiness check for /readyz.
 type Check struct {
 	Name string
@@ -67,9 +34,13 @@ type Config struct {
 	Products apiperf.ProductStore
 	Orders   apiperf.OrderStore
 	// Cache, when set, serves product reads; writes invalidate it.
-	Cache BodyCache
-	// Limiter, when set, rate-limits every API route.
-	Limiter RateLimiter
+	Cache apiperf.Cache
+	// Limiter, when set, rate-limits the API routes: safe methods under
+	// ReadLimit, the others under WriteLimit, per client (its API key when
+	// it sends one, else its address). A zero policy leaves its class
+	// unlimited. The operational routes are never limited.
+	Limiter               apiperf.RateLimiter
+	ReadLimit, WriteLimit apiperf.RatePolicy
 	// Ready lists the dependencies /readyz checks.
 	Ready []Check
 	// APIKeys, when not empty, are the bearer tokens writes need.
@@ -101,6 +72,8 @@ type Server struct {
 	metrics *httpMetrics
 	http    *fasthttp.Server
 	keys    [][]byte
+	// limits are the route classes' policies, nil for an unlimited class.
+	limits [numClasses]*limitClass
 	// scopes are the idempotency scopes of keys, index for index.
 	scopes []apiperf.Scope
 	// base is the parent context of every store, cache and limiter call.
@@ -122,7 +95,7 @@ type Server struct {
 	ridSeq  atomic.Uint64
 	// loadProductKey is loadProductByKey as a func value, made once so the
 	// cached read path passes it without allocating a closure.
-	loadProductKey func(ctx context.Context, key string) ([]byte, error)
+	loadProductKey apiperf.LoadFunc
 	// routes lists every registered method and path, for the OpenAPI test.
 	routes []Route
 }
@@ -162,6 +135,7 @@ func New(cfg Config) *Server {
 		s.keys = append(s.keys, []byte(k))
 		s.scopes = append(s.scopes, scopeOf(k))
 	}
+	s.limits = limitClasses(&cfg)
 	s.loadProductKey = s.loadProductByKey
 	s.initRequestIDs()
 	s.routesSetup()

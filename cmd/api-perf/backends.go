@@ -7,16 +7,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
 
+	apiperf "github.com/api-perf/api-perf"
 	"github.com/api-perf/api-perf/cache"
 	"github.com/api-perf/api-perf/limiter"
 	"github.com/api-perf/api-perf/server"
 )
 
 // backends are the cache and the rate limiter: Redis-backed when REDIS_URL
-// is set, in process otherwise.
+// is set, in process otherwise. The server calls them directly.
 type backends struct {
-	cache   server.BodyCache
-	limiter server.RateLimiter
+	cache   apiperf.Cache // nil when CACHE=off
+	limiter apiperf.RateLimiter
 	checks  []server.Check
 	closers []func()
 	// clientCache reports whether Redis reads use client-side caching.
@@ -32,15 +33,13 @@ func (b *backends) Close() {
 func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prometheus.Registerer) (*backends, error) {
 	b := &backends{}
 	copts := cache.Options{Prefix: cfg.RedisKeyPrefix + "product:", TTL: cfg.CacheTTL, Timeout: cfg.CacheTimeout, Logger: logger, Registerer: reg}
-	var lim limiter.Limiter
 	if cfg.RedisURL == "" {
 		c := cache.NewLocal(copts)
-		b.cache, b.closers = bodyCache{c}, append(b.closers, c.Close)
+		b.cache, b.closers = c, append(b.closers, c.Close)
 		// The in-process limiter never fails; the Fallback around it only
 		// counts decisions, so embedded mode has the same metrics.
 		f := limiter.NewFallback(limiter.NewLocal(), limiter.FallbackOptions{Logger: logger, Registerer: reg})
-		lim = f
-		b.closers = append(b.closers, f.Close)
+		b.limiter, b.closers = f, append(b.closers, f.Close)
 	} else {
 		client, err := cache.NewClient(cfg.RedisURL, cfg.RedisClientCache, logger)
 		if err != nil {
@@ -54,7 +53,7 @@ func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prom
 			b.Close()
 			return nil, err
 		}
-		b.cache, b.closers = bodyCache{c}, append(b.closers, c.Close)
+		b.cache, b.closers = c, append(b.closers, c.Close)
 		failure := limiter.FailOpen
 		if cfg.FailClosed {
 			failure = limiter.FailClosed
@@ -68,67 +67,12 @@ func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prom
 		f := limiter.NewFallback(rl, limiter.FallbackOptions{
 			Timeout: cfg.RedisTimeout, Failure: failure, Logger: logger, Registerer: reg,
 		})
-		lim = f
-		b.closers = append(b.closers, f.Close)
-	}
-	if cfg.ReadLimited || cfg.WriteLimited {
-		rl := &rateLimiter{l: lim}
-		if cfg.ReadLimited {
-			rl.policies[server.ClassRead] = newLimitPolicy(cfg.ReadPolicy)
-		}
-		if cfg.WriteLimited {
-			rl.policies[server.ClassWrite] = newLimitPolicy(cfg.WritePolicy)
-		}
-		b.limiter = rl
+		b.limiter, b.closers = f, append(b.closers, f.Close)
 	}
 	if !cfg.CacheEnabled {
 		b.cache = nil
 	}
 	return b, nil
-}
-
-// bodyCache adapts a cache.Cache to the server's BodyCache.
-type bodyCache struct{ c cache.Cache }
-
-func (b bodyCache) Get(ctx context.Context, key string, load func(context.Context, string) ([]byte, error)) ([]byte, error) {
-	return b.c.Get(ctx, key, load)
-}
-
-func (b bodyCache) Invalidate(ctx context.Context, keys ...string) error {
-	return b.c.Invalidate(ctx, keys...)
-}
-
-// rateLimiter adapts a limiter.Limiter to the server's per-class interface,
-// with each policy's RateLimit-Policy header rendered once.
-type rateLimiter struct {
-	l        limiter.Limiter
-	policies [2]*limitPolicy
-}
-
-type limitPolicy struct {
-	p      limiter.Policy
-	header []byte
-}
-
-func newLimitPolicy(p limiter.Policy) *limitPolicy {
-	return &limitPolicy{p: p, header: limiter.AppendPolicyHeader(nil, p)}
-}
-
-func (r *rateLimiter) Allow(ctx context.Context, class server.RouteClass, client string, dst []byte) (server.RateDecision, error) {
-	lp := r.policies[class]
-	if lp == nil {
-		return server.RateDecision{}, nil
-	}
-	res, err := r.l.Allow(ctx, client, lp.p, 1)
-	if err != nil {
-		return server.RateDecision{}, err
-	}
-	return server.RateDecision{
-		Allowed:    res.Allowed,
-		RetryAfter: res.RetryAfter,
-		Policy:     lp.header,
-		State:      limiter.AppendRateLimitHeader(dst, lp.p, res),
-	}, nil
 }
 
 // redisPinger is the readiness check of the Redis connection.

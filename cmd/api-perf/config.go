@@ -27,10 +27,8 @@ type config struct {
 	CacheEnabled      bool
 	PprofAddr         string
 	CacheTTL          time.Duration
-	ReadPolicy        limiter.Policy
-	ReadLimited       bool
-	WritePolicy       limiter.Policy
-	WriteLimited      bool
+	ReadPolicy        apiperf.RatePolicy // zero when RATE_LIMIT_READ=off
+	WritePolicy       apiperf.RatePolicy // zero when RATE_LIMIT_WRITE=off
 	FailClosed        bool
 	RedisTimeout      time.Duration
 	CacheTimeout      time.Duration
@@ -116,9 +114,9 @@ var settings = []setting{
 	{"CACHE_TIMEOUT", "50ms", "Deadline of one cache call to Redis before reads go to the database.",
 		duration(func(c *config) *time.Duration { return &c.CacheTimeout })},
 	{"RATE_LIMIT_READ", "100/1s,burst=200", "GCRA limit per client on reads: `RATE/PERIOD[,burst=N]` or `off`.",
-		policy("read", func(c *config) (*limiter.Policy, *bool) { return &c.ReadPolicy, &c.ReadLimited })},
+		policy("read", func(c *config) *apiperf.RatePolicy { return &c.ReadPolicy })},
 	{"RATE_LIMIT_WRITE", "20/1s,burst=40", "GCRA limit per client on writes: `RATE/PERIOD[,burst=N]` or `off`.",
-		policy("write", func(c *config) (*limiter.Policy, *bool) { return &c.WritePolicy, &c.WriteLimited })},
+		policy("write", func(c *config) *apiperf.RatePolicy { return &c.WritePolicy })},
 	{"RATE_LIMIT_FAILURE", "open", "When Redis fails: `open` limits in process, `closed` answers 503.",
 		func(c *config, v string) error {
 			v, err := oneOf(v, "open", "closed")
@@ -287,15 +285,18 @@ func oneOf(v string, allowed ...string) (string, error) {
 	return allowed[0], fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
 }
 
-func policy(name string, field func(*config) (*limiter.Policy, *bool)) func(*config, string) error {
+// policy parses a rate-limit policy and names it; "off" stores the zero
+// policy, which the server takes for no limit.
+func policy(name string, field func(*config) *apiperf.RatePolicy) func(*config, string) error {
 	return func(c *config, v string) error {
-		p, off, err := limiter.ParsePolicy(v)
+		p, err := limiter.ParsePolicy(v)
 		if err != nil {
 			return err
 		}
-		p.Name = name
-		dst, limited := field(c)
-		*dst, *limited = p, !off
+		if p != (apiperf.RatePolicy{}) {
+			p.Name = name
+		}
+		*field(c) = p
 		return nil
 	}
 }

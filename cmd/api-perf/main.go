@@ -149,6 +149,8 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 		Orders:         db,
 		Cache:          be.cache,
 		Limiter:        be.limiter,
+		ReadLimit:      cfg.ReadPolicy,
+		WriteLimit:     cfg.WritePolicy,
 		Ready:          append([]server.Check{{Name: "database", Pinger: db}}, be.checks...),
 		APIKeys:        cfg.APIKeys,
 		TrustedProxies: cfg.TrustedProxies,

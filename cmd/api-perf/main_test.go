@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	apiperf "github.com/api-perf/api-perf"
 	"github.com/api-perf/api-perf/internal/testenv"
 )
 
@@ -22,7 +23,7 @@ func TestLoadConfig_Defaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.HTTPAddr != ":8080" || c.DataDir != "./data" || !c.RedisClientCache || c.CacheTTL != time.Minute ||
-		!c.ReadLimited || c.ReadPolicy.Burst != 200 || c.WritePolicy.Burst != 40 || c.FailClosed || c.ShutdownTimeout != 15*time.Second {
+		c.ReadPolicy.Name != "read" || c.ReadPolicy.Burst != 200 || c.WritePolicy.Burst != 40 || c.FailClosed || c.ShutdownTimeout != 15*time.Second {
 		t.Fatalf("defaults %+v", c)
 	}
 }
@@ -70,7 +71,7 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		t.Fatalf("every bad variable is reported at once: %v", err)
 	}
 	c, err := loadConfig(env(map[string]string{"RATE_LIMIT_READ": "off", "TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1", "HTTP_WRITE_TIMEOUT": "0"}))
-	if err != nil || c.ReadLimited || len(c.TrustedProxies) != 2 || c.WriteTimeout >= 0 || c.ReadTimeout != 10*time.Second {
+	if err != nil || c.ReadPolicy != (apiperf.RatePolicy{}) || len(c.TrustedProxies) != 2 || c.WriteTimeout >= 0 || c.ReadTimeout != 10*time.Second {
 		t.Fatalf("%+v %v", c, err)
 	}
 }

@@ -1,7 +1,7 @@
 // Command fixedbody is the throughput ceiling of the cache hit itself: the
 // same server build with cache and limiter disabled, returning a fixed
 // body. It runs api-perf's own server package (router, request ids,
-// metrics, ETags, panic recovery, connection timeouts) with a BodyCache that
+// metrics, ETags, panic recovery, connection timeouts) with a cache that
 // hands back one constant body without any lookup, and no rate limiter.
 // Against it, the warm GET /products/{id} ratio is the cost of the cache hit
 // (and of the limiter, when that is on) and nothing else; bench/ceiling/static
@@ -22,16 +22,17 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	apiperf "github.com/api-perf/api-perf"
 	"github.com/api-perf/api-perf/server"
 )
 
 const defaultBody = `{"id":1,"name":"widget","description":"seeded by the benchmark harness","price":19.99,` +
 	`"stock":1000000,"version":1,"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"}`
 
-// fixed is a BodyCache whose every key holds the same body.
+// fixed is an apiperf.Cache whose every key holds the same body.
 type fixed []byte
 
-func (f fixed) Get(context.Context, string, func(context.Context, string) ([]byte, error)) ([]byte, error) {
+func (f fixed) Get(context.Context, string, apiperf.LoadFunc) ([]byte, error) {
 	return f, nil
 }
 

@@ -169,18 +169,14 @@ func redisTimeMicros(t *testing.T, c rueidis.Client) int64 {
 }
 
 // TestRedis_MatchesLocal replays one sequence on Local with a fake clock and
-// on Redis in real time (steps sit at least 100ms from any boundary) and
-// expects the same decisions; durations may differ by the few milliseconds
-// the real calls take.
+// on Redis in real time and expects the same decisions. Every step sits at
+// least 100ms from a boundary, so a call less than 90ms late decides as
+// Local does; durations may differ by as much as the calls were late. A run
+// with a call later than that (a busy machine) proves nothing either way
+// and is replayed on fresh keys.
 func TestRedis_MatchesLocal(t *testing.T) {
 	p := apiperf.RatePolicy{Name: "seq", Rate: 5, Period: time.Second, Burst: 3} // T = 200ms
-	steps := []struct {
-		at      time.Duration // since the first request
-		cost    int
-		allowed bool
-		remain  int
-		retry   time.Duration
-	}{
+	steps := []matchStep{
 		{0, 1, true, 2, 0},
 		{0, 1, true, 1, 0},
 		{0, 1, true, 0, 0},
@@ -212,29 +208,70 @@ func TestRedis_MatchesLocal(t *testing.T) {
 	for _, mode := range redisModes {
 		t.Run(mode.name, func(t *testing.T) {
 			verifyNoLeaks(t)
-			r, _ := MustRedis(t, mode.opts)
-			start := time.Now()
-			for i, s := range steps {
-				time.Sleep(time.Until(start.Add(s.at)))
-				got := mustAllow(t, r, "c", p, s.cost)
-				if got.Allowed != want[i].Allowed {
-					t.Fatalf("step %d (%v cost %d): Redis %+v, Local %+v", i, s.at, s.cost, got, want[i])
+			for attempt := 1; ; attempt++ {
+				late, judged := replayOnRedis(t, mode.opts, p, steps, want)
+				if judged {
+					return
 				}
-				if d := (want[i].RetryAfter - got.RetryAfter).Abs(); d > 50*time.Millisecond {
-					t.Fatalf("step %d: RetryAfter Redis %v, Local %v", i, got.RetryAfter, want[i].RetryAfter)
+				if attempt == 5 {
+					t.Fatalf("%d replays had a call %v late or more; the machine is too busy to judge", attempt, late)
 				}
-				if mode.opts.Plain {
-					// Batched results estimate Remaining; plain ones are exact.
-					if got.Remaining != want[i].Remaining {
-						t.Fatalf("step %d: Remaining Redis %d, Local %d", i, got.Remaining, want[i].Remaining)
-					}
-					if d := (want[i].ResetAfter - got.ResetAfter).Abs(); d > 50*time.Millisecond {
-						t.Fatalf("step %d: ResetAfter Redis %v, Local %v", i, got.ResetAfter, want[i].ResetAfter)
-					}
-				}
+				t.Logf("replay %d had a call %v late; replaying", attempt, late)
 			}
 		})
 	}
+}
+
+// matchStep is one request of TestRedis_MatchesLocal and Local's answer.
+type matchStep struct {
+	at      time.Duration // since the first request
+	cost    int
+	allowed bool
+	remain  int
+	retry   time.Duration
+}
+
+// replayOnRedis runs steps on a fresh Redis limiter and fails t on the
+// first decision that differs from want. It stops early, reporting
+// judged false, at a call that returned too late to be judged.
+func replayOnRedis(t *testing.T, opts RedisOptions, p apiperf.RatePolicy, steps []matchStep, want []apiperf.RateDecision) (late time.Duration, judged bool) {
+	const tooLate = 90 * time.Millisecond
+	r, _ := MustRedis(t, opts)
+	defer r.Close()
+	if err := r.Preload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var maxLate time.Duration
+	for i, s := range steps {
+		time.Sleep(time.Until(start.Add(s.at)))
+		got := mustAllow(t, r, "c", p, s.cost)
+		// Redis decided this call somewhere between its step time and
+		// now, and the first call as late as the first return: the time
+		// Redis saw differs from Local's by less than the latest return.
+		late := time.Since(start) - s.at
+		if late >= tooLate {
+			return late, false
+		}
+		maxLate = max(maxLate, late)
+		tolerance := maxLate + 10*time.Millisecond
+		if got.Allowed != want[i].Allowed {
+			t.Fatalf("step %d (%v cost %d): Redis %+v, Local %+v", i, s.at, s.cost, got, want[i])
+		}
+		if d := (want[i].RetryAfter - got.RetryAfter).Abs(); d > tolerance {
+			t.Fatalf("step %d: RetryAfter Redis %v, Local %v (calls up to %v late)", i, got.RetryAfter, want[i].RetryAfter, maxLate)
+		}
+		if opts.Plain {
+			// Batched results estimate Remaining; plain ones are exact.
+			if got.Remaining != want[i].Remaining {
+				t.Fatalf("step %d: Remaining Redis %d, Local %d", i, got.Remaining, want[i].Remaining)
+			}
+			if d := (want[i].ResetAfter - got.ResetAfter).Abs(); d > tolerance {
+				t.Fatalf("step %d: ResetAfter Redis %v, Local %v (calls up to %v late)", i, got.ResetAfter, want[i].ResetAfter, maxLate)
+			}
+		}
+	}
+	return maxLate, true
 }
 
 // exactness sends 200 requests within one second, round robin over the
@@ -301,14 +338,21 @@ func TestRedis_Exactness(t *testing.T) {
 func TestRedis_Batched(t *testing.T) {
 	verifyNoLeaks(t)
 	r, _ := MustRedis(t, RedisOptions{})
-	p := apiperf.RatePolicy{Name: "read", Rate: 100000, Period: time.Second, Burst: 100000} // T = 10µs, batches of 10000
+	p := apiperf.RatePolicy{Name: "read", Rate: 100000, Period: time.Second, Burst: 100000} // T = 10µs
 
+	// A batch spans its window of slot times however fast it is spent, so
+	// with the default 100ms a slow run needs a call per 100ms whatever
+	// the number of requests. A 1s window (batches of 50000, half the
+	// bucket) keeps the count of calls about requests, not about how busy
+	// the machine is.
+	wide, _ := MustRedis(t, RedisOptions{BatchWindow: time.Second})
 	var allowed atomic.Int64
 	var wg sync.WaitGroup
+	start := time.Now()
 	for range 16 {
 		wg.Go(func() {
 			for range 200 {
-				res, err := r.Allow(context.Background(), "far", p, 1)
+				res, err := wide.Allow(context.Background(), "far", p, 1)
 				if err != nil {
 					t.Error(err)
 					return
@@ -320,8 +364,8 @@ func TestRedis_Batched(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	calls := r.calls.Load()
-	t.Logf("3200 requests, %d script calls", calls)
+	calls := wide.calls.Load()
+	t.Logf("3200 requests in %v, %d script calls", time.Since(start), calls)
 	if allowed.Load() != 3200 {
 		t.Fatalf("allowed %d of 3200 requests far below the limit", allowed.Load())
 	}
@@ -332,55 +376,38 @@ func TestRedis_Batched(t *testing.T) {
 	// A steady client far below its limit: after the first call, the next
 	// batches arrive in the background before the current one runs out.
 	t.Run("Prefetch", func(t *testing.T) {
-		r, _ := MustRedis(t, RedisOptions{})
-		start := time.Now()
-		n := 0
-		for time.Since(start) < 350*time.Millisecond {
-			if res := mustAllow(t, r, "steady", p, 1); !res.Allowed {
-				t.Fatalf("refused far below the limit: %+v", res)
+		for attempt := 1; ; attempt++ {
+			if steadyClient(t, p) {
+				return
 			}
-			n++
-			time.Sleep(100 * time.Microsecond)
-		}
-		calls, waits := r.calls.Load(), r.refills.Load()
-		t.Logf("%d requests over 350ms: %d script calls, %d of them waited for", n, calls, waits)
-		if calls < 3 || waits > 1 {
-			t.Fatalf("%d calls of which %d on the request path; want batches every 100ms fetched ahead", calls, waits)
+			if attempt == 5 {
+				t.Fatalf("%d runs had the test's goroutine stalled; the machine is too busy to judge", attempt)
+			}
 		}
 	})
 
 	// A reservation is spent only up to one interval before its slot time.
-	// Replica a takes a batch of 10 (slots at 100ms..1000ms, so usable
-	// until 0ms..900ms) and uses one; 550ms later four of its slots are
-	// still usable and Redis has 15 free: a and b together get 19, within
-	// the burst, however they interleave.
+	// Replica a takes a batch of 10 (slots at 200ms..2000ms, so usable
+	// until 0ms..1800ms) and uses one; 1050ms later four of its slots are
+	// still usable (until 1200ms..1800ms) and Redis has 15 free: a and b
+	// together get 19, within the burst, however they interleave. The
+	// judgement needs a's call back within 50ms and both counts done
+	// before 1200ms; a run that misses that schedule on a busy machine
+	// proves nothing either way and is tried again.
 	t.Run("ExpiredReservationsAreNotSpent", func(t *testing.T) {
 		c := MustClient(t, redisAddr)
-		opts := RedisOptions{Prefix: MustPrefix(t, c), BatchWindow: 2 * time.Second}
-		a, b := NewRedis(c, opts), NewRedis(c, opts)
-		defer a.Close()
-		defer b.Close()
-		p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Second, Burst: 20} // T = 100ms
-		start := time.Now()
-		if res := mustAllow(t, a, "hoard", p, 1); !res.Allowed {
-			t.Fatalf("first request refused: %+v", res)
-		}
-		time.Sleep(time.Until(start.Add(550 * time.Millisecond)))
-		count := func(l *Redis) (n int) {
-			for range 30 {
-				if mustAllow(t, l, "hoard", p, 1).Allowed {
-					n++
+		for attempt := 1; ; attempt++ {
+			na, nb, judged := expiredReservations(t, c)
+			if judged {
+				if na != 4 || nb != 15 {
+					t.Fatalf("at 1050ms: replica a allowed %d, b %d; want 4 (a's usable slots) and 15", na, nb)
 				}
+				return
 			}
-			return n
-		}
-		nb := count(b)
-		na := count(a)
-		if time.Since(start) > 640*time.Millisecond {
-			t.Fatalf("took %v, past the next slot boundary; too slow to judge", time.Since(start))
-		}
-		if na != 4 || nb != 15 {
-			t.Fatalf("at 550ms: replica a allowed %d, b %d; want 4 (a's usable slots) and 15", na, nb)
+			if attempt == 5 {
+				t.Fatalf("%d attempts missed the schedule; the machine is too busy to judge", attempt)
+			}
+			t.Logf("attempt %d missed the schedule (a %d, b %d); trying again", attempt, na, nb)
 		}
 	})
 
@@ -401,6 +428,84 @@ func TestRedis_Batched(t *testing.T) {
 	if c := r.calls.Load() - before; c != 3 {
 		t.Fatalf("%d script calls near the limit, want 3 (two grants of one, one cached refusal)", c)
 	}
+}
+
+// steadyClient runs one attempt of TestRedis_Batched/Prefetch: a request
+// every 100µs or so for 350ms on fresh keys. A request refills on its own
+// path only when no request came during the last quarter-window of the
+// batch before it (prefetchLead): the first one, and one after a stall of
+// the test's goroutine, which a busy machine can cause. Any other refill
+// is a prefetch that did not happen and fails t; a run with a stall is not
+// judged further (judged false).
+func steadyClient(t *testing.T, p apiperf.RatePolicy) (judged bool) {
+	r, _ := MustRedis(t, RedisOptions{})
+	defer r.Close()
+	prefetchLead := DefaultBatchWindow / 4
+	start := time.Now()
+	n, stalls := 0, 0
+	var prevStart time.Time
+	for time.Since(start) < 350*time.Millisecond {
+		reqStart, refills := time.Now(), r.refills.Load()
+		if res := mustAllow(t, r, "steady", p, 1); !res.Allowed {
+			t.Fatalf("refused far below the limit: %+v", res)
+		}
+		// The previous request decided after prevStart, this one before
+		// now: less than the lead apart, the previous one saw the end of
+		// the batch coming and should have fetched the next.
+		gap := time.Since(prevStart)
+		switch {
+		case n == 0:
+		case gap >= prefetchLead:
+			stalls++
+		case r.refills.Load() != refills:
+			t.Fatalf("request %d refilled on its own path %v after the previous one: no prefetch", n, gap)
+		}
+		prevStart = reqStart
+		n++
+		time.Sleep(100 * time.Microsecond)
+	}
+	calls, waits := r.calls.Load(), r.refills.Load()
+	t.Logf("%d requests over 350ms: %d script calls, %d of them waited for, %d stalls", n, calls, waits, stalls)
+	if stalls > 0 {
+		return false
+	}
+	if calls < 3 || waits != 1 {
+		t.Fatalf("%d calls of which %d on the request path; want batches every 100ms fetched ahead", calls, waits)
+	}
+	return true
+}
+
+// expiredReservations runs one attempt of ExpiredReservationsAreNotSpent
+// on fresh keys and reports what each replica allowed, and whether the
+// schedule that makes those numbers certain was met.
+func expiredReservations(t *testing.T, c rueidis.Client) (na, nb int, judged bool) {
+	opts := RedisOptions{Prefix: MustPrefix(t, c), BatchWindow: 2 * time.Second}
+	a, b := NewRedis(c, opts), NewRedis(c, opts)
+	defer a.Close()
+	defer b.Close()
+	p := apiperf.RatePolicy{Name: "read", Rate: 5, Period: time.Second, Burst: 20} // T = 200ms
+	if err := a.Preload(context.Background()); err != nil {                        // the timed call then pays no NOSCRIPT
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if res := mustAllow(t, a, "hoard", p, 1); !res.Allowed {
+		t.Fatalf("first request refused: %+v", res)
+	}
+	if time.Since(start) >= 50*time.Millisecond {
+		return 0, 0, false
+	}
+	time.Sleep(time.Until(start.Add(1050 * time.Millisecond)))
+	count := func(l *Redis) (n int) {
+		for range 30 {
+			if mustAllow(t, l, "hoard", p, 1).Allowed {
+				n++
+			}
+		}
+		return n
+	}
+	nb = count(b)
+	na = count(a)
+	return na, nb, time.Since(start) < 1200*time.Millisecond
 }
 
 // TestRedis_ExactnessUnderLoad hammers one client from three replicas, each
@@ -432,6 +537,7 @@ func hammer(t *testing.T, opts RedisOptions, p apiperf.RatePolicy) {
 	var spans []span
 	var wg sync.WaitGroup
 	var limiters []*Redis
+	var requests atomic.Int64
 	start := time.Now()
 	for i := range 3 {
 		c := MustClient(t, redisAddr)
@@ -446,6 +552,7 @@ func hammer(t *testing.T, opts RedisOptions, p apiperf.RatePolicy) {
 				for time.Since(start) < time.Second {
 					for range 20 + 10*g {
 						from := time.Since(start)
+						requests.Add(1)
 						res, err := l.Allow(context.Background(), "hot", p, 1)
 						if err != nil {
 							t.Error(err)
@@ -471,12 +578,15 @@ func hammer(t *testing.T, opts RedisOptions, p apiperf.RatePolicy) {
 	}
 	slices.SortFunc(spans, func(a, b span) int { return int(a.from - b.from) })
 	n := len(spans)
-	t.Logf("allowed %d in %v (bound %d), %d script calls", n, elapsed, p.Burst+int(elapsed/time.Millisecond), calls)
+	t.Logf("allowed %d of %d in %v (bound %d), %d script calls", n, requests.Load(), elapsed, p.Burst+int(elapsed/time.Millisecond), calls)
 	if n > p.Burst+int(elapsed/time.Millisecond) {
 		t.Fatalf("allowed %d in %v, more than burst + rate x time", n, elapsed)
 	}
-	if n < int(elapsed/time.Millisecond)/2 {
-		t.Fatalf("allowed only %d in %v to a client far over its limit", n, elapsed)
+	// The client asks for many times its rate, so it should get at least
+	// half of it; a machine too busy to send that many requests gets half
+	// of what it sent instead, rather than a failure for its slowness.
+	if floor := int(min(requests.Load(), int64(elapsed/time.Millisecond))) / 2; n < floor {
+		t.Fatalf("allowed only %d of %d requests in %v to a client over its limit, want at least %d", n, requests.Load(), elapsed, floor)
 	}
 	// Requests i..j (ordered by start) were all decided between the start
 	// of i and the latest return among them: at most Burst + that/T of them

@@ -7,15 +7,16 @@
 // hop, dropped by Redis's invalidation push when the key changes), and Local,
 // an in-process variant for the embedded default that runs without Redis.
 //
-// Both load a missing key once per process (singleflight) and refuse to store
-// a value loaded before an Invalidate: a load holds a lease on the key, an
-// invalidation deletes the lease, and the loaded value is stored only if the
-// lease is still there (compare-and-set). Redis also shares the lease between
-// replicas, so a cold key is loaded once across all of them.
+// Both keep one cache-aside protocol, written once (protocol.go): a missing
+// key is loaded once per process (singleflight), and a value loaded before
+// an Invalidate is never stored after it: a load holds a lease on the key,
+// an invalidation deletes the lease, and the loaded value is stored only if
+// the lease is still there (compare-and-set). Redis also shares the lease
+// between replicas, so a cold key is loaded once across all of them. Both
+// read time on their hit paths from one coarse clock (clock.go).
 package cache
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -30,13 +31,6 @@ import (
 // error is returned to the callers that shared the load and is not cached.
 // The loader's context carries the first caller's values but not its
 // cancellation, and ends after Options.LeaseTTL.
-
-// loader is an apiperf.LoadFunc bound to its key, made on the miss path only.
-type loader func(ctx context.Context) ([]byte, error)
-
-func bind(f apiperf.LoadFunc, key string) loader {
-	return func(ctx context.Context) ([]byte, error) { return f(ctx, key) }
-}
 
 // Cache is what cmd wires into the server: apiperf.Cache, whose Get never
 // fails because the cache itself is unavailable (it then calls the loader
@@ -140,16 +134,3 @@ func (o Options) withDefaults() (Options, error) {
 
 // negativeEnabled reports whether absences are cached at all.
 func (o *Options) negativeEnabled() bool { return o.NegativeTTL > 0 }
-
-// notFound is the error a negative hit returns. The message is the one the
-// loader gave when the absence was cached, so a 404 reads the same whether it
-// came from the database or from the cache.
-func notFound(msg string) error {
-	if msg == "" {
-		msg = "not found"
-	}
-	return &apiperf.Error{Code: apiperf.ENOTFOUND, Message: msg}
-}
-
-// isNotFound reports whether a load error is an absence worth remembering.
-func isNotFound(err error) bool { return apiperf.ErrorCode(err) == apiperf.ENOTFOUND }

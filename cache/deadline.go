@@ -9,23 +9,22 @@ import (
 
 // deadlines hands out a context whose deadline is between timeout and
 // timeout+2*step from now. One context is shared by every call made during a
-// step and a goroutine replaces it every step, so a cache hit neither pays
-// for context.WithTimeout (allocations and a timer) nor reads the clock,
-// which costs more than the rest of a hit on some virtual machines.
+// step and the cache's clock replaces it every step (tick), so a cache hit
+// neither pays for context.WithTimeout (allocations and a timer) nor reads
+// the clock, which costs more than the rest of a hit on some virtual
+// machines.
 //
 // The price: a Redis call does not stop when the caller's own context is
 // cancelled, which is harmless because it stops after timeout anyway; and
-// if the process is so starved that the ticker runs late, a call gets less
+// if the process is so starved that the clock ticks late, a call gets less
 // than timeout. A context found already expired (a process thawed after a
 // freeze, as on Lambda) is replaced on the spot.
 type deadlines struct {
 	cur       atomic.Pointer[sharedDeadline]
-	clock     atomic.Int64 // Unix nanoseconds at the last renewal
 	life      time.Duration
-	mu        sync.Mutex // serializes renewals and close
+	step      time.Duration // how often tick should run
+	mu        sync.Mutex    // serializes renewals and close
 	closed    bool
-	stop      chan struct{}
-	done      chan struct{}
 	closeOnce sync.Once
 }
 
@@ -36,21 +35,16 @@ type sharedDeadline struct {
 	cancel context.CancelFunc
 }
 
-// newDeadlines starts the renewing goroutine; close stops it. The step is an
-// eighth of timeout and a context lives timeout plus two steps, so a call
-// gets at most 25% more time than asked for, and still gets the full
-// timeout when the ticker runs up to one step late.
+// newDeadlines makes the first context. The step is an eighth of timeout
+// and a context lives timeout plus two steps, so a call gets at most 25%
+// more time than asked for, and still gets the full timeout when the clock
+// ticks up to one step late.
 func newDeadlines(timeout time.Duration) *deadlines {
 	step := max(timeout/8, time.Millisecond)
-	d := &deadlines{life: timeout + 2*step, stop: make(chan struct{}), done: make(chan struct{})}
+	d := &deadlines{life: timeout + 2*step, step: step}
 	d.renew(nil)
-	go d.run(step)
 	return d
 }
-
-// now is a coarse clock: the time of the last renewal, at most a step
-// behind (more if the ticker runs late), read without a clock call.
-func (d *deadlines) now() int64 { return d.clock.Load() }
 
 // get returns the current shared context.
 func (d *deadlines) get() context.Context {
@@ -61,20 +55,8 @@ func (d *deadlines) get() context.Context {
 	return s.ctx
 }
 
-// run replaces the shared context every step until close.
-func (d *deadlines) run(step time.Duration) {
-	defer close(d.done)
-	t := time.NewTicker(step)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.stop:
-			return
-		case <-t.C:
-			d.renew(d.cur.Load())
-		}
-	}
-}
+// tick replaces the shared context; the clock calls it every step.
+func (d *deadlines) tick() { d.renew(d.cur.Load()) }
 
 // renew replaces old, unless another goroutine already did or the source is
 // closed, and returns the current context. The old one is left to expire on
@@ -85,18 +67,15 @@ func (d *deadlines) renew(old *sharedDeadline) context.Context {
 	if cur := d.cur.Load(); cur != old || d.closed {
 		return cur.ctx
 	}
-	d.clock.Store(time.Now().UnixNano())
 	ctx, cancel := context.WithTimeout(context.Background(), d.life)
 	d.cur.Store(&sharedDeadline{ctx: ctx, cancel: cancel})
 	return ctx
 }
 
-// close stops the renewing and leaves a cancelled context in place, so that
-// calls after it fail at once instead of waiting.
+// close leaves a cancelled context in place, so that calls after it fail at
+// once instead of waiting. Stop the clock that ticks d first.
 func (d *deadlines) close() {
 	d.closeOnce.Do(func() {
-		close(d.stop)
-		<-d.done
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		d.closed = true

@@ -2,25 +2,22 @@ package cache
 
 import (
 	"context"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/singleflight"
 
 	apiperf "github.com/api-perf/api-perf"
 )
 
 // Local is the in-process Cache of the embedded default (no Redis). It keeps
-// the Redis implementation's promises within one process: TTL and negative
-// TTL, one load per key at a time, and no value loaded before an Invalidate
-// stored after it. It does not know about other processes, so it only suits
-// a single replica.
+// the Redis implementation's promises within one process, through the same
+// protocol: TTL and negative TTL, one load per key at a time, and no value
+// loaded before an Invalidate stored after it. It does not know about other
+// processes, so it only suits a single replica.
 type Local struct {
 	opts  Options
 	m     *metrics
-	group singleflight.Group
+	proto *protocol[*localEntry]
 
 	// entries maps a key to its *localEntry. sync.Map reads take no lock,
 	// which keeps parallel hits from contending on a mutex.
@@ -28,35 +25,35 @@ type Local struct {
 	size     atomic.Int64 // entries in the map, leases included
 	evicting atomic.Bool
 
-	// now is a coarse clock (nanoseconds since base) that the sweeping
-	// goroutine advances every tick, so that a hit does not read the real
-	// clock: that costs more than the rest of a hit on some virtual
-	// machines. Entries may outlive their TTL by up to one tick.
-	base time.Time
-	now  atomic.Int64
-	tick time.Duration
-
-	stop      chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
+	// clock is read by hits; entries may outlive their TTL by up to one
+	// of its steps. Its goroutine also sweeps expired entries.
+	clock     coarseClock
+	lastSweep int64 // touched by the clock's goroutine only
 }
 
 // localEntry is immutable once in the map: a change replaces the pointer, so
-// compare-and-swap on the pointer is compare-and-set on the content.
+// compare-and-swap on the pointer is compare-and-set on the content. A lease
+// is an entry of its own (its identity is the lease).
 type localEntry struct {
-	kind    byte // tagValue, tagNegative or tagLease
-	val     []byte
-	msg     string // the not-found message of a tagNegative entry
-	expires int64  // nanoseconds since Local.base
+	outcome
+	lease   bool
+	expires int64 // coarseClock nanoseconds; unused for a lease
 }
 
-var _ Cache = (*Local)(nil)
+var (
+	_ Cache                   = (*Local)(nil)
+	_ leaseStore[*localEntry] = (*Local)(nil)
+)
 
-// NewLocal returns an in-process cache and starts the goroutine that drops
-// expired entries; Close stops it. Options.Prefix, Timeout and RetryInterval
-// do not apply. It panics on Options that withDefaults rejects or metrics
-// that cannot be registered: both are wiring mistakes, not runtime
-// conditions.
+// sweepEvery is how often, at most, Local drops expired entries, so that
+// keys read once (a flood of unknown ids, say) do not stay in memory.
+const sweepEvery = time.Second
+
+// NewLocal returns an in-process cache and starts the goroutine of its
+// clock, which also drops expired entries; Close stops it. Options.Prefix,
+// Timeout and RetryInterval do not apply. It panics on Options that
+// withDefaults rejects or metrics that cannot be registered: both are
+// wiring mistakes, not runtime conditions.
 func NewLocal(opts Options) *Local {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -70,11 +67,9 @@ func NewLocal(opts Options) *Local {
 	if opts.negativeEnabled() {
 		shortest = min(shortest, opts.NegativeTTL)
 	}
-	l := &Local{
-		opts: opts, m: m, stop: make(chan struct{}), done: make(chan struct{}),
-		base: time.Now(), tick: min(max(shortest/20, time.Millisecond), 100*time.Millisecond),
-	}
-	go l.sweep()
+	l := &Local{opts: opts, m: m}
+	l.proto = newProtocol(l, m, &l.opts)
+	l.clock.start(min(max(shortest/20, time.Millisecond), 100*time.Millisecond), l.sweep)
 	return l
 }
 
@@ -82,97 +77,57 @@ func NewLocal(opts Options) *Local {
 func (l *Local) Get(ctx context.Context, key string, load apiperf.LoadFunc) ([]byte, error) {
 	if v, ok := l.entries.Load(key); ok {
 		e := v.(*localEntry)
-		if e.kind != tagLease && l.now.Load() < e.expires {
-			if e.kind == tagValue {
+		if !e.lease && l.clock.coarse() < e.expires {
+			if e.absent {
+				l.m.negativeHit.Inc()
+			} else {
 				l.m.clientHit.Inc()
-				return e.val, nil
 			}
-			l.m.negativeHit.Inc()
-			return nil, notFound(e.msg)
+			return e.result()
 		}
 	}
 	l.m.miss.Inc()
-	v, err, _ := l.group.Do(key, func() (any, error) { return l.fill(ctx, key, bind(load, key)) })
-	b, _ := v.([]byte)
-	return b, err
+	return l.proto.miss(ctx, key, key, load, true)
 }
 
-// fill loads a missing key under a lease entry and stores the result only if
-// the lease is still in the map, that is, if no Invalidate ran meanwhile.
-func (l *Local) fill(ctx context.Context, key string, load loader) ([]byte, error) {
-	for loads := 0; ; {
-		lease := &localEntry{kind: tagLease}
-		if e := l.acquire(key, lease); e != nil {
-			// Stored by a load that an Invalidate detached from the
-			// singleflight group; it is fresh, use it.
-			if e.kind == tagValue {
-				return e.val, nil
-			}
-			return nil, notFound(e.msg)
-		}
-		val, lerr := l.load(ctx, load)
-		loads++
-		if l.store(key, lease, val, lerr) || loads >= maxAttempts {
-			l.m.load(lerr)
-			return val, lerr
-		}
-		// Invalidated while loading: what the loader read may be older than
-		// the write, so read again.
-		if lerr == nil {
-			l.m.loadDiscarded.Inc()
-		} else {
-			l.m.load(lerr)
-		}
-	}
-}
-
-// load calls the loader with the first caller's values but not its
-// cancellation, bounded by LeaseTTL (see LoadFunc).
-func (l *Local) load(ctx context.Context, load loader) ([]byte, error) {
-	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.opts.LeaseTTL)
-	defer cancel()
-	return load(lctx)
-}
-
-// acquire puts lease in the map unless the key holds a live value or
-// absence, which it then returns. A lease left by another flight is taken
-// over; that flight's store then fails and it loads again.
-func (l *Local) acquire(key string, lease *localEntry) *localEntry {
+// acquire implements leaseStore: it puts a new lease in the map unless the
+// key holds a live value or absence. A lease left by another flight is
+// taken over; that flight's settle then finds its lease lost.
+func (l *Local) acquire(key string) (*localEntry, outcome, bool, string) {
+	lease := &localEntry{lease: true}
 	for {
 		v, loaded := l.entries.LoadOrStore(key, lease)
 		if !loaded {
 			if l.size.Add(1) > int64(l.opts.MaxEntries) {
 				l.evict()
 			}
-			return nil
+			return lease, outcome{}, false, ""
 		}
 		e := v.(*localEntry)
-		if e.kind != tagLease && l.clock() < e.expires {
-			return e
+		if !e.lease && l.clock.precise() < e.expires {
+			return nil, e.outcome, true, ""
 		}
 		if l.entries.CompareAndSwap(key, v, lease) {
-			return nil
+			return lease, outcome{}, false, ""
 		}
 	}
 }
 
-// store replaces lease with the load's result. It reports false only when
-// the lease is gone (the key was invalidated) and the result may be stale.
-// Errors other than ENOTFOUND are not cached: the lease is removed.
-func (l *Local) store(key string, lease *localEntry, val []byte, lerr error) bool {
-	var e *localEntry
-	switch {
-	case lerr == nil:
-		e = &localEntry{kind: tagValue, val: val, expires: l.clock() + int64(l.opts.TTL)}
-	case isNotFound(lerr) && l.opts.negativeEnabled():
-		e = &localEntry{kind: tagNegative, msg: message(lerr), expires: l.clock() + int64(l.opts.NegativeTTL)}
-	default:
-		if l.entries.CompareAndDelete(key, lease) {
-			l.size.Add(-1)
-		}
-		return true
+// settle implements leaseStore.
+func (l *Local) settle(key string, lease *localEntry, o outcome) (lost bool) {
+	ttl := l.opts.TTL
+	if o.absent {
+		ttl = l.opts.NegativeTTL
 	}
-	return l.entries.CompareAndSwap(key, lease, e)
+	e := &localEntry{outcome: o, expires: l.clock.precise() + int64(ttl)}
+	return !l.entries.CompareAndSwap(key, lease, e)
+}
+
+// release implements leaseStore.
+func (l *Local) release(key string, lease *localEntry) {
+	if l.entries.CompareAndDelete(key, lease) {
+		l.size.Add(-1)
+	}
 }
 
 // Invalidate implements Cache. Deleting the entry also deletes a running
@@ -182,55 +137,31 @@ func (l *Local) Invalidate(_ context.Context, keys ...string) error {
 		if _, loaded := l.entries.LoadAndDelete(key); loaded {
 			l.size.Add(-1)
 		}
-		l.group.Forget(key)
+		l.proto.forget(key)
 	}
 	return nil
 }
 
-// Close implements Cache: it stops the sweeping goroutine. Later Gets still
-// work, on the real clock, but expired entries are no longer swept.
-func (l *Local) Close() {
-	l.closeOnce.Do(func() {
-		close(l.stop)
-		<-l.done
-		// With the coarse clock stopped, every entry looks expired to the
-		// hit path and acquire decides on the real clock.
-		l.now.Store(math.MaxInt64)
-	})
-}
+// Close implements Cache: it stops the clock and the sweeping. Later Gets
+// still work, on the precise clock, but expired entries are no longer
+// swept.
+func (l *Local) Close() { l.clock.close() }
 
-// clock reads the real clock, as nanoseconds since base.
-func (l *Local) clock() int64 { return int64(time.Since(l.base)) }
-
-// sweep advances the coarse clock every tick and drops expired entries about
-// once a second, so that keys read once (a flood of unknown ids, say) do not
-// stay in memory.
-func (l *Local) sweep() {
-	defer close(l.done)
-	t := time.NewTicker(l.tick)
-	defer t.Stop()
-	lastSweep := l.clock()
-	for {
-		select {
-		case <-l.stop:
-			return
-		case <-t.C:
-		}
-		now := l.clock()
-		l.now.Store(now)
-		if now-lastSweep < int64(time.Second) {
-			continue
-		}
-		lastSweep = now
-		l.entries.Range(func(k, v any) bool {
-			if e := v.(*localEntry); e.kind != tagLease && now >= e.expires {
-				if l.entries.CompareAndDelete(k, v) {
-					l.size.Add(-1)
-				}
-			}
-			return true
-		})
+// sweep runs on every tick of the clock and drops expired entries at most
+// once per sweepEvery.
+func (l *Local) sweep(now int64) {
+	if now-l.lastSweep < int64(sweepEvery) {
+		return
 	}
+	l.lastSweep = now
+	l.entries.Range(func(k, v any) bool {
+		if e := v.(*localEntry); !e.lease && now >= e.expires {
+			if l.entries.CompareAndDelete(k, v) {
+				l.size.Add(-1)
+			}
+		}
+		return true
+	})
 }
 
 // evict drops arbitrary entries (map order) until the map is a tenth below
@@ -243,7 +174,7 @@ func (l *Local) evict() {
 	defer l.evicting.Store(false)
 	target := int64(l.opts.MaxEntries) * 9 / 10
 	l.entries.Range(func(k, v any) bool {
-		if v.(*localEntry).kind != tagLease && l.entries.CompareAndDelete(k, v) {
+		if !v.(*localEntry).lease && l.entries.CompareAndDelete(k, v) {
 			l.size.Add(-1)
 		}
 		return l.size.Load() > target

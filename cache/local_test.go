@@ -104,3 +104,25 @@ func TestCache_HitAllocations(t *testing.T) {
 		})
 	}
 }
+
+// TestLocal_PanickingLoaderReleasesItsLease: the protocol releases the lease
+// of a load that panicked, as it does in Redis, so nothing is left behind.
+func TestLocal_PanickingLoaderReleasesItsLease(t *testing.T) {
+	verifyNoLeaks(t)
+	l := NewLocal(Options{})
+	defer l.Close()
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("the loader's panic did not reach the caller")
+			}
+		}()
+		l.Get(context.Background(), "k", func(context.Context, string) ([]byte, error) { panic("loader bug") })
+	}()
+	if n := l.size.Load(); n != 0 {
+		t.Fatalf("%d entries after a panicked load, want none", n)
+	}
+	if got := mustGet(t, l, "k", newSource("v").load); got != "v" {
+		t.Fatalf("Get after the panic = %q", got)
+	}
+}

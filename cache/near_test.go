@@ -104,7 +104,7 @@ func TestRedis_NearMap(t *testing.T) {
 		src := newSource("v0")
 		mustGet(t, r, "k", src.load) // loads and stores in Redis
 		mustGet(t, r, "k", src.load) // reads through DoCache
-		if _, ok := r.near.get("k", r.dl.now()); !ok {
+		if _, ok := r.near.get("k", r.clock.coarse()); !ok {
 			t.Fatal("a read through DoCache did not fill the near map")
 		}
 		id, err := r.client.Do(ctx, r.client.B().ClientId().Build()).AsInt64()
@@ -117,7 +117,7 @@ func TestRedis_NearMap(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, 2*time.Second, "the near map to empty after the connection was killed", func() bool {
-			_, ok := r.near.get("k", r.dl.now())
+			_, ok := r.near.get("k", r.clock.coarse())
 			return !ok
 		})
 		// The client reconnects by itself and the key is served again.

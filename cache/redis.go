@@ -14,7 +14,6 @@ import (
 
 	apiperf "github.com/api-perf/api-perf"
 	"github.com/redis/rueidis"
-	"golang.org/x/sync/singleflight"
 )
 
 // A Redis key holds one of three things, told apart by its first byte:
@@ -25,7 +24,8 @@ import (
 //
 // Keeping all three in the one key matters: Invalidate's DEL removes a lease
 // as surely as a value, so a load that started before a write cannot store
-// what it read once the write's Invalidate has run.
+// what it read once the write's Invalidate has run. These tags are the
+// format of Redis values only; Local keeps outcomes as they are.
 const (
 	tagValue    = 'v'
 	tagNegative = 'n'
@@ -77,8 +77,9 @@ type Redis struct {
 	opts   Options
 	log    *slog.Logger
 	m      *metrics
+	proto  *protocol[string] // leases are tokens
+	clock  coarseClock       // also renews dl every step
 	dl     *deadlines
-	group  singleflight.Group
 
 	// near, when the client reports invalidation pushes (NewClient with
 	// client-side caching), holds hot values in front of DoCache.
@@ -104,7 +105,10 @@ type Redis struct {
 // rest stay stale until their TTL, which the log says.
 const maxPending = 10_000
 
-var _ Cache = (*Redis)(nil)
+var (
+	_ Cache              = (*Redis)(nil)
+	_ leaseStore[string] = (*Redis)(nil)
+)
 
 // NewRedis returns a Cache over c. It uses client-side caching when c has it
 // (see NewClient). The client stays the caller's: Close does not close it.
@@ -135,6 +139,8 @@ func NewRedis(c rueidis.Client, opts Options) (*Redis, error) {
 		leaseTTLMs:    millis(opts.LeaseTTL),
 		owner:         string(tagLease) + hex.EncodeToString(id[:]) + ":",
 	}
+	r.proto = newProtocol(r, m, &r.opts)
+	r.clock.start(r.dl.step, func(int64) { r.dl.tick() })
 	if tc, ok := c.(*trackedClient); ok {
 		r.near, r.pushes = newNear(opts.Prefix, opts.MaxEntries), tc.pushes
 		r.pushes.subscribe(r.near)
@@ -155,14 +161,15 @@ func (r *Redis) redisKey(key string) string {
 
 // Get implements Cache. A hot key is one map read (near); otherwise the hit
 // path is one DoCache call (no network hop on a client-side hit) and
-// allocates only the Redis key.
+// allocates only the Redis key. A miss runs the protocol (protocol.go);
+// when Redis fails or is considered down, it loads without Redis.
 func (r *Redis) Get(ctx context.Context, key string, load apiperf.LoadFunc) ([]byte, error) {
 	// The near map is used only while Redis is up: its pushes are what
 	// keep it fresh. epoch is read before DoCache (see near.put).
 	var epoch uint64
 	useNear := r.near != nil && !r.down.Load()
 	if useNear {
-		if v, ok := r.near.get(key, r.dl.now()); ok {
+		if v, ok := r.near.get(key, r.clock.coarse()); ok {
 			r.m.clientHit.Inc()
 			return v, nil
 		}
@@ -170,8 +177,7 @@ func (r *Redis) Get(ctx context.Context, key string, load apiperf.LoadFunc) ([]b
 	}
 	rkey := r.redisKey(key)
 	if r.down.Load() && !r.probeDue() {
-		r.m.miss.Inc()
-		return r.direct(ctx, rkey, bind(load, key), reasonCircuitOpen)
+		return r.bypass(ctx, rkey, key, load, reasonCircuitOpen)
 	}
 	resp := r.client.DoCache(r.dl.get(), r.client.B().Get().Key(rkey).Cache(), r.opts.TTL)
 	b, err := resp.AsBytes()
@@ -182,107 +188,72 @@ func (r *Redis) Get(ctx context.Context, key string, load apiperf.LoadFunc) ([]b
 			// were replayed; read it again now that they have been.
 			return r.Get(ctx, key, load)
 		}
-		switch tag(b) {
-		case tagValue:
-			if resp.IsCacheHit() {
+		if o, ok := decode(b); ok {
+			switch {
+			case o.absent:
+				r.m.negativeHit.Inc()
+			case resp.IsCacheHit():
 				r.m.clientHit.Inc()
-			} else {
+			default:
 				r.m.redisHit.Inc()
 			}
-			if useNear {
-				r.near.put(key, epoch, b[1:], r.nearExpiry(resp))
+			if useNear && !o.absent {
+				r.near.put(key, epoch, o.val, r.nearExpiry(resp))
 			}
-			return b[1:], nil
-		case tagNegative:
-			r.m.negativeHit.Inc()
-			return nil, notFound(string(b[1:]))
+			return o.result()
 		}
-		// A lease (or a value this package did not write): fill sorts it out.
+		// A lease (or a value this package did not write): the flight
+		// sorts it out.
 	case rueidis.IsRedisNil(err):
 		r.up()
 	default:
-		r.m.miss.Inc()
 		r.fail(err)
-		return r.direct(ctx, rkey, bind(load, key), reasonOf(err))
+		return r.bypass(ctx, rkey, key, load, reasonOf(err))
 	}
 	r.m.miss.Inc()
-	v, err, _ := r.group.Do(rkey, func() (any, error) { return r.fill(ctx, rkey, bind(load, key)) })
-	b, _ = v.([]byte)
-	return b, err
+	return r.proto.miss(ctx, rkey, key, load, true)
 }
 
-// fill runs once per process for a missing key: it takes the Redis lease and
-// loads, or waits for the replica that holds the lease, and falls back to
-// loading without Redis when Redis fails or the wait is too long.
-func (r *Redis) fill(ctx context.Context, rkey string, load loader) ([]byte, error) {
+// bypass is a Get that loads without Redis, still once per process and key,
+// counted as a miss and a fallback for reason.
+func (r *Redis) bypass(ctx context.Context, rkey, key string, load apiperf.LoadFunc, reason string) ([]byte, error) {
+	r.m.miss.Inc()
+	r.m.fallback(reason)
+	return r.proto.miss(ctx, rkey, key, load, false)
+}
+
+// acquire implements leaseStore: it takes the Redis lease, or waits for the
+// replica that holds it and returns what that one stored. It bypasses
+// Redis when Redis fails, when the wait is longer than LeaseTTL, or when
+// the key holds a value this package did not write (which it leaves alone).
+func (r *Redis) acquire(rkey string) (token string, held outcome, found bool, bypass string) {
 	waitUntil := time.Now().Add(r.opts.LeaseTTL)
-	for loads := 0; ; {
-		token := r.owner + strconv.FormatUint(r.seq.Add(1), 10)
+	for {
+		token = r.owner + strconv.FormatUint(r.seq.Add(1), 10)
 		cur, err := acquireScript.Exec(r.dl.get(), r.client, []string{rkey}, []string{token, r.leaseTTLMs}).AsBytes()
-		if err == nil { // the key holds something: the lease is not ours
-			var gone bool
-			cur, gone, err = r.awaitLease(rkey, cur, waitUntil)
-			switch {
-			case errors.Is(err, errLeaseWait):
-				r.m.fallback(reasonLeaseWait)
-				return r.loadOnly(ctx, load)
-			case err != nil:
-				return r.fallback(ctx, load, err)
-			case gone:
-				continue // the lease went away without a value: try to take it
-			}
-			switch tag(cur) {
-			case tagValue:
-				return cur[1:], nil
-			case tagNegative:
-				return nil, notFound(string(cur[1:]))
-			}
-			// Not written by this package: serve the loader's value and
-			// leave the key alone.
-			r.m.fallback(reasonRedisError)
-			return r.loadOnly(ctx, load)
-		} else if !rueidis.IsRedisNil(err) {
-			return r.fallback(ctx, load, err)
-		}
-
-		// This process holds the lease.
-		val, lerr := r.loadLeased(ctx, load, rkey, token)
-		loads++
-		done, err := r.store(rkey, token, val, lerr)
-		if err != nil {
+		switch {
+		case rueidis.IsRedisNil(err):
+			return token, outcome{}, false, ""
+		case err != nil:
 			r.fail(err)
-			done = true
+			return "", outcome{}, false, reasonOf(err)
 		}
-		if done || loads >= maxAttempts {
-			r.m.load(lerr)
-			return val, lerr
+		// The key holds something: the lease is not ours.
+		cur, gone, err := r.awaitLease(rkey, cur, waitUntil)
+		switch {
+		case errors.Is(err, errLeaseWait):
+			return "", outcome{}, false, reasonLeaseWait
+		case err != nil:
+			r.fail(err)
+			return "", outcome{}, false, reasonOf(err)
+		case gone:
+			continue // the lease went away without a value: try to take it
 		}
-		// An Invalidate deleted the lease while the loader ran, so what it
-		// read may predate the write: load again rather than hand an old
-		// value to callers that joined this flight after the write.
-		if lerr == nil {
-			r.m.loadDiscarded.Inc()
-		} else {
-			r.m.load(lerr)
+		if o, ok := decode(cur); ok {
+			return "", o, true, ""
 		}
+		return "", outcome{}, false, reasonRedisError
 	}
-}
-
-// loadLeased calls the loader while this process holds the lease. Should the
-// loader panic, the lease is released on the way out, so that other replicas
-// do not wait LeaseTTL for a load that will never store.
-func (r *Redis) loadLeased(ctx context.Context, load loader, rkey, token string) (val []byte, err error) {
-	lctx, cancel := r.loadContext(ctx)
-	defer cancel()
-	returned := false
-	defer func() {
-		if !returned {
-			releaseScript.Exec(r.dl.get(), r.client, []string{rkey}, []string{token})
-		}
-	}()
-	val, err = load(lctx)
-	returned = true
-	return val, err
 }
 
 // errLeaseWait ends a wait for another replica's lease that took longer
@@ -312,62 +283,52 @@ func (r *Redis) awaitLease(rkey string, cur []byte, until time.Time) (_ []byte, 
 // maxPollPause caps the pause between two looks at another load's lease.
 const maxPollPause = 16 * time.Millisecond
 
-// store replaces the lease token with the load's result when the lease is
-// still in place. done is false only when the lease was lost and the result
-// may be stale; a load error other than ENOTFOUND releases the lease and
-// reports done.
-func (r *Redis) store(rkey, token string, val []byte, lerr error) (done bool, err error) {
-	var payload []byte
+// settle implements leaseStore: the script replaces the lease token with
+// the encoded outcome only while the token is still in place. A failed
+// call is no lost lease: Redis is noted down and the result returned.
+func (r *Redis) settle(rkey, token string, o outcome) (lost bool) {
 	ttl := r.ttlMs
-	switch {
-	case lerr == nil:
-		payload = make([]byte, 1+len(val))
-		payload[0] = tagValue
-		copy(payload[1:], val)
-	case isNotFound(lerr) && r.opts.negativeEnabled():
-		msg := message(lerr)
-		payload = make([]byte, 1+len(msg))
-		payload[0] = tagNegative
-		copy(payload[1:], msg)
+	if o.absent {
 		ttl = r.negativeTTLMs
-	default:
-		err = releaseScript.Exec(r.dl.get(), r.client, []string{rkey}, []string{token}).Error()
-		return true, err
 	}
 	n, err := storeScript.Exec(r.dl.get(), r.client, []string{rkey},
-		[]string{token, rueidis.BinaryString(payload), ttl}).AsInt64()
-	return n == 1, err
+		[]string{token, rueidis.BinaryString(encode(o)), ttl}).AsInt64()
+	if err != nil {
+		r.fail(err)
+		return false
+	}
+	return n == 0
 }
 
-// direct loads without Redis, still once per process and key.
-func (r *Redis) direct(ctx context.Context, rkey string, load loader, reason string) ([]byte, error) {
-	r.m.fallback(reason)
-	v, err, _ := r.group.Do(rkey, func() (any, error) { return r.loadOnly(ctx, load) })
-	b, _ := v.([]byte)
-	return b, err
+// release implements leaseStore.
+func (r *Redis) release(rkey, token string) {
+	if err := releaseScript.Exec(r.dl.get(), r.client, []string{rkey}, []string{token}).Error(); err != nil {
+		r.fail(err)
+	}
 }
 
-// fallback notes a Redis failure met inside a flight and loads directly.
-func (r *Redis) fallback(ctx context.Context, load loader, err error) ([]byte, error) {
-	r.fail(err)
-	r.m.fallback(reasonOf(err))
-	return r.loadOnly(ctx, load)
+// encode is an outcome as a Redis value: its tag, then the value or the
+// absence's message.
+func encode(o outcome) []byte {
+	if o.absent {
+		return append([]byte{tagNegative}, o.msg...)
+	}
+	b := make([]byte, 1+len(o.val))
+	b[0] = tagValue
+	copy(b[1:], o.val)
+	return b
 }
 
-// loadOnly calls the loader and counts it; nothing is stored.
-func (r *Redis) loadOnly(ctx context.Context, load loader) ([]byte, error) {
-	lctx, cancel := r.loadContext(ctx)
-	defer cancel()
-	val, err := load(lctx)
-	r.m.load(err)
-	return val, err
-}
-
-// loadContext is the context one loader call runs with: the first caller's
-// values without its cancellation (one caller going away must not fail the
-// others waiting on the same load), bounded by LeaseTTL from the call.
-func (r *Redis) loadContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), r.opts.LeaseTTL)
+// decode reads a Redis value this package wrote; ok is false for a lease
+// or anything else. A value aliases b.
+func decode(b []byte) (o outcome, ok bool) {
+	switch tag(b) {
+	case tagValue:
+		return outcome{val: b[1:]}, true
+	case tagNegative:
+		return outcome{absent: true, msg: string(b[1:])}, true
+	}
+	return outcome{}, false
 }
 
 // Invalidate implements Cache. It deletes each key (value, absence or lease)
@@ -386,7 +347,7 @@ func (r *Redis) Invalidate(ctx context.Context, keys ...string) error {
 		rkeys[i] = r.redisKey(key)
 		// Later Gets in this process must not join a load that started
 		// before the write.
-		r.group.Forget(rkeys[i])
+		r.proto.forget(rkeys[i])
 	}
 	if err := r.invalidate(ctx, rkeys); err != nil {
 		r.fail(err)
@@ -476,6 +437,7 @@ func (r *Redis) Close() {
 		r.pushes.unsubscribe(r.near)
 		r.near.dropAll()
 	}
+	r.clock.close()
 	r.dl.close()
 }
 
@@ -485,7 +447,7 @@ func (r *Redis) nearExpiry(resp rueidis.RedisResult) int64 {
 	if at := resp.CachePXAT(); at > 0 {
 		return at * int64(time.Millisecond)
 	}
-	return r.dl.now() + int64(r.opts.TTL)
+	return r.clock.coarse() + int64(r.opts.TTL)
 }
 
 // fail notes a Redis failure. Network errors and timeouts mark Redis down
@@ -550,14 +512,4 @@ func tag(b []byte) byte {
 		return 0
 	}
 	return b[0]
-}
-
-// message is the client-safe message of a not-found error, kept with the
-// absence so that a negative hit reads like the original miss.
-func message(err error) string {
-	var e *apiperf.Error
-	if errors.As(err, &e) {
-		return e.Message
-	}
-	return ""
 }

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
-
 	apiperf "github.com/api-perf/api-perf"
 )
 
@@ -84,14 +82,6 @@ const prefetchTimeout = time.Second
 // errWaited marks a request that gave up waiting for another request's
 // call to Redis: the same slowness as that call, not a new failure.
 var errWaited = errors.New("gave up waiting for a shared call to Redis")
-
-// bucketShard is one lock-protected part of the in-process bucket table.
-type bucketShard struct {
-	mu        sync.Mutex
-	buckets   map[string]*bucket
-	lastSweep int64
-	_         [40]byte
-}
 
 // slotRange is a run of reserved slots: count of them, the i-th (from 0)
 // usable while now < next + i*step, on the local monotonic clock (ns);
@@ -211,36 +201,29 @@ func (b *bucket) estimate(now int64, t int64, burst int, r apiperf.RateDecision)
 func (r *Redis) bucket(name, key string, create bool) *bucket {
 	var buf [128]byte
 	id := appendBucketID(buf[:0], name, key)
-	sh := &r.shards[xxhash.Sum64(id)%localShards]
+	sh := r.buckets.shard(id)
 	sh.mu.Lock()
-	b := sh.buckets[string(id)]
+	b := sh.m[string(id)]
 	if b == nil && create {
-		sh.sweep(monoNanos())
+		sh.sweep(monoNanos(), int64(sweepEvery))
 		b = &bucket{}
-		sh.buckets[string(id)] = b
+		sh.m[string(id)] = b
 	}
 	sh.mu.Unlock()
 	return b
 }
 
-// sweep forgets buckets that hold nothing worth keeping, at most once per
-// sweepEvery. A request still using a forgotten bucket finishes on it
-// safely: its tokens are real reservations, merely no longer shared.
-func (sh *bucketShard) sweep(now int64) {
-	if now-sh.lastSweep < int64(sweepEvery) {
-		return
+// idle reports that the bucket holds nothing worth keeping: no call in
+// flight, no reserved slot, no cached refusal. A request still using a
+// forgotten bucket finishes on it safely: its tokens are real reservations,
+// merely no longer shared. A bucket in use right now is kept.
+func (b *bucket) idle(now int64) bool {
+	if !b.mu.TryLock() {
+		return false
 	}
-	sh.lastSweep = now
-	for k, b := range sh.buckets {
-		if !b.mu.TryLock() {
-			continue
-		}
-		b.expire(now)
-		if b.inflight == nil && b.held() == 0 && now >= b.denyUntil {
-			delete(sh.buckets, k)
-		}
-		b.mu.Unlock()
-	}
+	defer b.mu.Unlock()
+	b.expire(now)
+	return b.inflight == nil && b.held() == 0 && now >= b.denyUntil
 }
 
 // want is the batch size asked for under a policy of interval t.

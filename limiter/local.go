@@ -2,22 +2,10 @@ package limiter
 
 import (
 	"context"
-	"sync"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
 
 	apiperf "github.com/api-perf/api-perf"
 )
-
-// localShards spreads keys over independent locks so that concurrent
-// requests from different clients rarely wait for each other.
-const localShards = 64
-
-// sweepEvery is how often, at most, a shard drops the keys whose bucket is
-// full again. Such a key is indistinguishable from one never seen, so
-// forgetting it changes no decision; it only bounds memory.
-const sweepEvery = 10 * time.Second
 
 // Local is an exact in-process GCRA limiter. It serves the embedded mode
 // (no Redis) and is the fallback of Fallback. Its state lives in this
@@ -28,26 +16,22 @@ type Local struct {
 	// the monotonic clock.
 	Now func() time.Time
 
-	shards [localShards]localShard
+	tats table[*localTAT]
 }
 
-type localShard struct {
-	mu        sync.Mutex
-	tats      map[string]*localTAT
-	lastSweep int64
-	_         [40]byte // keeps neighbouring shard locks off one cache line
-}
-
+// localTAT is one bucket's theoretical arrival time, in microseconds.
 type localTAT struct{ us int64 }
+
+// idle reports that the bucket is full again at now: forgetting it changes
+// no decision.
+func (e *localTAT) idle(now int64) bool { return e.us <= now }
 
 var _ Limiter = (*Local)(nil)
 
 // NewLocal returns an empty in-process limiter.
 func NewLocal() *Local {
 	l := &Local{}
-	for i := range l.shards {
-		l.shards[i].tats = make(map[string]*localTAT)
-	}
+	l.tats.init()
 	return l
 }
 
@@ -67,10 +51,10 @@ func (l *Local) tryAllow(key string, p apiperf.RatePolicy, cost int) (apiperf.Ra
 	var buf [128]byte
 	k := appendBucketID(buf[:0], p.Name, key)
 	now := l.nowMicros()
-	sh := &l.shards[xxhash.Sum64(k)%localShards]
+	sh := l.tats.shard(k)
 
 	sh.mu.Lock()
-	e := sh.tats[string(k)]
+	e := sh.m[string(k)]
 	tat := now
 	if e != nil && e.us > now {
 		tat = e.us
@@ -78,9 +62,9 @@ func (l *Local) tryAllow(key string, p apiperf.RatePolicy, cost int) (apiperf.Ra
 	r, newTAT := gcra(now, tat, t, p.Burst, cost)
 	if r.Allowed {
 		if e == nil {
-			sh.sweep(now)
+			sh.sweep(now, sweepEvery.Microseconds())
 			e = &localTAT{}
-			sh.tats[string(k)] = e
+			sh.m[string(k)] = e
 		}
 		e.us = newTAT
 	}
@@ -122,42 +106,12 @@ func floorDiv(a, b int64) int64 {
 	return q
 }
 
-// sweep drops keys whose bucket is full again, at most once per sweepEvery.
-// The caller holds sh.mu.
-func (sh *localShard) sweep(now int64) {
-	if now-sh.lastSweep < sweepEvery.Microseconds() {
-		return
-	}
-	sh.lastSweep = now
-	for k, e := range sh.tats {
-		if e.us <= now {
-			delete(sh.tats, k)
-		}
-	}
-}
-
 // Close implements Limiter. Local owns no goroutine or connection, so Close
 // only drops the state.
-func (l *Local) Close() {
-	for i := range l.shards {
-		sh := &l.shards[i]
-		sh.mu.Lock()
-		clear(sh.tats)
-		sh.mu.Unlock()
-	}
-}
+func (l *Local) Close() { l.tats.clear() }
 
 // len counts the keys held, for tests of the idle expiry.
-func (l *Local) len() int {
-	n := 0
-	for i := range l.shards {
-		sh := &l.shards[i]
-		sh.mu.Lock()
-		n += len(sh.tats)
-		sh.mu.Unlock()
-	}
-	return n
-}
+func (l *Local) len() int { return l.tats.len() }
 
 func (l *Local) nowMicros() int64 {
 	if l.Now != nil {

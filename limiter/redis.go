@@ -97,7 +97,7 @@ type Redis struct {
 	batchWindow int64 // microseconds
 	maxBatch    int
 
-	shards  [localShards]bucketShard
+	buckets table[*bucket]
 	calls   atomic.Int64 // script round trips, for tests and benchmarks
 	refills atomic.Int64 // the calls a request waited for
 	closeMu sync.RWMutex // orders prefetch starts before Close's wait
@@ -122,9 +122,7 @@ func NewRedis(c rueidis.Client, opts RedisOptions) *Redis {
 	if r.batchWindow <= 0 {
 		r.batchWindow = DefaultBatchWindow.Microseconds()
 	}
-	for i := range r.shards {
-		r.shards[i].buckets = make(map[string]*bucket)
-	}
+	r.buckets.init()
 	return r
 }
 
@@ -165,12 +163,7 @@ func (r *Redis) Close() {
 	r.closed = true
 	r.closeMu.Unlock()
 	r.wg.Wait()
-	for i := range r.shards {
-		sh := &r.shards[i]
-		sh.mu.Lock()
-		clear(sh.buckets)
-		sh.mu.Unlock()
-	}
+	r.buckets.clear()
 }
 
 // reply is the decoded answer of gcraScript.

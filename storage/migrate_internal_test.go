@@ -212,6 +212,14 @@ func versions(steps []Migration) []int {
 	return out
 }
 
+// lastVersion is the last migration of both dialects; bump it with each
+// new migration.
+const lastVersion = 4
+
+// legacyLast is the last migration releases before golang-migrate shipped:
+// databases they left behind are at most at it.
+const legacyLast = 3
+
 // span is the versions from a to b, both included.
 func span(a, b int) []int {
 	var out []int
@@ -231,28 +239,28 @@ func span(a, b int) []int {
 func TestMigrate_AdoptsPreviousBookkeeping(t *testing.T) {
 	ctx := context.Background()
 	for _, backend := range testenv.Backends() {
-		for n := 1; n <= 3; n++ {
+		for n := 1; n <= legacyLast; n++ {
 			t.Run(fmt.Sprintf("%s/at%d", backend, n), func(t *testing.T) {
 				cfg, tgt, db := freshDatabase(t, backend)
 				legacyMigrate(t, db, tgt.dialect, n)
 
 				st, err := ReadMigrationStatus(ctx, cfg)
-				if err != nil || st.Version != n || !st.Legacy || st.Dirty || len(st.Pending) != 3-n {
+				if err != nil || st.Version != n || !st.Legacy || st.Dirty || len(st.Pending) != lastVersion-n {
 					t.Fatalf("status of the old database: %+v, %v", st, err)
 				}
 				res, err := Migrate(ctx, cfg)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if res.Adopted != n || !slices.Equal(versions(res.Steps), span(n+1, 3)) {
-					t.Fatalf("migrating an old database at %d: %+v, want version %d taken over and %v applied", n, res, n, span(n+1, 3))
+				if res.Adopted != n || !slices.Equal(versions(res.Steps), span(n+1, lastVersion)) {
+					t.Fatalf("migrating an old database at %d: %+v, want version %d taken over and %v applied", n, res, n, span(n+1, lastVersion))
 				}
-				wantState(t, db, 3, false)
+				wantState(t, db, lastVersion, false)
 				if got := queryStrings(t, db, "SELECT CAST(MAX(version) AS CHAR) FROM "+legacyTable); !slices.Equal(got, []string{fmt.Sprint(n)}) {
 					t.Fatalf("the old bookkeeping now says %v, want it left at %d", got, n)
 				}
 				_, ref, refDB := freshDatabase(t, backend)
-				migrateTo(t, ref, 3)
+				migrateTo(t, ref, lastVersion)
 				if got, want := schemaDump(t, db, tgt.dialect), schemaDump(t, refDB, ref.dialect); got != want {
 					t.Fatalf("upgraded schema differs from a new database's:\n%s\nwant:\n%s", got, want)
 				}
@@ -378,13 +386,13 @@ func TestMigrate_ConcurrentAppliesEachOnce(t *testing.T) {
 					t.Fatal(errors.Join(errs...))
 				}
 				slices.Sort(applied)
-				if !slices.Equal(applied, span(from+1, 3)) {
-					t.Fatalf("migrations applied between the four: %v, want %v once each", applied, span(from+1, 3))
+				if !slices.Equal(applied, span(from+1, lastVersion)) {
+					t.Fatalf("migrations applied between the four: %v, want %v once each", applied, span(from+1, lastVersion))
 				}
 				if from > 0 && !slices.Equal(adopted, []int{from}) || from == 0 && len(adopted) > 0 {
 					t.Fatalf("versions taken over: %v, want %d once", adopted, from)
 				}
-				wantState(t, db, 3, false)
+				wantState(t, db, lastVersion, false)
 			})
 		}
 	}
@@ -408,6 +416,8 @@ func TestMigrateDown_RestoresEachVersion(t *testing.T) {
 				"INSERT INTO orders (product_id, quantity, unit_price, total) VALUES (1, 1, 100, 100)",
 				"INSERT INTO orders (product_id, quantity, unit_price, total) VALUES (1, 2, 100, 200)",
 				"DELETE FROM orders WHERE id = 1",
+				// Counters past MySQL's version 3 columns (migration 4 widened them).
+				"INSERT INTO products (name, price, stock, version) VALUES ('big', 100, 5000000000, 3000000000)",
 			} {
 				if _, err := db.ExecContext(ctx, q); err != nil {
 					t.Fatalf("%s: %v", q, err)
@@ -425,7 +435,7 @@ func TestMigrateDown_RestoresEachVersion(t *testing.T) {
 				}
 			}
 
-			for v := 3; v >= 1; v-- {
+			for v := lastVersion; v >= 1; v-- {
 				res, err := MigrateDown(ctx, cfg, 1)
 				if err != nil || len(res.Steps) != 1 || res.Steps[0] != d.migrations()[v-1] {
 					t.Fatalf("undoing %d: %+v, %v", v, res, err)
@@ -437,6 +447,14 @@ func TestMigrateDown_RestoresEachVersion(t *testing.T) {
 					t.Fatalf("schema after undoing %d:\n%s\nwant the schema at %d:\n%s", v, got, v-1, want)
 				}
 				switch v {
+				case 4: // counters the narrow columns cannot hold are cut to their largest values
+					want := []string{"10 1", "5000000000 3000000000"}
+					if d == mysqlDialect {
+						want[1] = "4294967295 2147483647"
+					}
+					if got := queryStrings(t, db, "SELECT CONCAT(stock, ' ', version) FROM products ORDER BY id"); !slices.Equal(got, want) {
+						t.Fatalf("stock and version after undoing 4: %q, want %q", got, want)
+					}
 				case 3: // orders keep their ids
 					if got := queryStrings(t, db, "SELECT CAST(id AS CHAR) FROM orders"); !slices.Equal(got, []string{"2"}) {
 						t.Fatalf("orders after undoing 3: %v", got)
@@ -451,12 +469,12 @@ func TestMigrateDown_RestoresEachVersion(t *testing.T) {
 				t.Fatalf("undoing past version 0: %v", err)
 			}
 			res, err := Migrate(ctx, cfg)
-			if err != nil || !slices.Equal(versions(res.Steps), span(1, 3)) {
+			if err != nil || !slices.Equal(versions(res.Steps), span(1, lastVersion)) {
 				t.Fatalf("migrating up again: %+v, %v", res, err)
 			}
-			res, err = MigrateDown(ctx, cfg, 3)
-			if err != nil || !slices.Equal(versions(res.Steps), []int{3, 2, 1}) {
-				t.Fatalf("undoing all three at once: %+v, %v", res, err)
+			res, err = MigrateDown(ctx, cfg, lastVersion)
+			if err != nil || !slices.Equal(versions(res.Steps), []int{4, 3, 2, 1}) {
+				t.Fatalf("undoing all at once: %+v, %v", res, err)
 			}
 			wantStatus(t, cfg, 0)
 		})
@@ -466,9 +484,43 @@ func TestMigrateDown_RestoresEachVersion(t *testing.T) {
 func wantStatus(tb testing.TB, cfg Config, version int) {
 	tb.Helper()
 	st, err := ReadMigrationStatus(context.Background(), cfg)
-	if err != nil || st.Version != version || st.Dirty || st.Legacy || st.Latest != 3 || len(st.Pending) != 3-version ||
+	if err != nil || st.Version != version || st.Dirty || st.Legacy || st.Latest != lastVersion || len(st.Pending) != lastVersion-version ||
 		len(st.Pending) > 0 && st.Pending[0].Version != version+1 {
 		tb.Fatalf("status: %+v, %v; want version %d, clean", st, err, version)
+	}
+}
+
+// TestMigrate4_WidensOnlyTheProductCounters compares the schema before and
+// after migration 4: on MySQL, products.stock and products.version change
+// from INT to BIGINT and nothing else changes (NOT NULL, defaults, the
+// column order, the CHECK constraints and every other table stay as they
+// were); on SQLite, whose integers are already 64-bit, nothing changes.
+func TestMigrate4_WidensOnlyTheProductCounters(t *testing.T) {
+	// MariaDB shows display widths (int(10) unsigned, bigint(20)); MySQL 8
+	// does not. The widths say nothing about what a column holds.
+	widths := regexp.MustCompile("(?m)^(  `(?:stock|version)` (?:big)?int)\\(\\d+\\)")
+	for _, backend := range testenv.Backends() {
+		t.Run(backend, func(t *testing.T) {
+			_, tgt, db := freshDatabase(t, backend)
+			migrateTo(t, tgt, 3)
+			before := schemaDump(t, db, tgt.dialect)
+			migrateTo(t, tgt, 4)
+			after := widths.ReplaceAllString(schemaDump(t, db, tgt.dialect), "$1")
+			want := before
+			if tgt.dialect == mysqlDialect {
+				want = widths.ReplaceAllString(want, "$1")
+				for _, col := range []string{"stock", "version"} {
+					old := "  `" + col + "` int "
+					if strings.Count(want, old) != 1 {
+						t.Fatalf("the schema at 3 has no INT %s column:\n%s", col, before)
+					}
+					want = strings.Replace(want, old, "  `"+col+"` bigint ", 1)
+				}
+			}
+			if after != want {
+				t.Fatalf("schema after migration 4:\n%s\nwant:\n%s", after, want)
+			}
+		})
 	}
 }
 
@@ -638,7 +690,8 @@ func TestDB_Ping(t *testing.T) {
 				version int
 				dirty   bool
 				ready   bool
-			}{{3, false, true}, {4, false, true}, {4, true, true}, {3, true, false}, {2, false, false}, {0, false, false}} {
+			}{{lastVersion, false, true}, {lastVersion + 1, false, true}, {lastVersion + 1, true, true},
+				{lastVersion, true, false}, {lastVersion - 1, false, false}, {0, false, false}} {
 				if _, err := raw.ExecContext(ctx, "UPDATE "+versionTable+" SET version = ?, dirty = ?", c.version, c.dirty); err != nil {
 					t.Fatal(err)
 				}
@@ -647,15 +700,15 @@ func TestDB_Ping(t *testing.T) {
 					t.Errorf("version %d dirty=%v: Ping says %v, want ready=%v", c.version, c.dirty, err, c.ready)
 				}
 			}
-			if _, err := raw.ExecContext(ctx, "UPDATE "+versionTable+" SET version = 3, dirty = ?", true); err != nil {
+			if _, err := raw.ExecContext(ctx, "UPDATE "+versionTable+" SET version = ?, dirty = ?", lastVersion, true); err != nil {
 				t.Fatal(err)
 			}
 			_, err = Open(ctx, cfg)
 			var dirty *DirtyError
-			if !errors.As(err, &dirty) || dirty.Version != 3 {
+			if !errors.As(err, &dirty) || dirty.Version != lastVersion {
 				t.Fatalf("Open on a dirty schema: %v", err)
 			}
-			if st, err := ReadMigrationStatus(ctx, cfg); err != nil || !st.Dirty || st.Version != 3 {
+			if st, err := ReadMigrationStatus(ctx, cfg); err != nil || !st.Dirty || st.Version != lastVersion {
 				t.Fatalf("status of a dirty schema: %+v, %v", st, err)
 			}
 		})
@@ -670,16 +723,16 @@ func TestForceMigrationVersion(t *testing.T) {
 	for _, backend := range testenv.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			cfg, tgt, db := freshDatabase(t, backend)
-			legacyMigrate(t, db, tgt.dialect, 3)
+			legacyMigrate(t, db, tgt.dialect, legacyLast)
 			if _, err := Migrate(ctx, cfg); err != nil {
 				t.Fatal(err)
 			}
-			for _, v := range []int{-1, 4} {
+			for _, v := range []int{-1, lastVersion + 1} {
 				if err := ForceMigrationVersion(ctx, cfg, v); apiperf.ErrorCode(err) != apiperf.EINVALID {
 					t.Errorf("force %d: %v", v, err)
 				}
 			}
-			for _, n := range []int{0, -1, 4} {
+			for _, n := range []int{0, -1, lastVersion + 1} {
 				if _, err := MigrateDown(ctx, cfg, n); apiperf.ErrorCode(err) != apiperf.EINVALID {
 					t.Errorf("down %d: %v", n, err)
 				}
@@ -693,10 +746,10 @@ func TestForceMigrationVersion(t *testing.T) {
 			if st, err := ReadMigrationStatus(ctx, cfg); err != nil || st.Version != 0 || st.Legacy {
 				t.Fatalf("status after forcing 0: %+v, %v", st, err)
 			}
-			if err := ForceMigrationVersion(ctx, cfg, 3); err != nil {
+			if err := ForceMigrationVersion(ctx, cfg, lastVersion); err != nil {
 				t.Fatal(err)
 			}
-			wantState(t, db, 3, false)
+			wantState(t, db, lastVersion, false)
 		})
 	}
 }
@@ -735,8 +788,8 @@ func TestMigrate_WaitsForTheLock(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		res, err := Migrate(ctx, cfg)
-		if err == nil && len(res.Steps) != 3 {
-			err = fmt.Errorf("applied %v, want all three", res.Steps)
+		if err == nil && len(res.Steps) != lastVersion {
+			err = fmt.Errorf("applied %v, want all %d", res.Steps, lastVersion)
 		}
 		done <- err
 	}()
@@ -752,7 +805,7 @@ func TestMigrate_WaitsForTheLock(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	wantState(t, db, 3, false)
+	wantState(t, db, lastVersion, false)
 }
 
 // TestOpen_SchemaAhead starts this build on a schema a newer release
@@ -764,22 +817,22 @@ func TestOpen_SchemaAhead(t *testing.T) {
 	for _, backend := range testenv.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			cfg, tgt, raw := freshDatabase(t, backend)
-			migrateTo(t, tgt, 3)
+			migrateTo(t, tgt, lastVersion)
 			for _, dirty := range []bool{false, true} {
-				if _, err := raw.ExecContext(ctx, "UPDATE "+versionTable+" SET version = 4, dirty = ?", dirty); err != nil {
+				if _, err := raw.ExecContext(ctx, "UPDATE "+versionTable+" SET version = ?, dirty = ?", lastVersion+1, dirty); err != nil {
 					t.Fatal(err)
 				}
 				db, err := Open(ctx, cfg)
 				if err != nil {
-					t.Fatalf("Open on version 4, dirty=%v: %v", dirty, err)
+					t.Fatalf("Open on version %d, dirty=%v: %v", lastVersion+1, dirty, err)
 				}
 				err = db.Ping(ctx)
 				db.Close()
 				if err != nil {
-					t.Fatalf("Ping on version 4, dirty=%v: %v", dirty, err)
+					t.Fatalf("Ping on version %d, dirty=%v: %v", lastVersion+1, dirty, err)
 				}
 				if res, err := Migrate(ctx, cfg); err != nil || len(res.Steps) > 0 {
-					t.Fatalf("Migrate on version 4, dirty=%v: %+v, %v", dirty, res, err)
+					t.Fatalf("Migrate on version %d, dirty=%v: %+v, %v", lastVersion+1, dirty, res, err)
 				}
 			}
 		})

@@ -1,0 +1,1 @@
+-- Nothing to undo and nothing lost: migration 4 changed nothing on SQLite.

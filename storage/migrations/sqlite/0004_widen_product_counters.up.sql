@@ -1,0 +1,3 @@
+-- Nothing to change: SQLite stores every INTEGER in up to 64 bits, so
+-- products.stock and products.version already hold what MySQL's migration 4
+-- widens its columns to. The file keeps both dialects' versions in step.

@@ -5,6 +5,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -21,6 +22,10 @@ import (
 
 	apiperf "github.com/api-perf/api-perf"
 )
+
+// defaultMaxIdleTime is how long the serving pool keeps a connection
+// nobody uses, unless the server ends idle sessions sooner.
+const defaultMaxIdleTime = 5 * time.Minute
 
 // Config says which database to open and how to size its pool.
 type Config struct {
@@ -63,8 +68,16 @@ var (
 )
 
 // Open connects, applies pending migrations under a database lock (see
-// Migrate), and prepares every statement.
-func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
+// Migrate), and prepares every statement. On MySQL it first asks the
+// server how to end transactions a vanished client leaves open (see
+// idleSessionLimit), which costs one connection of its own.
+func Open(ctx context.Context, cfg Config) (*DB, error) {
+	return open(ctx, cfg, endsIdleTransactions)
+}
+
+// open is Open with the question to the server as a parameter, so that
+// tests can take MySQL's path on MariaDB.
+func open(ctx context.Context, cfg Config, native func(ctx context.Context, dsn string) (bool, error)) (_ *DB, err error) {
 	defer apiperf.Wrap(&err, "storage.Open")
 	t, err := resolve(cfg)
 	if err != nil {
@@ -74,7 +87,26 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 	if d.timeout <= 0 {
 		d.timeout = 5 * time.Second
 	}
-	if d.db, err = sql.Open(t.dialect.name, t.dsn); err != nil {
+	// Only the serving pool gets the session limit: the migration pool
+	// holds golang-migrate's lock on a session that sits idle while other
+	// statements run, and must keep it for as long as a migration takes.
+	session := sessionSettings{dsn: t.dsn}
+	if t.dialect == mysqlDialect {
+		var hasIdleTx bool
+		err := retryUnavailable(ctx, func() (err error) {
+			pctx, cancel := context.WithTimeout(ctx, d.timeout)
+			defer cancel()
+			hasIdleTx, err = native(pctx, t.dsn)
+			return mapError(err)
+		})
+		if err != nil {
+			return nil, err
+		}
+		if session, err = boundIdleSessions(t.dsn, hasIdleTx, idleSessionLimit(d.timeout)); err != nil {
+			return nil, err
+		}
+	}
+	if d.db, err = sql.Open(t.dialect.name, session.dsn); err != nil {
 		return nil, err
 	}
 	maxOpen := cfg.MaxOpenConns
@@ -100,7 +132,7 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 	d.db.SetMaxOpenConns(maxOpen)
 	d.db.SetMaxIdleConns(maxIdle)
 	d.db.SetConnMaxLifetime(30 * time.Minute)
-	d.db.SetConnMaxIdleTime(5 * time.Minute)
+	d.db.SetConnMaxIdleTime(cmp.Or(session.maxIdleTime, defaultMaxIdleTime))
 
 	if !cfg.SkipMigrations {
 		if err := d.migrate(ctx, t); err != nil {

@@ -337,7 +337,7 @@ func TestProductStore_VersionPastTheColumn(t *testing.T) {
 }
 
 // migrations is how many migrations each dialect has.
-const migrations = 4
+const migrations = 5
 
 // TestMigrate_Concurrent starts five pools at once on one new database; the
 // migrations must apply exactly once.

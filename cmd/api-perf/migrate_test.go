@@ -48,16 +48,17 @@ func TestRun_Migrate(t *testing.T) {
 
 			want([]string{"status"}, "database: "+backend+"\nversion:  0\nstate:    clean\n"+
 				"pending:  1 init\n          2 idempotency_records\n          3 orders_drop_idempotency_key\n"+
-				"          4 widen_product_counters\n")
+				"          4 widen_product_counters\n          5 replication_heartbeat\n")
 			want(nil, "applied 1 init\napplied 2 idempotency_records\napplied 3 orders_drop_idempotency_key\n"+
-				"applied 4 widen_product_counters\n"+backend+" schema at version 4, nothing pending\n")
-			want([]string{"up"}, backend+" schema at version 4, nothing pending\n")
-			want([]string{"down", "3"}, "undid 4 widen_product_counters\nundid 3 orders_drop_idempotency_key\n"+
-				"undid 2 idempotency_records\n"+backend+" schema at version 1, 3 pending\n")
+				"applied 4 widen_product_counters\napplied 5 replication_heartbeat\n"+backend+" schema at version 5, nothing pending\n")
+			want([]string{"up"}, backend+" schema at version 5, nothing pending\n")
+			want([]string{"down", "4"}, "undid 5 replication_heartbeat\nundid 4 widen_product_counters\nundid 3 orders_drop_idempotency_key\n"+
+				"undid 2 idempotency_records\n"+backend+" schema at version 1, 4 pending\n")
 			want([]string{"status"}, "database: "+backend+"\nversion:  1\nstate:    clean\n"+
-				"pending:  2 idempotency_records\n          3 orders_drop_idempotency_key\n          4 widen_product_counters\n")
+				"pending:  2 idempotency_records\n          3 orders_drop_idempotency_key\n          4 widen_product_counters\n"+
+				"          5 replication_heartbeat\n")
 			want([]string{"up"}, "applied 2 idempotency_records\napplied 3 orders_drop_idempotency_key\n"+
-				"applied 4 widen_product_counters\n"+backend+" schema at version 4, nothing pending\n")
+				"applied 4 widen_product_counters\napplied 5 replication_heartbeat\n"+backend+" schema at version 5, nothing pending\n")
 
 			for _, c := range []struct {
 				args []string
@@ -67,10 +68,10 @@ func TestRun_Migrate(t *testing.T) {
 				{[]string{"down", "1", "2"}, "migrate down needs one number"},
 				{[]string{"down", "x"}, `"x" is not a positive number`},
 				{[]string{"down", "0"}, `"0" is not a positive number`},
-				{[]string{"down", "5"}, "cannot undo 5 migrations: the schema is at version 4"},
+				{[]string{"down", "6"}, "cannot undo 6 migrations: the schema is at version 5"},
 				{[]string{"force"}, "migrate force needs one number"},
 				{[]string{"force", "-1"}, `"-1" is not a version`},
-				{[]string{"force", "5"}, "cannot force version 5"},
+				{[]string{"force", "6"}, "cannot force version 6"},
 				{[]string{"status", "now"}, "migrate status takes no arguments"},
 				{[]string{"sideways"}, `unknown migrate command "sideways"`},
 			} {
@@ -83,7 +84,7 @@ func TestRun_Migrate(t *testing.T) {
 				t.Fatal(err)
 			}
 			out, err := migrate("status")
-			if !strings.Contains(out, "state:    dirty: the step to version 4 stopped part-way") {
+			if !strings.Contains(out, "state:    dirty: the step to version 5 stopped part-way") {
 				t.Errorf("status of a dirty schema:\n%s", out)
 			}
 			for name, err := range map[string]error{
@@ -91,12 +92,12 @@ func TestRun_Migrate(t *testing.T) {
 				"up":     func() error { _, err := migrate("up"); return err }(),
 				"serve":  run(context.Background(), []string{"serve"}, env(vars), &bytes.Buffer{}, &bytes.Buffer{}, nil),
 			} {
-				if err == nil || !strings.Contains(err.Error(), "dirty at version 4") ||
+				if err == nil || !strings.Contains(err.Error(), "dirty at version 5") ||
 					!strings.Contains(err.Error(), "'api-perf migrate force <version>'") {
 					t.Errorf("%s on a dirty schema: %v; want the state and what to do", name, err)
 				}
 			}
-			want([]string{"force", "4"}, "forced version 4, clean\n"+backend+" schema at version 4, nothing pending\n")
+			want([]string{"force", "5"}, "forced version 5, clean\n"+backend+" schema at version 5, nothing pending\n")
 		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/prometheus/client_golang/prometheus"
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
 
 	apiperf "github.com/api-perf/api-perf"
@@ -40,6 +42,21 @@ type Config struct {
 	QueryTimeout time.Duration
 	// SkipMigrations leaves the schema alone (the caller ran them already).
 	SkipMigrations bool
+
+	// ReadDSNs are replicas of MySQLDSN (MYSQL_READ_DSN). List reads go to
+	// one of them while it is within MaxReplicaLag; see replicas.go.
+	ReadDSNs []string
+	// MaxReplicaLag is how far behind a replica may be and still be read;
+	// zero means 1s.
+	MaxReplicaLag time.Duration
+	// ReplicaTimeout bounds one read or check on a replica before the read
+	// goes elsewhere; zero means 500ms.
+	ReplicaTimeout time.Duration
+	// Registerer receives the read metrics (apiperf_db_*); nil registers
+	// nothing.
+	Registerer prometheus.Registerer
+	// Logger hears the replicas' changes of state; nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // DB is an open database with its prepared statements. It implements
@@ -57,6 +74,9 @@ type DB struct {
 	writers chan struct{}
 	// latest is the last migration this build knows: Ping's bar.
 	latest int
+	// replicas route list reads; nil without MYSQL_READ_DSN.
+	replicas *replicaSet
+	metrics  *metrics
 	// Path is the SQLite file in the embedded default, empty for MySQL.
 	Path string
 }
@@ -83,6 +103,9 @@ func open(ctx context.Context, cfg Config, native func(ctx context.Context, dsn 
 	if err != nil {
 		return nil, err
 	}
+	if len(cfg.ReadDSNs) > 0 && t.dialect != mysqlDialect {
+		return nil, errors.New("MYSQL_READ_DSN: read replicas need MYSQL_DSN (the embedded SQLite database has none)")
+	}
 	d := &DB{timeout: cfg.QueryTimeout, dialect: t.dialect, Path: t.path, latest: latest(t.dialect.migrations())}
 	if d.timeout <= 0 {
 		d.timeout = 5 * time.Second
@@ -106,7 +129,16 @@ func open(ctx context.Context, cfg Config, native func(ctx context.Context, dsn 
 			return nil, err
 		}
 	}
+	if d.metrics, err = newMetrics(cfg.Registerer, len(cfg.ReadDSNs) > 0); err != nil {
+		return nil, err
+	}
+	if len(cfg.ReadDSNs) > 0 {
+		if d.replicas, err = openReplicas(cfg, t.dsn, d.metrics); err != nil {
+			return nil, err
+		}
+	}
 	if d.db, err = sql.Open(t.dialect.name, session.dsn); err != nil {
+		d.closeReplicas()
 		return nil, err
 	}
 	maxOpen := cfg.MaxOpenConns
@@ -136,16 +168,30 @@ func open(ctx context.Context, cfg Config, native func(ctx context.Context, dsn 
 
 	if !cfg.SkipMigrations {
 		if err := d.migrate(ctx, t); err != nil {
+			d.closeReplicas()
 			d.db.Close()
 			return nil, err
 		}
 	}
 	if err := d.prepare(ctx); err != nil {
 		d.stmts.close()
+		d.closeReplicas()
 		d.db.Close()
 		return nil, err
 	}
+	if d.replicas != nil {
+		// Replicas answer or not in the background: one that is down at
+		// start-up costs its reads, never the start.
+		d.replicas.size(maxOpen, maxIdle)
+		d.replicas.start()
+	}
 	return d, nil
+}
+
+func (d *DB) closeReplicas() {
+	if d.replicas != nil {
+		d.replicas.close()
+	}
 }
 
 // migrate applies the pending migrations, unless the schema already holds
@@ -181,7 +227,7 @@ type target struct {
 // resolve checks cfg's DSN, or creates DATA_DIR for the SQLite file.
 func resolve(cfg Config) (target, error) {
 	if cfg.MySQLDSN != "" {
-		dsn, err := mysqlDSN(cfg.MySQLDSN)
+		dsn, err := normalizeDSN("MYSQL_DSN", cfg.MySQLDSN)
 		return target{dialect: mysqlDialect, dsn: dsn}, err
 	}
 	dir := cfg.DataDir
@@ -219,17 +265,17 @@ func retryUnavailable(ctx context.Context, fn func() error) error {
 	}
 }
 
-// mysqlDSN parses dsn and sets what the stores rely on: times parsed as UTC,
+// normalizeDSN parses dsn (the value of the variable name) and sets what the stores rely on: times parsed as UTC,
 // the session clock in UTC, a bounded dial, and affected-row counts that
 // count changed rows only (an idempotency upsert that finds its key taken
 // must report 0, not 1). Reads and writes need no
 // socket deadlines of their own: every call carries a context deadline,
 // which the driver enforces by closing the connection, and per-read
 // deadlines would cost timer updates on every packet.
-func mysqlDSN(dsn string) (string, error) {
+func normalizeDSN(name, dsn string) (string, error) {
 	c, err := mysql.ParseDSN(dsn)
 	if err != nil {
-		return "", fmt.Errorf("MYSQL_DSN: %w", err)
+		return "", fmt.Errorf("%s: %w", name, err)
 	}
 	c.ParseTime = true
 	c.Loc = time.UTC
@@ -283,8 +329,9 @@ func (d *DB) Ping(ctx context.Context) error {
 	return apiperf.Errorf(apiperf.EUNAVAILABLE, "schema at version %d, want %d", st.version, d.latest)
 }
 
-// Close closes the statements and the pool.
+// Close stops the replicas' checks and closes the statements and the pools.
 func (d *DB) Close() error {
+	d.closeReplicas()
 	d.stmts.close()
 	return d.db.Close()
 }

@@ -12,10 +12,12 @@ func errOrderNotFound(id int64) error {
 	return apiperf.Errorf(apiperf.ENOTFOUND, "order %d does not exist", id)
 }
 
-// Order returns one order.
+// Order returns one order, read on the primary: a client that placed an
+// order and follows its Location must find it.
 func (d *DB) Order(ctx context.Context, id int64) (_ *apiperf.Order, err error) {
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
+	d.metrics.primaryByID.Inc()
 	o := new(apiperf.Order)
 	if err := scanOrder(d.stmts.orderByID.QueryRowContext(ctx, id), o); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
@@ -27,34 +29,42 @@ func (d *DB) Order(ctx context.Context, id int64) (_ *apiperf.Order, err error) 
 	return o, nil
 }
 
-// Orders lists orders in id order, filtered by status and product.
-func (d *DB) Orders(ctx context.Context, f apiperf.OrderFilter) (_ []apiperf.Order, err error) {
+// Orders lists orders in id order, filtered by status and product, from a
+// replica within MYSQL_READ_MAX_LAG when there is one (see listRead).
+func (d *DB) Orders(ctx context.Context, f apiperf.OrderFilter) (out []apiperf.Order, err error) {
 	defer apiperf.Wrap(&err, "Orders")
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
-	var rows *sql.Rows
-	switch {
-	case f.Status != "" && f.ProductID != 0:
-		rows, err = d.stmts.ordersByBoth.QueryContext(ctx, f.ProductID, string(f.Status), f.After, f.Limit)
-	case f.Status != "":
-		rows, err = d.stmts.ordersByStatus.QueryContext(ctx, string(f.Status), f.After, f.Limit)
-	case f.ProductID != 0:
-		rows, err = d.stmts.ordersByProduct.QueryContext(ctx, f.ProductID, f.After, f.Limit)
-	default:
-		rows, err = d.stmts.ordersAfter.QueryContext(ctx, f.After, f.Limit)
-	}
+	err = d.listRead(ctx, func(ctx context.Context, st *listStatements) error {
+		var rows *sql.Rows
+		var err error
+		switch {
+		case f.Status != "" && f.ProductID != 0:
+			rows, err = st.ordersByBoth.QueryContext(ctx, f.ProductID, string(f.Status), f.After, f.Limit)
+		case f.Status != "":
+			rows, err = st.ordersByStatus.QueryContext(ctx, string(f.Status), f.After, f.Limit)
+		case f.ProductID != 0:
+			rows, err = st.ordersByProduct.QueryContext(ctx, f.ProductID, f.After, f.Limit)
+		default:
+			rows, err = st.ordersAfter.QueryContext(ctx, f.After, f.Limit)
+		}
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		out = make([]apiperf.Order, 0, f.Limit)
+		for rows.Next() {
+			out = append(out, apiperf.Order{})
+			if err := scanOrder(rows, &out[len(out)-1]); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	})
 	if err != nil {
 		return nil, mapError(err)
 	}
-	defer rows.Close()
-	out := make([]apiperf.Order, 0, f.Limit)
-	for rows.Next() {
-		out = append(out, apiperf.Order{})
-		if err := scanOrder(rows, &out[len(out)-1]); err != nil {
-			return nil, mapError(err)
-		}
-	}
-	return out, mapError(rows.Err())
+	return out, nil
 }
 
 // SetOrderStatus moves an order along its life; cancelling returns the

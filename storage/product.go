@@ -38,10 +38,13 @@ func (d *DB) CreateProduct(ctx context.Context, in apiperf.ProductInput) (p *api
 	return p, nil
 }
 
-// Product returns one product.
+// Product returns one product, always read on the primary: it fills the
+// cache and answers If-Match, so it must show every acknowledged write
+// (docs/replicas.md says why this is not a replica read).
 func (d *DB) Product(ctx context.Context, id int64) (_ *apiperf.Product, err error) {
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
+	d.metrics.primaryByID.Inc()
 	p := new(apiperf.Product)
 	if err := scanProduct(d.stmts.productByID.QueryRowContext(ctx, id), p); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
@@ -53,24 +56,31 @@ func (d *DB) Product(ctx context.Context, id int64) (_ *apiperf.Product, err err
 	return p, nil
 }
 
-// Products returns one page of products in id order.
-func (d *DB) Products(ctx context.Context, page apiperf.Page) (_ []apiperf.Product, err error) {
+// Products returns one page of products in id order, from a replica
+// within MYSQL_READ_MAX_LAG when there is one (see listRead).
+func (d *DB) Products(ctx context.Context, page apiperf.Page) (out []apiperf.Product, err error) {
 	defer apiperf.Wrap(&err, "Products")
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
-	rows, err := d.stmts.productsAfter.QueryContext(ctx, page.After, page.Limit)
+	err = d.listRead(ctx, func(ctx context.Context, st *listStatements) error {
+		rows, err := st.productsAfter.QueryContext(ctx, page.After, page.Limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		out = make([]apiperf.Product, 0, page.Limit)
+		for rows.Next() {
+			out = append(out, apiperf.Product{})
+			if err := scanProduct(rows, &out[len(out)-1]); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	})
 	if err != nil {
 		return nil, mapError(err)
 	}
-	defer rows.Close()
-	out := make([]apiperf.Product, 0, page.Limit)
-	for rows.Next() {
-		out = append(out, apiperf.Product{})
-		if err := scanProduct(rows, &out[len(out)-1]); err != nil {
-			return nil, mapError(err)
-		}
-	}
-	return out, mapError(rows.Err())
+	return out, nil
 }
 
 // UpdateProduct writes the fields patch sets in one statement, so columns

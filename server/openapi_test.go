@@ -504,6 +504,27 @@ func TestOpenAPI_ResponsesMatchDocument_AuthAndLimits(t *testing.T) {
 	if r := startServer(t, db, down).do(t, "GET", "/readyz", ""); r.Status != 503 {
 		t.Errorf("/readyz with a failing check: %d", r.Status)
 	}
+
+	// An optional check (read replicas) that fails leaves the service
+	// ready, degraded; a required one still makes it unavailable.
+	lagging := server.Check{Name: "replicas", Optional: true, Pinger: pingerFunc(func(context.Context) error { return errors.New("lagging") })}
+	for _, c := range []struct {
+		required    apiperf.Pinger
+		status      int
+		overall, db string
+	}{
+		{db, 200, "degraded", "ok"},
+		{pingerFunc(func(context.Context) error { return errors.New("down") }), 503, "unavailable", "unavailable"},
+	} {
+		cfg := docConfig()
+		cfg.Ready = []server.Check{{Name: "database", Pinger: c.required}, lagging}
+		r := startServer(t, db, cfg).do(t, "GET", "/readyz", "")
+		body := r.JSON(t)
+		checks, _ := body["checks"].(map[string]any)
+		if r.Status != c.status || body["status"] != c.overall || checks["database"] != c.db || checks["replicas"] != "degraded" {
+			t.Errorf("/readyz with replicas lagging and the database %s: %d %v, want %d", c.db, r.Status, body, c.status)
+		}
+	}
 }
 
 // TestOpenAPI_ValidationMatchesSchema sends values at and beyond each limit

@@ -27,6 +27,10 @@ import (
 type Check struct {
 	Name string
 	apiperf.Pinger
+	// Optional marks a dependency the service answers without, worse: when
+	// its Ping fails, /readyz still answers 200, with the check and the
+	// status "degraded" (read replicas: lists go to the primary).
+	Optional bool
 }
 
 // Config is everything the server needs; cmd builds it.

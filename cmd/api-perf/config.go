@@ -37,6 +37,9 @@ type config struct {
 	DBMaxOpenConns    int
 	DBMaxIdleConns    int
 	DBQueryTimeout    time.Duration
+	ReplicaDSNs       []string
+	ReplicaMaxLag     time.Duration
+	ReplicaTimeout    time.Duration
 	ShutdownTimeout   time.Duration
 	ReadTimeout       time.Duration
 	WriteTimeout      time.Duration
@@ -93,6 +96,20 @@ var settings = []setting{
 		integer(0, 10_000, func(c *config) *int { return &c.DBMaxIdleConns })},
 	{"DB_QUERY_TIMEOUT", "5s", "Deadline of every store call; past it the request gets a 503.",
 		duration(func(c *config) *time.Duration { return &c.DBQueryTimeout })},
+	{"MYSQL_READ_DSN", "", "Comma-separated DSNs of read replicas of `MYSQL_DSN` (RDS read replicas, Aurora readers); list reads go to one within `MYSQL_READ_MAX_LAG`, everything else to the primary. Empty reads everything from the primary.",
+		func(c *config, v string) error {
+			for _, dsn := range splitList(v) {
+				if !strings.Contains(dsn, "/") {
+					return fmt.Errorf("%q must look like user:password@tcp(host:3306)/database", redactDSN(dsn))
+				}
+				c.ReplicaDSNs = append(c.ReplicaDSNs, dsn)
+			}
+			return nil
+		}},
+	{"MYSQL_READ_MAX_LAG", "1s", "A replica further behind the primary than this (replication heartbeat, measured in the background) takes no list reads; lists never miss a write acknowledged longer ago.",
+		duration(func(c *config) *time.Duration { return &c.ReplicaMaxLag })},
+	{"MYSQL_READ_TIMEOUT", "500ms", "Deadline of one list read or health check on a replica; past it the read runs on another replica or the primary, and the replica is skipped until it answers again.",
+		duration(func(c *config) *time.Duration { return &c.ReplicaTimeout })},
 	{"REDIS_URL", "", "`redis://[user:pw@]host:port[/db]`, `rediss://` for TLS or `unix://`; empty caches and rate-limits in process.",
 		func(c *config, v string) error {
 			if v != "" && !strings.HasPrefix(v, "redis://") && !strings.HasPrefix(v, "rediss://") && !strings.HasPrefix(v, "unix://") {
@@ -212,6 +229,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.LambdaRuntimeAPI != "" && getenv("REDIS_CLIENT_CACHE") == "" {
 		c.RedisClientCache = false
 	}
+	if len(c.ReplicaDSNs) > 0 && c.MySQLDSN == "" {
+		errs = append(errs, "MYSQL_READ_DSN: read replicas need MYSQL_DSN (the embedded SQLite database has none)")
+	}
 	if c.DBMaxOpenConns == 0 && c.MySQLDSN != "" {
 		c.DBMaxOpenConns = 8 * runtime.GOMAXPROCS(0)
 	}
@@ -299,6 +319,18 @@ func policy(name string, field func(*config) *apiperf.RatePolicy) func(*config, 
 		*field(c) = p
 		return nil
 	}
+}
+
+// redactDSN hides the password of a DSN quoted in an error message.
+func redactDSN(dsn string) string {
+	at := strings.LastIndex(dsn, "@")
+	if at < 0 {
+		return dsn
+	}
+	if colon := strings.Index(dsn[:at], ":"); colon >= 0 {
+		return dsn[:colon+1] + "***" + dsn[at:]
+	}
+	return dsn
 }
 
 func splitList(s string) []string {

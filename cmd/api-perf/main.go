@@ -108,10 +108,14 @@ func storageConfig(cfg config) storage.Config {
 	}
 }
 
-// openDB opens the store, migrating first; a dirty schema stops start-up
-// with what to do about it.
-func openDB(ctx context.Context, cfg config) (*storage.DB, error) {
-	db, err := storage.Open(ctx, storageConfig(cfg))
+// openDB opens the store, migrating first, with the read replicas when
+// MYSQL_READ_DSN names some; a dirty schema stops start-up with what to do
+// about it.
+func openDB(ctx context.Context, cfg config, logger *slog.Logger, reg prometheus.Registerer) (*storage.DB, error) {
+	scfg := storageConfig(cfg)
+	scfg.ReadDSNs, scfg.MaxReplicaLag, scfg.ReplicaTimeout = cfg.ReplicaDSNs, cfg.ReplicaMaxLag, cfg.ReplicaTimeout
+	scfg.Logger, scfg.Registerer = logger, reg
+	db, err := storage.Open(ctx, scfg)
 	return db, explainMigration(err)
 }
 
@@ -123,15 +127,18 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 		logger.Info("using the embedded default: SQLite under DATA_DIR; set MYSQL_DSN and REDIS_URL for MySQL and Redis",
 			"data_dir", cfg.DataDir)
 	}
-	db, err := openDB(ctx, cfg)
+	reg := prometheus.NewRegistry()
+	db, err := openDB(ctx, cfg, logger, reg)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewDBStatsCollector(db.SQL(), "apiperf"), newBuildInfoMetric(buildVersion()))
+	for name, pool := range db.ReplicaPools() {
+		reg.MustRegister(collectors.NewDBStatsCollector(pool, "apiperf-replica-"+name))
+	}
 	metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 
 	be, err := openBackends(ctx, cfg, logger, reg)
@@ -151,7 +158,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 		Limiter:        be.limiter,
 		ReadLimit:      cfg.ReadPolicy,
 		WriteLimit:     cfg.WritePolicy,
-		Ready:          append([]server.Check{{Name: "database", Pinger: db}}, be.checks...),
+		Ready:          readinessChecks(db, be),
 		APIKeys:        cfg.APIKeys,
 		TrustedProxies: cfg.TrustedProxies,
 		AccessLog:      cfg.AccessLog,
@@ -198,7 +205,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 		go func() { errc <- msrv.Serve(mln) }()
 	}
 	logger.Info("listening", "version", buildVersion().Version, "http_addr", ln.Addr().String(), "metrics_addr", metricsAddr,
-		"database", db.Dialect(), "redis", cfg.RedisURL != "", "redis_client_cache", be.clientCache,
+		"database", db.Dialect(), "read_replicas", len(cfg.ReplicaDSNs), "redis", cfg.RedisURL != "", "redis_client_cache", be.clientCache,
 		"startup_ms", time.Since(start).Milliseconds())
 	if onListen != nil {
 		onListen(ln.Addr().String(), metricsAddr)
@@ -228,6 +235,17 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// readinessChecks are the database, the backends' (Redis), and the read
+// replicas, which only degrade readiness: without a fit replica, lists are
+// read on the primary.
+func readinessChecks(db *storage.DB, be *backends) []server.Check {
+	checks := append([]server.Check{{Name: "database", Pinger: db}}, be.checks...)
+	if r := db.Replicas(); r != nil {
+		checks = append(checks, server.Check{Name: "replicas", Pinger: r, Optional: true})
+	}
+	return checks
 }
 
 // purgeIdempotencyRecords deletes expired idempotency records once an hour.

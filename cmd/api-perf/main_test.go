@@ -58,6 +58,9 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		"MYSQL_DSN":          "nonsense",
 		"SHUTDOWN_TIMEOUT":   "0s",
 		"HTTP_READ_TIMEOUT":  "fast",
+		"MYSQL_READ_DSN":     "replica.internal:3306",
+		"MYSQL_READ_MAX_LAG": "0s",
+		"MYSQL_READ_TIMEOUT": "soon",
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := loadConfig(env(map[string]string{name: value}))
@@ -70,7 +73,20 @@ func TestLoadConfig_Invalid(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "CACHE_TTL") || !strings.Contains(err.Error(), "LOG_LEVEL") {
 		t.Fatalf("every bad variable is reported at once: %v", err)
 	}
-	c, err := loadConfig(env(map[string]string{"RATE_LIMIT_READ": "off", "TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1", "HTTP_WRITE_TIMEOUT": "0"}))
+	// Replicas need the primary, and a bad DSN's password stays out of the message.
+	_, err = loadConfig(env(map[string]string{"MYSQL_READ_DSN": "api:pw@tcp(r:3306)/apiperf"}))
+	if err == nil || !strings.Contains(err.Error(), "MYSQL_READ_DSN: read replicas need MYSQL_DSN") {
+		t.Fatalf("MYSQL_READ_DSN without MYSQL_DSN: %v", err)
+	}
+	_, err = loadConfig(env(map[string]string{"MYSQL_DSN": "u@tcp(p:3306)/db", "MYSQL_READ_DSN": "u@tcp(r:3306)/db,api:s3cret@replica"}))
+	if err == nil || !strings.Contains(err.Error(), "MYSQL_READ_DSN: ") || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("a malformed second replica DSN: %v", err)
+	}
+	c, err := loadConfig(env(map[string]string{"MYSQL_DSN": "u@tcp(p:3306)/db", "MYSQL_READ_DSN": " u@tcp(r1:3306)/db , u@tcp(r2:3306)/db "}))
+	if err != nil || len(c.ReplicaDSNs) != 2 || c.ReplicaDSNs[1] != "u@tcp(r2:3306)/db" || c.ReplicaMaxLag != time.Second || c.ReplicaTimeout != 500*time.Millisecond {
+		t.Fatalf("two replicas and the defaults: %+v %v", c, err)
+	}
+	c, err = loadConfig(env(map[string]string{"RATE_LIMIT_READ": "off", "TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1", "HTTP_WRITE_TIMEOUT": "0"}))
 	if err != nil || c.ReadPolicy != (apiperf.RatePolicy{}) || len(c.TrustedProxies) != 2 || c.WriteTimeout >= 0 || c.ReadTimeout != 10*time.Second {
 		t.Fatalf("%+v %v", c, err)
 	}

@@ -12,7 +12,7 @@ const samTemplatePath = "../../template.yaml"
 
 // secretSettings hold credentials: their template parameters are NoEcho,
 // so CloudFormation never shows their values.
-var secretSettings = map[string]bool{"MYSQL_DSN": true, "REDIS_URL": true, "API_KEYS": true}
+var secretSettings = map[string]bool{"MYSQL_DSN": true, "MYSQL_READ_DSN": true, "REDIS_URL": true, "API_KEYS": true}
 
 // templateParameter is the SAM template's parameter for a setting:
 // MYSQL_DSN becomes MysqlDsn. scripts/sam-deploy.sh maps Parameter Store

@@ -187,14 +187,20 @@ func TestDashboard_QueriesMatchScrape(t *testing.T) {
 	if len(queries) < 20 {
 		t.Fatalf("only %d queries found in %s; the reader no longer understands the file", len(queries), dashboardPath)
 	}
+	// The read-replica panels need a replica: the program runs on the
+	// shared private primary and replica.
+	pair := testenv.SharedReplicaPair(t)
+	primary, replica := pair.Database(t)
 	base, _ := startRun(t, map[string]string{
-		"MYSQL_DSN":       testenv.MySQLDSN(t),
+		"MYSQL_DSN":       primary,
+		"MYSQL_READ_DSN":  replica,
 		"REDIS_URL":       "redis://" + testenv.RedisAddr(),
 		"RATE_LIMIT_READ": "1000/1s,burst=1000",
 	})
 	call(t, "POST", base+"/products", `{"name":"d","price":1}`)
 	call(t, "GET", base+"/products/1", "")
 	call(t, "GET", base+"/products/999", "")
+	call(t, "GET", base+"/products", "")
 	call(t, "POST", base+"/orders", `{"product_id":1,"quantity":1}`)
 	status, body := call(t, "GET", base+"/metrics", "")
 	if status != 200 {
@@ -224,7 +230,8 @@ func TestDashboard_QueriesMatchScrape(t *testing.T) {
 	for _, m := range []string{"apiperf_http_requests_total", "apiperf_http_request_duration_seconds_bucket",
 		"apiperf_cache_requests_total", "apiperf_cache_fallbacks_total", "apiperf_ratelimit_decisions_total",
 		"apiperf_ratelimit_fallbacks_total", "go_sql_wait_count_total", "go_sql_wait_duration_seconds_total",
-		"go_goroutines", "apiperf_build_info"} {
+		"go_goroutines", "apiperf_build_info", "apiperf_db_reads_total", "apiperf_db_replica_lag_seconds",
+		"apiperf_db_replica_healthy", "apiperf_db_read_fallbacks_total"} {
 		if !used[m] {
 			t.Errorf("no panel queries %s", m)
 		}

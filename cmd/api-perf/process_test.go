@@ -48,6 +48,7 @@ func buildBinary(t *testing.T) string {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	testenv.StopSharedReplicaPair()
 	if binary.dir != "" {
 		os.RemoveAll(binary.dir)
 	}

@@ -15,11 +15,13 @@ usage() {
 Usage: $(basename "$0") <command> [args]
 
 Commands:
-  dev-up          build the dev image and start api (go run), MySQL and Redis;
-                  MySQL on host port \${MYSQL_HOST_PORT:-3307}, Redis on \${REDIS_HOST_PORT:-6380}
+  dev-up          build the dev image and start api (go run), MySQL, its read replica and Redis;
+                  MySQL on host port \${MYSQL_HOST_PORT:-3307}, the replica on
+                  \${MYSQL_REPLICA_HOST_PORT:-3308}, Redis on \${REDIS_HOST_PORT:-6380}
   dev-down        stop the dev stack (volumes are kept)
   prod-up         build the prod image and start the hardened stack; needs
-                  API_KEYS, MYSQL_PASSWORD and MYSQL_ROOT_PASSWORD in the environment or .env
+                  API_KEYS, MYSQL_PASSWORD, MYSQL_ROOT_PASSWORD and MYSQL_REPLICATION_PASSWORD
+                  in the environment or .env
   prod-down       stop the prod stack (volumes are kept)
   build           build the prod image as \$API_IMAGE (now $API_IMAGE)
   logs [service]  follow the logs of the stack (all services, or one)

@@ -151,12 +151,12 @@ compose() {
 	"${COMPOSE[@]}" --env-file "$WORK/empty.env" "$@"
 }
 compose_prod_secrets() {
-	API_KEYS=check MYSQL_PASSWORD=check MYSQL_ROOT_PASSWORD=check \
+	API_KEYS=check MYSQL_PASSWORD=check MYSQL_ROOT_PASSWORD=check MYSQL_REPLICATION_PASSWORD=check \
 		compose -f docker-compose.yml -f docker-compose.prod.yml config -q
 }
 compose_prod_refuses_without_secrets() {
 	local out
-	if out=$(env -u API_KEYS -u MYSQL_PASSWORD -u MYSQL_ROOT_PASSWORD \
+	if out=$(env -u API_KEYS -u MYSQL_PASSWORD -u MYSQL_ROOT_PASSWORD -u MYSQL_REPLICATION_PASSWORD \
 		"${COMPOSE[@]}" --env-file "$WORK/empty.env" -f docker-compose.yml -f docker-compose.prod.yml config -q 2>&1); then
 		echo "the prod Compose files rendered without API_KEYS and MySQL passwords"
 		return 1

@@ -81,7 +81,24 @@ ensure_redis() {
 	return 1
 }
 
+# The read-replica tests start a private MariaDB primary and replica of their
+# own (internal/mariadbd), whatever answers on 3306: they need mariadbd and
+# mariadb-install-db (which runs my_print_defaults from the client package).
+ensure_mariadb_binaries() {
+	if { command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; } &&
+		command -v mariadb-install-db >/dev/null 2>&1 && command -v my_print_defaults >/dev/null 2>&1; then
+		return 0
+	fi
+	if have_apt; then
+		log "installing mariadb-server-core and mariadb-client-core (mariadbd, mariadb-install-db)"
+		apt_install mariadb-server-core mariadb-client-core
+		return 0
+	fi
+	log "mariadbd and mariadb-install-db are missing; the read-replica tests will fail"
+}
+
 ensure_mariadb
+ensure_mariadb_binaries
 ensure_redis
 # redis-cli is needed by the tests that start their own Redis Cluster.
 command -v redis-cli >/dev/null 2>&1 || { have_apt && apt_install redis-tools; }

@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -205,5 +206,19 @@ func TestParseFlags(t *testing.T) {
 	o, err = parseFlags([]string{"-pprof", "-pprof-scenario", "get-uncached"})
 	if err != nil || len(o.scenarios) != 1 || o.scenarios[0] != "get-uncached" {
 		t.Errorf("-pprof -pprof-scenario get-uncached: scenarios %v, err %v", o.scenarios, err)
+	}
+}
+
+// TestListPages: the list scenarios request the first page and one page
+// per 20 products after it, each with the cursor the API would hand out.
+func TestListPages(t *testing.T) {
+	ids := make([]int64, 45)
+	for i := range ids {
+		ids[i] = int64(45 - i) // seeding returns ids in any order
+	}
+	got := listPages(ids)
+	want := []string{"/products?limit=20", "/products?limit=20&cursor=MjA", "/products?limit=20&cursor=NDA"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("listPages = %v, want %v", got, want)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/api-perf/api-perf/bench"
+	"github.com/api-perf/api-perf/internal/mariadbd"
 )
 
 // harness owns everything a run starts.
@@ -34,6 +35,11 @@ type harness struct {
 	notes          []string
 	hasCacheSwitch bool
 	pprofAddrs     map[string]string // PPROF_ADDR of each api-perf instance, with -pprof
+	// pair is the private MariaDB primary and replica of the list
+	// scenarios, and pairDB their database.
+	pair   *mariadbd.Pair
+	pairDB string
+	fill   *bench.FillCost
 }
 
 // serverCPUs is where servers and ceilings run when pinning.
@@ -117,7 +123,86 @@ func (h *harness) prepare(ctx context.Context) error {
 			}
 		}
 	}
+	if need["api-perf-pair"] || need["api-perf-replica"] {
+		return h.preparePair(ctx)
+	}
 	return nil
+}
+
+// preparePair starts a private MariaDB primary with a GTID replica, migrates
+// and seeds a database on it through an api-perf reading everything from the
+// primary, starts a second one reading lists from the replica, and
+// measures what a GTID wait adds to a cache fill after a write.
+func (h *harness) preparePair(ctx context.Context) error {
+	start := time.Now()
+	pair, err := mariadbd.StartPair(ctx)
+	if err != nil {
+		return fmt.Errorf("the list scenarios need a MariaDB primary and replica: %w", err)
+	}
+	h.pair = pair
+	h.group.Add(func() error { pair.Close(); return nil })
+	h.pairDB = "apiperf_bench_pair"
+	if err := pair.CreateDatabase(ctx, h.pairDB); err != nil {
+		return err
+	}
+	if err := bench.Migrate(ctx, h.bins["api-perf"], pair.Primary.DSN(h.pairDB)); err != nil {
+		return err
+	}
+	p, err := h.start(ctx, "api-perf-pair")
+	if err != nil {
+		return err
+	}
+	ids, err := bench.SeedProducts(p.Addr, "list", listProducts, 1_000)
+	if err != nil {
+		return err
+	}
+	h.fix.listPaths = listPages(ids)
+	if err := pair.WaitReplicated(ctx, 30*time.Second); err != nil {
+		return err
+	}
+	r, err := h.start(ctx, "api-perf-replica")
+	if err != nil {
+		return err
+	}
+	if err := waitReplicaReady(ctx, r.Addr); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "started a MariaDB primary and replica, seeded %d products, in %v\n", listProducts,
+		time.Since(start).Round(time.Millisecond))
+
+	n := h.o.gtidSamples
+	if h.o.quick {
+		n = min(n, 50)
+	}
+	fill, err := bench.MeasureFillAfterWrite(ctx, pair.Primary.DSN(h.pairDB), pair.Replica.DSN(h.pairDB), ids[0], n)
+	if err != nil {
+		return fmt.Errorf("measure the cache fill after a write: %w", err)
+	}
+	h.fill = &fill
+	fmt.Fprintf(os.Stderr, "cache fill after a write, %d each: primary p50 %s p99 %s; GTID wait + replica p50 %s p99 %s (wait alone p50 %s); added %s on average\n",
+		n, fmtDur(fill.Primary.P50), fmtDur(fill.Primary.P99), fmtDur(fill.GTIDWait.P50), fmtDur(fill.GTIDWait.P99),
+		fmtDur(fill.Wait.P50), fmtDur(fill.Added))
+	return nil
+}
+
+// waitReplicaReady waits until an api-perf's /readyz reports its replica
+// fit for list reads, so that the list-replica runs measure the replica.
+func waitReplicaReady(ctx context.Context, addr string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		status, body, err := bench.Get(addr, "/readyz")
+		if err == nil && status == http.StatusOK && strings.Contains(string(body), `"replicas":"ok"`) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("api-perf-replica: /readyz says %d %s (%v) after 30s, want the replicas ok", status, body, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // seed creates the products through the API.
@@ -203,6 +288,15 @@ func (h *harness) start(ctx context.Context, name string) (*bench.Process, error
 	case "api-perf-embedded":
 		sc.MySQLDSN, sc.RedisURL, sc.DBMaxOpenConns = "", "", 0
 		sc.DataDir = filepath.Join(h.tmp, "data")
+		p, err = bench.StartServer(ctx, name, sc)
+	case "api-perf-pair", "api-perf-replica":
+		// Its own key prefix: the pair's product ids are the other
+		// database's too.
+		sc.MySQLDSN = h.pair.Primary.DSN(h.pairDB)
+		sc.Extra = append(slices.Clone(sc.Extra), "REDIS_KEY_PREFIX=apiperf:pair:")
+		if name == "api-perf-replica" {
+			sc.Extra = append(sc.Extra, "MYSQL_READ_DSN="+h.pair.Replica.DSN(h.pairDB))
+		}
 		p, err = bench.StartServer(ctx, name, sc)
 	case "static", "fixedbody", "selectbyid", "ordertx":
 		env := []string{"HTTP_ADDR=" + addr, "MYSQL_DSN=" + h.db.DSN, "DB_MAX_OPEN_CONNS=" + strconv.Itoa(h.o.dbConns)}
@@ -310,6 +404,15 @@ func (h *harness) compare(ctx context.Context) (*report, error) {
 		r.Cells = append(r.Cells, *cl)
 	}
 	r.Notes = h.notes
+	if h.fill != nil {
+		f := h.fill
+		r.FillAfterWrite = f
+		r.Notes = append(r.Notes, fmt.Sprintf("cache fill right after a write, %d samples each, MariaDB primary and replica on this machine: "+
+			"one SELECT on the primary p50 %s, p99 %s, mean %s; primary position (SELECT @@gtid_binlog_pos) + MASTER_GTID_WAIT on the replica + the SELECT there "+
+			"p50 %s, p99 %s, mean %s (the position and the wait alone: p50 %s, p99 %s); a GTID wait adds %s per fill on average",
+			f.Samples, fmtDur(f.Primary.P50), fmtDur(f.Primary.P99), fmtDur(f.Primary.Mean),
+			fmtDur(f.GTIDWait.P50), fmtDur(f.GTIDWait.P99), fmtDur(f.GTIDWait.Mean), fmtDur(f.Wait.P50), fmtDur(f.Wait.P99), fmtDur(f.Added)))
+	}
 	for _, name := range o.scenarios {
 		s := findScenario(name)
 		r.Notes = append(r.Notes, s.Name+": "+s.About)

@@ -6,9 +6,11 @@
 //	go run ./bench/cmd/compare -rounds 5 -duration 5s -conns 16,64,256
 //	go run ./bench/cmd/compare -pprof               # 10 s CPU profile of the server under GET load
 //	go run ./bench/cmd/compare -pprof -pprof-scenario get-uncached,order-create
+//	go run ./bench/cmd/compare -scenarios list-primary,list-replica   # read replicas
 //
 // It builds api-perf and the ceilings, creates a throw-away MySQL database
-// and claims an empty Redis logical database, starts every process on a
+// (for the list scenarios, a private MariaDB primary with a GTID replica,
+// see internal/mariadbd) and claims an empty Redis logical database, starts every process on a
 // free loopback port (pinned with taskset: servers on CPU 0, the load
 // generator on CPU 1), seeds products through the API, then drives each
 // scenario with wrk (or a built-in fasthttp loader when wrk is missing),
@@ -51,6 +53,7 @@ type options struct {
 	dbConns        int
 	readIDs        int
 	orderIDs       int
+	gtidSamples    int
 	pprof          bool
 	pprofScenarios []string
 	pprofConns     int
@@ -96,6 +99,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.dbConns, "db-conns", 16, "DB_MAX_OPEN_CONNS of the server and the database ceilings alike")
 	fs.IntVar(&o.readIDs, "read-ids", 1000, "products the uncached read scenario rotates through")
 	fs.IntVar(&o.orderIDs, "order-ids", 100, "products the order scenario rotates through (each with a huge stock)")
+	fs.IntVar(&o.gtidSamples, "gtid-samples", 200, "cache fills after a write measured each way (primary, GTID wait) with the list scenarios")
 	fs.BoolVar(&o.pprof, "pprof", false, "instead of comparing, take a 10s CPU profile of the server under load and print the top entries")
 	pps := fs.String("pprof-scenario", "get-cached", "comma-separated scenarios to profile with -pprof")
 	fs.IntVar(&o.pprofConns, "pprof-conns", 64, "connections while profiling")

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/api-perf/api-perf/bench"
 )
 
 // series is one target's runs in one scenario at one concurrency.
@@ -49,6 +51,9 @@ type report struct {
 	Duration string            `json:"duration"`
 	Notes    []string          `json:"notes,omitempty"`
 	Cells    []cell            `json:"cells"`
+	// FillAfterWrite is the cache-fill measurement of the list scenarios'
+	// primary and replica.
+	FillAfterWrite *bench.FillCost `json:"fill_after_write,omitempty"`
 }
 
 // finish computes medians and ratios.

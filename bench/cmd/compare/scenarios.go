@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 )
 
@@ -25,6 +27,7 @@ type fixture struct {
 	readIDs       []int64 // the rotation of the uncached read scenario
 	orderIDs      []int64 // products with a huge stock, for orders
 	embeddedHotID int64
+	listPaths     []string // the pages the list scenarios rotate through
 }
 
 var scenarios = []scenario{
@@ -43,6 +46,12 @@ var scenarios = []scenario{
 	{Name: "order-create", Server: "api-perf", Ceiling: "ordertx", Target: 0.80, Restock: true,
 		About: "POST /orders rotating through products with a huge stock, against one UPDATE+INSERT transaction per request",
 		Load:  func(f *fixture) workload { return orderWorkload(f.orderIDs) }},
+	{Name: "list-primary", Server: "api-perf-pair",
+		About: "GET /products?limit=20 rotating through the pages of " + strconv.Itoa(listProducts) + " products, on a private MariaDB primary with a GTID replica (bench starts both), every read on the primary (no MYSQL_READ_DSN); for information",
+		Load:  func(f *fixture) workload { return listWorkload(f.listPaths) }},
+	{Name: "list-replica", Server: "api-perf-replica",
+		About: "the same pages with MYSQL_READ_DSN set to the replica, on the same machine: it shows what reading lists on a replica costs, not how it scales; for information",
+		Load:  func(f *fixture) workload { return listWorkload(f.listPaths) }},
 	{Name: "get-embedded", Server: "api-perf-embedded",
 		About: "warm GET /products/{id} on the embedded default (SQLite, in-process cache, limiter off); for information",
 		Load:  func(f *fixture) workload { return getWorkload(f.embeddedHotID) }},
@@ -54,6 +63,27 @@ func getWorkload(ids ...int64) workload {
 		w.Paths = append(w.Paths, "/products/"+strconv.FormatInt(id, 10))
 	}
 	return w
+}
+
+// listProducts is how many products the list scenarios page through.
+const listProducts = 200
+
+// listWorkload requests each page, from the first (no cursor) to the last.
+func listWorkload(paths []string) workload {
+	return workload{Method: http.MethodGet, Paths: paths, OK: http.StatusOK}
+}
+
+// listPages are the first-page path and one path per later page of 20,
+// each with the cursor the API hands out (the last id of the page before).
+func listPages(ids []int64) []string {
+	sorted := slices.Clone(ids)
+	slices.Sort(sorted)
+	paths := []string{"/products?limit=20"}
+	for i := 19; i+1 < len(sorted); i += 20 {
+		cursor := base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(sorted[i], 10)))
+		paths = append(paths, "/products?limit=20&cursor="+cursor)
+	}
+	return paths
 }
 
 func orderWorkload(ids []int64) workload {

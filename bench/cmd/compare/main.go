@@ -6,7 +6,7 @@
 //	go run ./bench/cmd/compare -rounds 5 -duration 5s -conns 16,64,256
 //	go run ./bench/cmd/compare -pprof               # 10 s CPU profile of the server under GET load
 //	go run ./bench/cmd/compare -pprof -pprof-scenario get-uncached,order-create
-//	go run ./bench/cmd/compare -scenarios list-primary,list-replica   # read replicas
+//	go run ./bench/cmd/compare -scenarios list-replica   # lists on a read replica vs the primary
 //
 // It builds api-perf and the ceilings, creates a throw-away MySQL database
 // (for the list scenarios, a private MariaDB primary with a GTID replica,

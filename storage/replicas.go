@@ -26,7 +26,7 @@ import (
 //
 //   - Every process with replicas writes a heartbeat row on the primary
 //     (UPDATE replication_heartbeat SET ts = primary's UTC_TIMESTAMP(6))
-//     every heartbeatInterval, on a connection of its own.
+//     every 250 ms (heartbeatInterval), on a connection of its own.
 //   - A checker per replica reads that row on the replica, also on a
 //     connection of its own: lag = replica's UTC_TIMESTAMP(6) - ts. The
 //     replica then holds every write acknowledged before ts.
@@ -41,9 +41,11 @@ import (
 
 const (
 	// heartbeatInterval is how often the heartbeat is written and each
-	// replica checked; at most a quarter of the maximum lag, so that a
-	// healthy replica always has a fresh measurement.
-	heartbeatInterval = 250 * time.Millisecond
+	// replica checked, or a quarter of the maximum lag if that is less
+	// (but not below minHeartbeatInterval), so that a healthy replica
+	// always has a fresh measurement.
+	heartbeatInterval    = 250 * time.Millisecond
+	minHeartbeatInterval = 50 * time.Millisecond
 	// defaultMaxLag is MYSQL_READ_MAX_LAG's default.
 	defaultMaxLag = time.Second
 	// defaultReplicaTimeout is MYSQL_READ_TIMEOUT's default.
@@ -111,6 +113,7 @@ type replicaSet struct {
 	dialect   *dialect
 	maxLag    time.Duration
 	timeout   time.Duration
+	interval  time.Duration
 	m         *metrics
 	log       *slog.Logger
 	epoch     time.Time
@@ -134,6 +137,7 @@ func openReplicas(cfg Config, primaryDSN string, m *metrics) (_ *replicaSet, err
 	if s.timeout <= 0 {
 		s.timeout = defaultReplicaTimeout
 	}
+	s.interval = max(min(heartbeatInterval, s.maxLag/4), minHeartbeatInterval)
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -201,10 +205,10 @@ func (s *replicaSet) start() {
 	}
 }
 
-// every runs fn now and then every heartbeatInterval until ctx ends; a run
-// that takes longer delays the next one rather than overlapping it.
+// every runs fn now and then every interval until ctx ends; a run that
+// takes longer delays the next one rather than overlapping it.
 func (s *replicaSet) every(ctx context.Context, fn func(context.Context)) {
-	t := time.NewTicker(heartbeatInterval)
+	t := time.NewTicker(s.interval)
 	defer t.Stop()
 	for {
 		fn(ctx)

@@ -133,6 +133,11 @@ func open(ctx context.Context, cfg Config, native func(ctx context.Context, dsn 
 		return nil, err
 	}
 	if len(cfg.ReadDSNs) > 0 {
+		// A replica read must leave the primary time for the retry.
+		if cfg.ReplicaTimeout <= 0 {
+			cfg.ReplicaTimeout = defaultReplicaTimeout
+		}
+		cfg.ReplicaTimeout = min(cfg.ReplicaTimeout, d.timeout/2)
 		if d.replicas, err = openReplicas(cfg, t.dsn, d.metrics); err != nil {
 			return nil, err
 		}

@@ -166,6 +166,9 @@ func openReplicas(cfg Config, primaryDSN string, m *metrics) (_ *replicaSet, err
 			return nil, err
 		}
 		r.check.SetMaxOpenConns(1)
+		// Behind one endpoint for several servers (an Aurora reader
+		// endpoint), a new connection now and then samples another.
+		r.check.SetConnMaxLifetime(time.Minute)
 		r.lagGauge = m.lag.WithLabelValues(r.name)
 		r.healthyGauge = m.healthy.WithLabelValues(r.name)
 		r.reads = m.reads.WithLabelValues(r.name, queryList)
@@ -174,6 +177,7 @@ func openReplicas(cfg Config, primaryDSN string, m *metrics) (_ *replicaSet, err
 		return nil, err
 	}
 	s.heartbeat.SetMaxOpenConns(1)
+	s.heartbeat.SetConnMaxLifetime(30 * time.Minute)
 	m.maxLag.Set(s.maxLag.Seconds())
 	return s, nil
 }
@@ -403,7 +407,7 @@ func (d *DB) listRead(ctx context.Context, read func(context.Context, *listState
 			}
 			break
 		}
-		err := s.readOn(ctx, r, read)
+		conclusive, err := s.readOn(ctx, r, read)
 		if err == nil {
 			r.reads.Inc()
 			return nil
@@ -413,7 +417,9 @@ func (d *DB) listRead(ctx context.Context, read func(context.Context, *listState
 			// that is no fault of the replica's.
 			return err
 		}
-		s.readFailed(r, err)
+		if conclusive {
+			s.readFailed(r, err)
+		}
 		failed, reason = r, reasonError
 	}
 	d.metrics.fallback(reason)
@@ -423,15 +429,21 @@ func (d *DB) listRead(ctx context.Context, read func(context.Context, *listState
 
 // readOn runs read on r under the replica deadline: ReplicaTimeout, or
 // half of what is left of ctx's budget if that is less, so the primary
-// keeps time for the retry.
-func (s *replicaSet) readOn(ctx context.Context, r *replica, read func(context.Context, *listStatements) error) error {
-	timeout := s.timeout
+// keeps time for the retry. A failure is conclusive, and takes the replica
+// out, unless it is running out of a deadline shortened that way: a
+// request that arrives with little time left says nothing about the
+// replica.
+func (s *replicaSet) readOn(ctx context.Context, r *replica, read func(context.Context, *listStatements) error) (conclusive bool, err error) {
+	timeout, shortened := s.timeout, false
 	if dl, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(dl)/2)
+		if half := time.Until(dl) / 2; half < timeout {
+			timeout, shortened = half, true
+		}
 	}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return read(rctx, r.stmts.Load())
+	err = read(rctx, r.stmts.Load())
+	return !shortened || !errors.Is(rctx.Err(), context.DeadlineExceeded), err
 }
 
 // Ping reports whether at least one replica may take list reads: the

@@ -144,6 +144,7 @@ func TestDB_ReadReplicas(t *testing.T) {
 	t.Run("LagMovesListsToPrimary", testLagMovesListsToPrimary)
 	t.Run("ReadYourWritesByID", testReadYourWritesByID)
 	t.Run("HungReplica", testHungReplica)
+	t.Run("ShortBudgetBlamesNoReplica", testShortBudget)
 	t.Run("KilledReplica", testKilledReplica)
 	t.Run("DownAtStart", testDownAtStart)
 }
@@ -334,6 +335,34 @@ func testHungReplica(t *testing.T) {
 	listIDs(t, s.DB)
 	if got := s.metric(t, "apiperf_db_reads_total", "target", s.pair.Replica.Addr(), "query", "list"); got != before+1 {
 		t.Errorf("the thawed replica takes no reads (%v, want %v)", got, before+1)
+	}
+}
+
+// A request that arrives with little time left gives the replica half of
+// it; running out of that says nothing about the replica, which stays in
+// use (a replica that fails within its own full deadline is taken out:
+// HungReplica).
+func testShortBudget(t *testing.T) {
+	s := openReplicaStore(t, storage.Config{ReplicaTimeout: 2 * time.Second})
+	ctx := context.Background()
+	mustProduct(t, s.DB, 100, 10)
+	if err := s.pair.WaitReplicated(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	s.waitUsable(t)
+	if err := s.pair.Replica.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.pair.Heal(t) })
+	rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err := s.Products(rctx, apiperf.Page{Limit: 10})
+	cancel()
+	t.Logf("a list with 300 ms left and the replica frozen: %v", err)
+	if err := s.Replicas().Ping(ctx); err != nil {
+		t.Errorf("a shortened replica deadline that ran out took the replica out: %v", err)
+	}
+	if got := s.metric(t, "apiperf_db_read_fallbacks_total", "reason", "error"); got != 1 {
+		t.Errorf("apiperf_db_read_fallbacks_total{reason=error} = %v, want 1", got)
 	}
 }
 

@@ -108,7 +108,7 @@ var settings = []setting{
 		}},
 	{"MYSQL_READ_MAX_LAG", "1s", "A replica further behind the primary than this (replication heartbeat, measured in the background) takes no list reads; lists never miss a write acknowledged longer ago.",
 		duration(func(c *config) *time.Duration { return &c.ReplicaMaxLag })},
-	{"MYSQL_READ_TIMEOUT", "500ms", "Deadline of one list read or health check on a replica; past it the read runs on another replica or the primary, and the replica is skipped until it answers again.",
+	{"MYSQL_READ_TIMEOUT", "500ms", "Deadline of one list read or health check on a replica (at most half of `DB_QUERY_TIMEOUT`); past it the read runs on another replica or the primary, and the replica is skipped until it answers again.",
 		duration(func(c *config) *time.Duration { return &c.ReplicaTimeout })},
 	{"REDIS_URL", "", "`redis://[user:pw@]host:port[/db]`, `rediss://` for TLS or `unix://`; empty caches and rate-limits in process.",
 		func(c *config, v string) error {

@@ -248,21 +248,26 @@ func readinessChecks(db *storage.DB, be *backends) []server.Check {
 	return checks
 }
 
-// purgeIdempotencyRecords deletes expired idempotency records once an hour.
-// Expiry does not depend on it: the store ignores expired records.
+// purgeIdempotencyRecords deletes expired idempotency records at start and
+// then once an hour. The first pass runs at once because short-lived
+// processes (Lambda environments, pods scaled in within the hour) would
+// otherwise never purge. Expiry does not depend on it: the store ignores
+// expired records.
 func purgeIdempotencyRecords(ctx context.Context, db *storage.DB, logger *slog.Logger) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
+		if n, err := db.PurgeIdempotencyRecords(ctx); err != nil {
+			if ctx.Err() == nil {
+				logger.Warn("idempotency record purge failed", "error", err)
+			}
+		} else if n > 0 {
+			logger.Info("expired idempotency records purged", "count", n)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if n, err := db.PurgeIdempotencyRecords(ctx); err != nil {
-				logger.Warn("idempotency record purge failed", "error", err)
-			} else if n > 0 {
-				logger.Info("expired idempotency records purged", "count", n)
-			}
 		}
 	}
 }

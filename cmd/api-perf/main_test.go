@@ -11,6 +11,7 @@ import (
 
 	apiperf "github.com/api-perf/api-perf"
 	"github.com/api-perf/api-perf/internal/testenv"
+	"github.com/api-perf/api-perf/storage"
 )
 
 func env(m map[string]string) func(string) string {
@@ -216,5 +217,54 @@ func TestRun_Subcommands(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"healthcheck"}, env(map[string]string{"HTTP_ADDR": ":1"}), io.Discard, io.Discard, nil); err == nil {
 		t.Fatal("healthcheck passed with nothing listening")
+	}
+}
+
+// TestRun_PurgesAtStart checks that expired idempotency records go when the
+// process starts, not an hour later: short-lived processes would never purge.
+func TestRun_PurgesAtStart(t *testing.T) {
+	dir := t.TempDir()
+	db, err := storage.Open(context.Background(), storage.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	insert := `INSERT INTO idempotency_records (scope, idem_key, request_hash, status_code, body, created_at, expires_at)
+		VALUES (zeroblob(32), ?, x'00', 201, x'7b7d', '2000-01-01T00:00:00.000Z', ?)`
+	for key, expires := range map[string]string{"expired": "2000-01-02T00:00:00.000Z", "live": "2999-01-01T00:00:00.000Z"} {
+		if _, err := db.SQL().Exec(insert, key, expires); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	startRun(t, map[string]string{"DATA_DIR": dir})
+
+	db, err = storage.Open(context.Background(), storage.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var left []string
+	for range 200 {
+		left = left[:0]
+		rows, err := db.SQL().Query(`SELECT idem_key FROM idempotency_records ORDER BY idem_key`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var k string
+			if err := rows.Scan(&k); err != nil {
+				t.Fatal(err)
+			}
+			left = append(left, k)
+		}
+		rows.Close()
+		if len(left) == 1 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(left) != 1 || left[0] != "live" {
+		t.Fatalf("records left after start: %v, want only the live one", left)
 	}
 }

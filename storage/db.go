@@ -35,6 +35,11 @@ type Config struct {
 	MySQLDSN string
 	// DataDir holds the SQLite file of the embedded default.
 	DataDir string
+	// SQLiteSynchronous is SQLite's synchronous pragma, "full" (the
+	// default when empty: a commit is on disk before it is acknowledged)
+	// or "normal" (WAL's faster mode, which a power loss can roll back by
+	// the last few commits).
+	SQLiteSynchronous string
 	// MaxOpenConns and MaxIdleConns size the pool; zero picks a default for the host.
 	MaxOpenConns int
 	MaxIdleConns int
@@ -243,7 +248,7 @@ func resolve(cfg Config) (target, error) {
 		return target{}, fmt.Errorf("cannot create DATA_DIR: %w", err)
 	}
 	path := filepath.Join(dir, "api-perf.db")
-	return target{dialect: sqliteDialect, dsn: sqliteDSN(path), path: path}, nil
+	return target{dialect: sqliteDialect, dsn: sqliteDSN(path, cfg.SQLiteSynchronous), path: path}, nil
 }
 
 // openAttempts bounds how often Open tries a step that failed because the
@@ -299,9 +304,16 @@ func normalizeDSN(name, dsn string) (string, error) {
 // sqliteDSN turns on WAL (readers never wait for the writer), foreign keys,
 // a busy timeout, and immediate write transactions so two writers queue on
 // the lock instead of failing when they both upgrade from read to write.
-func sqliteDSN(path string) string {
+// synchronous is FULL unless the caller asks for NORMAL: in WAL mode NORMAL
+// skips the sync at each commit, so a power loss can lose commits whose
+// clients were already answered, which an orders API must not do by default.
+func sqliteDSN(path, synchronous string) string {
+	sync := "synchronous(FULL)"
+	if strings.EqualFold(synchronous, "normal") {
+		sync = "synchronous(NORMAL)"
+	}
 	q := url.Values{}
-	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "foreign_keys(1)", "synchronous(NORMAL)"} {
+	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "foreign_keys(1)", sync} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")

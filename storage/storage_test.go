@@ -395,3 +395,22 @@ func TestOpen_Unreachable(t *testing.T) {
 		t.Fatal("bad DSN accepted")
 	}
 }
+
+// TestSQLite_Synchronous checks the durability setting reaches every
+// connection: FULL (2) unless NORMAL (1) is asked for.
+func TestSQLite_Synchronous(t *testing.T) {
+	for setting, want := range map[string]int{"": 2, "full": 2, "normal": 1} {
+		db, err := storage.Open(context.Background(), storage.Config{DataDir: t.TempDir(), SQLiteSynchronous: setting})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		if err := db.SQL().QueryRow("PRAGMA synchronous").Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		if got != want {
+			t.Errorf("SQLiteSynchronous %q: PRAGMA synchronous = %d, want %d", setting, got, want)
+		}
+	}
+}

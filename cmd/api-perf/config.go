@@ -21,6 +21,7 @@ type config struct {
 	MetricsAddr       string
 	MySQLDSN          string
 	DataDir           string
+	SQLiteSynchronous string
 	RedisURL          string
 	RedisClientCache  bool
 	RedisKeyPrefix    string
@@ -90,6 +91,15 @@ var settings = []setting{
 		}},
 	{"DATA_DIR", "./data", "Where the embedded SQLite file lives (`/tmp/data` on Lambda unless set).",
 		text(func(c *config) *string { return &c.DataDir })},
+	{"SQLITE_SYNCHRONOUS", "full", "`full` syncs every SQLite commit to disk before the client hears of it; `normal` is faster but a power loss (not a crash) can undo the last commits, orders already confirmed to clients included.",
+		func(c *config, v string) error {
+			switch v {
+			case "full", "normal":
+				c.SQLiteSynchronous = v
+				return nil
+			}
+			return errors.New("must be full or normal")
+		}},
 	{"DB_MAX_OPEN_CONNS", "0", "Database pool size; 0 picks 8 × cores on MySQL, 4 on SQLite.",
 		integer(0, 10_000, func(c *config) *int { return &c.DBMaxOpenConns })},
 	{"DB_MAX_IDLE_CONNS", "0", "Idle connections kept; 0 keeps as many as `DB_MAX_OPEN_CONNS`.",

@@ -100,11 +100,12 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 
 func storageConfig(cfg config) storage.Config {
 	return storage.Config{
-		MySQLDSN:     cfg.MySQLDSN,
-		DataDir:      cfg.DataDir,
-		MaxOpenConns: cfg.DBMaxOpenConns,
-		MaxIdleConns: cfg.DBMaxIdleConns,
-		QueryTimeout: cfg.DBQueryTimeout,
+		MySQLDSN:          cfg.MySQLDSN,
+		DataDir:           cfg.DataDir,
+		SQLiteSynchronous: cfg.SQLiteSynchronous,
+		MaxOpenConns:      cfg.DBMaxOpenConns,
+		MaxIdleConns:      cfg.DBMaxIdleConns,
+		QueryTimeout:      cfg.DBQueryTimeout,
 	}
 }
 

@@ -72,6 +72,11 @@ type DB struct {
 	dialect *dialect
 	timeout time.Duration
 	stmts   statements
+	// sized are the multi-row statements of order batches.
+	sized sizedStatements
+	// consecutiveIDs reports that one INSERT's rows get consecutive ids,
+	// so a batch's orders can share one.
+	consecutiveIDs bool
 	// writers admits write transactions in arrival order: one at a time
 	// on SQLite, up to the pool size on MySQL. database/sql hands a freed
 	// connection to a random waiter, so under a burst some requests would
@@ -183,8 +188,21 @@ func open(ctx context.Context, cfg Config, native func(ctx context.Context, dsn 
 			return nil, err
 		}
 	}
-	if err := d.prepare(ctx); err != nil {
+	err = d.prepare(ctx)
+	if err == nil {
+		err = d.sized.prepare(ctx, d.db, d.dialect)
+	}
+	if err == nil {
+		err = retryUnavailable(ctx, func() (err error) {
+			cctx, cancel := context.WithTimeout(ctx, d.timeout)
+			defer cancel()
+			d.consecutiveIDs, err = consecutiveIDs(cctx, d.db, d.dialect)
+			return mapError(err)
+		})
+	}
+	if err != nil {
 		d.stmts.close()
+		d.sized.close()
 		d.closeReplicas()
 		d.db.Close()
 		return nil, err
@@ -350,6 +368,7 @@ func (d *DB) Ping(ctx context.Context) error {
 func (d *DB) Close() error {
 	d.closeReplicas()
 	d.stmts.close()
+	d.sized.close()
 	return d.db.Close()
 }
 

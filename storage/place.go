@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -23,7 +22,7 @@ import (
 //	SELECT id, price, stock, now FROM products WHERE id IN (...) FOR UPDATE
 //	-- each order decided here: unknown product, total too large, short stock
 //	UPDATE products SET stock = stock - ? ...      (per product)
-//	INSERT INTO orders ...                          (per created order)
+//	INSERT INTO orders ... VALUES (...), (...)      (64 created orders at a time)
 //	INSERT INTO idempotency_records ... (upsert)    (per keyed order)
 //	COMMIT
 //
@@ -242,19 +241,14 @@ func (d *DB) placeInTx(ctx context.Context, tx *sql.Tx, work []*tentative) (at s
 	}
 
 	at = stepInsert
+	orders := make([]*apiperf.Order, 0, len(work))
 	for _, t := range work {
-		if t.order == nil {
-			continue
+		if t.order != nil {
+			orders = append(orders, t.order)
 		}
-		o := t.order
-		res, err := tx.StmtContext(ctx, d.stmts.insertOrder).ExecContext(ctx, o.ProductID, o.Quantity,
-			d.dialect.money(o.UnitPrice), d.dialect.money(o.Total), now, now)
-		if err != nil {
-			return at, false, nil, err
-		}
-		if o.ID, err = res.LastInsertId(); err != nil {
-			return at, false, nil, err
-		}
+	}
+	if err := d.insertOrders(ctx, tx, orders, now); err != nil {
+		return at, false, nil, err
 	}
 
 	// Records go in key order, so two batches sharing keys take their
@@ -319,34 +313,18 @@ func (d *DB) lockProducts(ctx context.Context, tx *sql.Tx, work []*tentative) (m
 	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
-	var rows *sql.Rows
-	var err error
-	if len(ids) == 1 {
-		rows, err = tx.StmtContext(ctx, d.stmts.lockProduct).QueryContext(ctx, ids[0])
-	} else {
-		args := make([]any, len(ids))
-		for i, id := range ids {
-			args[i] = id
-		}
-		q := d.dialect.expand("SELECT id, price, stock, {now} FROM products WHERE id IN (?" +
-			strings.Repeat(", ?", len(ids)-1) + ") ORDER BY id{forupdate}")
-		rows, err = tx.QueryContext(ctx, q, args...)
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	defer rows.Close()
 	products := make(map[int64]*lockedProduct, len(ids))
 	var now any
-	for rows.Next() {
+	err := d.lockRows(ctx, tx, ids, func(rows *sql.Rows) error {
 		var id int64
 		lp := new(lockedProduct)
 		if err := rows.Scan(&id, &lp.price, &lp.stock, &now); err != nil {
-			return nil, nil, err
+			return err
 		}
 		products[id] = lp
-	}
-	return products, now, rows.Err()
+		return nil
+	})
+	return products, now, err
 }
 
 // commit commits tx and reports whether it certainly committed, whether

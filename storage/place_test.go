@@ -705,3 +705,84 @@ func TestOrderStore_PlaceOrders_VanishedClientDoesNotHoldTheKey(t *testing.T) {
 	}
 	t.Fatalf("the key is still undecided 5 s after its request ended: %v", last)
 }
+
+// TestOrderStore_PlaceOrders_BatchRoundTrips pins what coalescing buys: a
+// batch of 64 orders for one product costs the round trips of one order
+// (BEGIN, the locking read, the UPDATE, one multi-row INSERT, COMMIT), and
+// 100 orders over 10 products add only the UPDATE per product and an INSERT
+// per power of two (64 + 32 + 4).
+func TestOrderStore_PlaceOrders_BatchRoundTrips(t *testing.T) {
+	cfg, err := mysql.ParseDSN(testenv.MySQLDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewChaosProxy(t, cfg.Addr, testenv.Faults{MySQL: true})
+	cfg.Addr = proxy.Addr()
+	db, err := storage.Open(context.Background(), storage.Config{MySQLDSN: cfg.FormatDSN(), MaxOpenConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var products []int64
+	for range 10 {
+		products = append(products, mustProduct(t, db, 100, 1000).ID)
+	}
+	batch := func(n, spread int) []*apiperf.OrderPlacement {
+		var b []*apiperf.OrderPlacement
+		for i := range n {
+			b = append(b, &apiperf.OrderPlacement{In: apiperf.OrderInput{ProductID: products[i%spread], Quantity: 1}})
+		}
+		return b
+	}
+	// Warm the connection: the first use of each statement form prepares it.
+	place(t, db, batch(64, 1)...)
+	place(t, db, batch(100, 10)...)
+	for _, c := range []struct {
+		name      string
+		n, spread int
+		want      int64
+	}{
+		{"OneProduct", 64, 1, 5},
+		{"TenProducts", 100, 10, 1 + 1 + 10 + 3 + 1},
+	} {
+		b := batch(c.n, c.spread)
+		before := proxy.Stats().Commands
+		place(t, db, b...)
+		if got := proxy.Stats().Commands - before; got != c.want {
+			t.Errorf("%s: %d round trips, want %d", c.name, got, c.want)
+		}
+		for _, p := range b {
+			created(t, p)
+		}
+	}
+}
+
+// TestOrderStore_PlaceOrders_BatchIDs places batches whose orders share
+// multi-row INSERTs: every order is told the id of its own row.
+func TestOrderStore_PlaceOrders_BatchIDs(t *testing.T) {
+	eachBackend(t, func(t *testing.T, db *storage.DB) {
+		var products []int64
+		for range 3 {
+			products = append(products, mustProduct(t, db, 100, 10_000).ID)
+		}
+		seen := map[int64]bool{}
+		for _, n := range []int{1, 2, 3, 64, 65, 127, 200} {
+			var b []*apiperf.OrderPlacement
+			for i := range n {
+				b = append(b, &apiperf.OrderPlacement{In: apiperf.OrderInput{ProductID: products[i%3], Quantity: int64(1 + i%7)}})
+			}
+			place(t, db, b...)
+			for _, p := range b {
+				o := created(t, p)
+				if seen[o.ID] {
+					t.Fatalf("batch of %d: id %d handed out twice", n, o.ID)
+				}
+				seen[o.ID] = true
+				got, err := db.Order(context.Background(), o.ID)
+				if err != nil || got.ProductID != p.In.ProductID || got.Quantity != p.In.Quantity {
+					t.Fatalf("batch of %d: order %d is %+v, %v; want product %d × %d", n, o.ID, got, err, p.In.ProductID, p.In.Quantity)
+				}
+			}
+		}
+	})
+}

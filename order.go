@@ -143,6 +143,9 @@ type OrderPlacement struct {
 	// change (certainly, or without being able to tell), so cached copies
 	// of the product must be dropped even when Err is set.
 	StockMayHaveChanged bool
+	// Invalidated reports that the store dropped the cached copies of the
+	// product itself, after the change, so the caller need not.
+	Invalidated bool
 }
 
 // OrderStore keeps orders. Every method that moves stock does so in the same

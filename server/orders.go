@@ -47,7 +47,7 @@ func (s *Server) createOrder(ctx *fasthttp.RequestCtx) {
 	// The product's cached body goes whenever its stock may have moved,
 	// including when the outcome is unknown: a stale stock must not outlive
 	// an order that committed.
-	if p.StockMayHaveChanged {
+	if p.StockMayHaveChanged && !p.Invalidated {
 		s.invalidateProduct(s.base, in.ProductID)
 	}
 	switch {

@@ -21,6 +21,11 @@ const contentTypeJSON = "application/json"
 // decimal. The cache adds its own prefix.
 func productKey(id int64) string { return strconv.FormatInt(id, 10) }
 
+// ProductCacheKey is the cache key of a product's body, for a store that
+// drops it itself once the product's stock changed (see
+// apiperf.OrderPlacement.Invalidated).
+func ProductCacheKey(id int64) string { return productKey(id) }
+
 // pathID parses the {id} path parameter, answering 422 when it is not a
 // positive integer.
 func (s *Server) pathID(ctx *fasthttp.RequestCtx) (int64, bool) {

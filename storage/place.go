@@ -42,7 +42,7 @@ func (d *DB) PlaceOrders(ctx context.Context, batch []*apiperf.OrderPlacement) {
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
 	for _, p := range batch {
-		p.Order, p.Err, p.Stored, p.Replayed, p.StockMayHaveChanged = nil, nil, nil, false, false
+		p.Order, p.Err, p.Stored, p.Replayed, p.StockMayHaveChanged, p.Invalidated = nil, nil, nil, false, false, false
 	}
 	todo := batch
 	// Every round settles at least one placement unless it is retried after

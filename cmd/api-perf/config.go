@@ -38,6 +38,10 @@ type config struct {
 	DBMaxOpenConns    int
 	DBMaxIdleConns    int
 	DBQueryTimeout    time.Duration
+	OrderBatching     bool
+	OrderLanes        int
+	OrderBatchMax     int
+	OrderQueueMax     int
 	ReplicaDSNs       []string
 	ReplicaMaxLag     time.Duration
 	ReplicaTimeout    time.Duration
@@ -106,6 +110,14 @@ var settings = []setting{
 		integer(0, 10_000, func(c *config) *int { return &c.DBMaxIdleConns })},
 	{"DB_QUERY_TIMEOUT", "5s", "Deadline of every store call; past it the request gets a 503.",
 		duration(func(c *config) *time.Duration { return &c.DBQueryTimeout })},
+	{"ORDER_BATCHING", "on", "Coalesce concurrent orders into shared transactions (`docs/batching.md`); `off` gives every order its own.",
+		onOff(func(c *config) *bool { return &c.OrderBatching })},
+	{"ORDER_LANES", "0", "Order batches that may commit at once, each for its own share of the products; 0 picks `DB_MAX_OPEN_CONNS` on MySQL and 1 on SQLite.",
+		integer(0, 10_000, func(c *config) *int { return &c.OrderLanes })},
+	{"ORDER_BATCH_MAX", "128", "Most orders in one batch's transaction.",
+		integer(1, 10_000, func(c *config) *int { return &c.OrderBatchMax })},
+	{"ORDER_QUEUE_MAX", "1024", "Orders that may wait in one lane while its batch commits; more are answered 503 with `Retry-After` at once.",
+		integer(1, 1_000_000, func(c *config) *int { return &c.OrderQueueMax })},
 	{"MYSQL_READ_DSN", "", "Comma-separated DSNs of read replicas of `MYSQL_DSN` (RDS read replicas, Aurora readers); list reads go to one within `MYSQL_READ_MAX_LAG`, everything else to the primary. Empty reads everything from the primary.",
 		func(c *config, v string) error {
 			for _, dsn := range splitList(v) {
@@ -244,6 +256,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if c.DBMaxOpenConns == 0 && c.MySQLDSN != "" {
 		c.DBMaxOpenConns = 8 * runtime.GOMAXPROCS(0)
+	}
+	// SQLite has one writer: more lanes would only queue on it.
+	if c.OrderLanes == 0 {
+		c.OrderLanes = 1
+		if c.MySQLDSN != "" {
+			c.OrderLanes = c.DBMaxOpenConns
+		}
 	}
 	if len(errs) > 0 {
 		return c, errs

@@ -29,6 +29,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	apiperf "github.com/api-perf/api-perf"
+	"github.com/api-perf/api-perf/orderpipe"
 	"github.com/api-perf/api-perf/server"
 	"github.com/api-perf/api-perf/storage"
 )
@@ -148,13 +149,17 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 	}
 	defer be.Close()
 
+	orders, err := orderStore(db, be.cache, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
 	var products apiperf.ProductStore = db
 	if cfg.wrapProducts != nil {
 		products = cfg.wrapProducts(db)
 	}
 	scfg := server.Config{
 		Products:       products,
-		Orders:         db,
+		Orders:         orders,
 		Cache:          be.cache,
 		Limiter:        be.limiter,
 		ReadLimit:      cfg.ReadPolicy,
@@ -236,6 +241,27 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// orderStore is db, behind the order pipeline unless ORDER_BATCHING is
+// off. The pipeline drops a batch's products from cache once per batch.
+func orderStore(db *storage.DB, c apiperf.Cache, cfg config, logger *slog.Logger, reg prometheus.Registerer) (apiperf.OrderStore, error) {
+	if !cfg.OrderBatching {
+		return db, nil
+	}
+	opts := orderpipe.Options{Lanes: cfg.OrderLanes, BatchMax: cfg.OrderBatchMax, QueueMax: cfg.OrderQueueMax, Registerer: reg}
+	if c != nil {
+		opts.Invalidate = func(ctx context.Context, ids []int64) {
+			keys := make([]string, len(ids))
+			for i, id := range ids {
+				keys[i] = server.ProductCacheKey(id)
+			}
+			if err := c.Invalidate(ctx, keys...); err != nil {
+				logger.Warn("cache invalidation failed", "product_ids", ids, "error", err)
+			}
+		}
+	}
+	return orderpipe.New(db, opts)
 }
 
 // readinessChecks are the database, the backends' (Redis), and the read

@@ -113,7 +113,6 @@ func counter(tb testing.TB, reg *prometheus.Registry, name string) float64 {
 	return 0
 }
 
-
 // oversell sends 400 concurrent single-unit orders for stocks of 50, 20 and
 // 5 through the pipelines (one per process sharing the database) and checks
 // that exactly the stock was sold and every other order was refused 409.

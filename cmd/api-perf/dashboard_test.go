@@ -231,7 +231,8 @@ func TestDashboard_QueriesMatchScrape(t *testing.T) {
 		"apiperf_cache_requests_total", "apiperf_cache_fallbacks_total", "apiperf_ratelimit_decisions_total",
 		"apiperf_ratelimit_fallbacks_total", "go_sql_wait_count_total", "go_sql_wait_duration_seconds_total",
 		"go_goroutines", "apiperf_build_info", "apiperf_db_reads_total", "apiperf_db_replica_lag_seconds",
-		"apiperf_db_replica_healthy", "apiperf_db_read_fallbacks_total"} {
+		"apiperf_db_replica_healthy", "apiperf_db_read_fallbacks_total", "apiperf_order_batch_size_bucket",
+		"apiperf_order_queue_wait_seconds_bucket", "apiperf_order_commit_seconds_bucket", "apiperf_order_queue_full_total"} {
 		if !used[m] {
 			t.Errorf("no panel queries %s", m)
 		}

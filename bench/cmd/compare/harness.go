@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -232,6 +233,12 @@ func (h *harness) seed(ctx context.Context, need map[string]bool) error {
 			return err
 		}
 	}
+	if slices.Contains(h.o.scenarios, "order-hot") {
+		if ids, err = bench.SeedProducts(api, "hot-order", 1, orderStock); err != nil {
+			return err
+		}
+		h.fix.hotOrderID = ids[0]
+	}
 	status, body, err := bench.Get(api, "/products/"+strconv.FormatInt(h.fix.hotID, 10))
 	if err != nil || status != http.StatusOK {
 		return fmt.Errorf("read back the hot product: status %d, %v", status, err)
@@ -373,7 +380,7 @@ func (h *harness) compare(ctx context.Context) (*report, error) {
 		for _, name := range o.scenarios {
 			s := findScenario(name)
 			if s.Restock {
-				if err := bench.SetStock(h.procs["api-perf"].Addr, orderStock, h.fix.orderIDs...); err != nil {
+				if err := h.db.SetStock(ctx, orderStock, h.fix.orderProducts()...); err != nil {
 					return nil, fmt.Errorf("restock: %w", err)
 				}
 			}
@@ -393,8 +400,12 @@ func (h *harness) compare(ctx context.Context) (*report, error) {
 					return nil, fmt.Errorf("%s on %s at %d connections: %w", s.Name, se.Target, cl.Conns, err)
 				}
 				se.Runs = append(se.Runs, m)
-				fmt.Fprintf(os.Stderr, "round %d  %-18s %-18s c=%-4d %9.0f req/s  p50 %-10s p99 %-10s cpu/req %-9s errors %d\n",
-					round+1, s.Name, se.Target, cl.Conns, m.RPS, fmtDur(m.P50), fmtDur(m.P99), fmtMicros(m.CPUPerReq), m.Errors)
+				batch := ""
+				if m.MeanBatch > 0 {
+					batch = fmt.Sprintf("  batch %.1f", m.MeanBatch)
+				}
+				fmt.Fprintf(os.Stderr, "round %d  %-18s %-18s c=%-4d %9.0f req/s  p50 %-10s p99 %-10s cpu/req %-9s errors %d%s\n",
+					round+1, s.Name, se.Target, cl.Conns, m.RPS, fmtDur(m.P50), fmtDur(m.P99), fmtMicros(m.CPUPerReq), m.Errors, batch)
 			}
 		}
 	}
@@ -427,10 +438,14 @@ func (h *harness) measure(ctx context.Context, target string, w workload, conns 
 		return measurement{}, fmt.Errorf("%s has exited:\n%s", target, p.Output())
 	}
 	time.Sleep(250 * time.Millisecond) // let the previous run's sockets close
+	batches0, orders0, berr0 := batchSizes(p.Addr, strings.HasPrefix(target, "api-perf") && w.Method == http.MethodPost)
 	cpu0, cerr0 := p.CPUTime()
 	m, err := h.loader.Run(ctx, p.Addr, w, conns, h.o.duration)
 	if err != nil {
 		return m, err
+	}
+	if batches1, orders1, berr1 := batchSizes(p.Addr, berr0 == nil); berr0 == nil && berr1 == nil && batches1 > batches0 {
+		m.MeanBatch = (orders1 - orders0) / (batches1 - batches0)
 	}
 	if cpu1, cerr1 := p.CPUTime(); cerr0 == nil && cerr1 == nil && m.Requests > 0 {
 		m.CPUPerReq = (cpu1 - cpu0) / time.Duration(m.Requests)
@@ -439,6 +454,41 @@ func (h *harness) measure(ctx context.Context, target string, w workload, conns 
 		return m, fmt.Errorf("%d of %d responses were errors (want status %d)", m.Errors, m.Requests, w.OK)
 	}
 	return m, nil
+}
+
+// batchSizes reads the order pipeline's batch-size histogram (its count
+// of batches and sum of orders) from an api-perf server's /metrics; want
+// false skips the read (an error).
+func batchSizes(addr string, want bool) (batches, orders float64, err error) {
+	if !want {
+		return 0, 0, errors.New("not an order run of api-perf")
+	}
+	status, body, err := bench.Get(addr, "/metrics")
+	if err != nil || status != http.StatusOK {
+		return 0, 0, fmt.Errorf("GET /metrics: %d %v", status, err)
+	}
+	found := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		switch name {
+		case "apiperf_order_batch_size_count":
+			batches, err = strconv.ParseFloat(value, 64)
+			found++
+		case "apiperf_order_batch_size_sum":
+			orders, err = strconv.ParseFloat(value, 64)
+			found++
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	if found != 2 {
+		return 0, 0, errors.New("no apiperf_order_batch_size (ORDER_BATCHING=off?)")
+	}
+	return batches, orders, nil
 }
 
 // profile takes a CPU profile of each selected scenario's server while the
@@ -451,7 +501,7 @@ func (h *harness) profile(ctx context.Context) error {
 		s := findScenario(name)
 		p := h.procs[s.Server]
 		if s.Restock {
-			if err := bench.SetStock(h.procs["api-perf"].Addr, orderStock, h.fix.orderIDs...); err != nil {
+			if err := h.db.SetStock(ctx, orderStock, h.fix.orderProducts()...); err != nil {
 				return err
 			}
 		}

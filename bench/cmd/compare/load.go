@@ -44,6 +44,9 @@ type measurement struct {
 	// the run divided by its requests: the cost of one request, which
 	// other load on the machine disturbs much less than req/s.
 	CPUPerReq time.Duration `json:"cpu_per_req_ns"`
+	// MeanBatch is the mean number of orders per transaction of api-perf's
+	// order pipeline over the run (order scenarios; 0 when unknown).
+	MeanBatch float64 `json:"mean_batch,omitempty"`
 }
 
 // loader drives one target for a while.

@@ -37,7 +37,7 @@ export const ROUTES = {
 // never meets 409 for lack of stock.
 export const SEED_STOCK = 1000000000;
 
-function headers(contentType) {
+export function headers(contentType) {
   const h = { Accept: 'application/json' };
   if (contentType) {
     h['Content-Type'] = contentType;

@@ -138,11 +138,18 @@ func (d *DB) placeOnce(ctx context.Context, todo []*apiperf.OrderPlacement) (aga
 	if len(replays) > 0 {
 		// Some keys are answered already. This transaction did work for
 		// them that must not stand, so it is undone and the other
-		// placements run again without them.
+		// placements run again without them, in their arrival order: a
+		// key's first placement must stay ahead of its duplicates, and
+		// each order ahead of those that arrived after it.
 		tx.Rollback() //nolint:errcheck // nothing was committed either way
-		for _, t := range work {
-			if !replays[t] {
-				again = append(again, t.p)
+		answered := make(map[*apiperf.OrderPlacement]bool, len(replays))
+		for t, ok := range replays {
+			answered[t.p] = ok
+		}
+		again = again[:0]
+		for _, p := range todo {
+			if !answered[p] {
+				again = append(again, p)
 			}
 		}
 		return again

@@ -173,8 +173,10 @@ func (pl *Pipeline) PlaceOrders(ctx context.Context, batch []*apiperf.OrderPlace
 
 // lead places batch, whose first waiter is the caller's own, hands the lane
 // to the next batch's leader, and tells the others in batch their outcome.
+// The cache is invalidated after the hand-off, so that the next batch does
+// not wait for it, but before anyone in batch is answered.
 func (pl *Pipeline) lead(l *lane, batch []*waiter) {
-	pl.run(batch)
+	ctx, ps := pl.run(batch)
 	l.mu.Lock()
 	var next []*waiter
 	if n := min(len(l.queue), pl.opts.BatchMax); n > 0 {
@@ -188,6 +190,9 @@ func (pl *Pipeline) lead(l *lane, batch []*waiter) {
 		next[0].batch = next
 		next[0].wake <- true
 	}
+	if pl.opts.Invalidate != nil {
+		pl.invalidate(ctx, ps)
+	}
 	for _, w := range batch[1:] {
 		w.wake <- false
 	}
@@ -195,8 +200,9 @@ func (pl *Pipeline) lead(l *lane, batch []*waiter) {
 
 // run places batch in one call of the store. If the whole batch failed
 // without anything being committed, each placement is tried again on its
-// own, so that one order's trouble never fails the others.
-func (pl *Pipeline) run(batch []*waiter) {
+// own, so that one order's trouble never fails the others. It returns the
+// placements and the context they were placed on.
+func (pl *Pipeline) run(batch []*waiter) (context.Context, []*apiperf.OrderPlacement) {
 	start := time.Now()
 	ps := make([]*apiperf.OrderPlacement, len(batch))
 	for i, w := range batch {
@@ -215,9 +221,7 @@ func (pl *Pipeline) run(batch []*waiter) {
 		pl.alone(batch)
 	}
 	pl.metrics.commit.Observe(time.Since(start).Seconds())
-	if pl.opts.Invalidate != nil {
-		pl.invalidate(ctx, ps)
-	}
+	return ctx, ps
 }
 
 // alone places each of batch's placements in a transaction of its own, in

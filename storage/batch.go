@@ -4,32 +4,36 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"math/bits"
+	"slices"
 	"strings"
 
 	apiperf "github.com/api-perf/api-perf"
 )
 
-// maxRows is the most rows one multi-row statement of a batch carries: a
-// batch of orders is inserted in statements of 64, 32, ... 1 rows, and a
-// batch's products are locked 64 at a time. Sizes are powers of two so
-// that each connection prepares at most seven forms of each statement
-// (the server's prepared-statement limit is shared by every process).
+// rowCounts are the sizes of the multi-row statements of a batch, each
+// about 1.5 times the one before: a batch's orders are inserted in as few
+// statements of these sizes as fit (30 orders take 24 + 6), and its
+// products are locked by one read padded to the next size. A fixed set
+// keeps the statements each connection prepares few (the server's limit
+// on prepared statements is shared by every process).
+var rowCounts = [...]int{2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64}
+
+// maxRows is the most rows one multi-row statement of a batch carries.
 const maxRows = 64
 
 // sizedStatements are the multi-row statements of order batches, one per
-// power of two from 2 to maxRows rows (index i holds 2<<i rows). They are
+// size of rowCounts (index i holds rowCounts[i] rows). They are
 // prepared at Open: preparing one inside a transaction would wait for a
 // second connection of a pool that may have only the one.
 type sizedStatements struct {
-	insertOrders [6]*sql.Stmt
-	lockProducts [6]*sql.Stmt
+	insertOrders [len(rowCounts)]*sql.Stmt
+	lockProducts [len(rowCounts)]*sql.Stmt
 }
 
 // prepare prepares every form on db.
 func (s *sizedStatements) prepare(ctx context.Context, db *sql.DB, dl *dialect) error {
 	for i := range s.insertOrders {
-		n := 2 << i
+		n := rowCounts[i]
 		for _, f := range []struct {
 			st **sql.Stmt
 			q  string
@@ -58,13 +62,35 @@ func (s *sizedStatements) close() {
 	}
 }
 
-// of is the statement of n rows (a power of two from 2 to maxRows) in forms.
-func of(forms *[6]*sql.Stmt, n int) *sql.Stmt { return forms[bits.Len(uint(n))-2] }
+// of is the statement of n rows (one of rowCounts) in forms.
+func of(forms *[len(rowCounts)]*sql.Stmt, n int) *sql.Stmt {
+	return forms[slices.Index(rowCounts[:], n)]
+}
 
-// chunk is the row count of the next multi-row statement for rest rows:
-// the largest power of two not above rest or maxRows.
+// chunk is the row count of the next multi-row INSERT for rest rows: the
+// largest size of rowCounts not above rest, or 1.
 func chunk(rest int) int {
-	return 1 << (bits.Len(uint(min(rest, maxRows))) - 1)
+	n := 1
+	for _, c := range rowCounts {
+		if c <= rest {
+			n = c
+		}
+	}
+	return n
+}
+
+// padded is the size of the locking read for n products: the smallest
+// size of rowCounts not below n, or 1.
+func padded(n int) int {
+	if n <= 1 {
+		return 1
+	}
+	for _, c := range rowCounts {
+		if c >= n {
+			return c
+		}
+	}
+	return maxRows
 }
 
 // placeholders is row repeated rows times, separated by commas: the
@@ -121,7 +147,7 @@ func (d *DB) insertOrders(ctx context.Context, tx *sql.Tx, orders []*apiperf.Ord
 
 // lockRows runs the locking read of the products ids (sorted, distinct) in
 // tx and calls row for each row found. A batch's ids are read 64 at a time,
-// each read padded to a power of two by repeating its last id, so that the
+// each read padded to a size of rowCounts by repeating its last id, so that the
 // few statement forms are prepared once.
 func (d *DB) lockRows(ctx context.Context, tx *sql.Tx, ids []int64, row func(rows *sql.Rows) error) error {
 	for rest := ids; len(rest) > 0; {
@@ -130,7 +156,7 @@ func (d *DB) lockRows(ctx context.Context, tx *sql.Tx, ids []int64, row func(row
 		st := d.stmts.lockProduct
 		n := 1
 		if len(part) > 1 {
-			n = 1 << bits.Len(uint(len(part)-1))
+			n = padded(len(part))
 			st = of(&d.sized.lockProducts, n)
 		}
 		args := make([]any, n)

@@ -710,7 +710,7 @@ func TestOrderStore_PlaceOrders_VanishedClientDoesNotHoldTheKey(t *testing.T) {
 // batch of 64 orders for one product costs the round trips of one order
 // (BEGIN, the locking read, the UPDATE, one multi-row INSERT, COMMIT), and
 // 100 orders over 10 products add only the UPDATE per product and an INSERT
-// per power of two (64 + 32 + 4).
+// per statement size that fits (64 + 32 + 4).
 func TestOrderStore_PlaceOrders_BatchRoundTrips(t *testing.T) {
 	cfg, err := mysql.ParseDSN(testenv.MySQLDSN(t))
 	if err != nil {
@@ -736,6 +736,7 @@ func TestOrderStore_PlaceOrders_BatchRoundTrips(t *testing.T) {
 	}
 	// Warm the connection: the first use of each statement form prepares it.
 	place(t, db, batch(64, 1)...)
+	place(t, db, batch(30, 1)...)
 	place(t, db, batch(100, 10)...)
 	for _, c := range []struct {
 		name      string
@@ -743,6 +744,7 @@ func TestOrderStore_PlaceOrders_BatchRoundTrips(t *testing.T) {
 		want      int64
 	}{
 		{"OneProduct", 64, 1, 5},
+		{"ThirtyOrders", 30, 1, 6}, // 24 + 6 rows
 		{"TenProducts", 100, 10, 1 + 1 + 10 + 3 + 1},
 	} {
 		b := batch(c.n, c.spread)
@@ -766,7 +768,7 @@ func TestOrderStore_PlaceOrders_BatchIDs(t *testing.T) {
 			products = append(products, mustProduct(t, db, 100, 10_000).ID)
 		}
 		seen := map[int64]bool{}
-		for _, n := range []int{1, 2, 3, 64, 65, 127, 200} {
+		for _, n := range []int{1, 2, 3, 5, 30, 47, 64, 65, 127, 200} {
 			var b []*apiperf.OrderPlacement
 			for i := range n {
 				b = append(b, &apiperf.OrderPlacement{In: apiperf.OrderInput{ProductID: products[i%3], Quantity: int64(1 + i%7)}})

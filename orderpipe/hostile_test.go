@@ -206,3 +206,80 @@ func TestPipeline_CallerGoneWhileItsBatchRuns(t *testing.T) {
 		}
 	})
 }
+
+// panicStore panics on any batch holding a quantity of 13.
+type panicStore struct{ apiperf.OrderStore }
+
+func (s panicStore) PlaceOrders(ctx context.Context, batch []*apiperf.OrderPlacement) {
+	for _, p := range batch {
+		if p.In.Quantity == 13 {
+			panic("store failure")
+		}
+	}
+	s.OrderStore.PlaceOrders(ctx, batch)
+}
+
+// TestPipeline_PanicDoesNotStallTheLane makes the store panic while it
+// places a batch: the panic reaches the leader's caller (the server's
+// recovery answers it 500), the others of its batch are answered rather
+// than left waiting, and the lane goes on placing the orders queued behind
+// it and any that come later.
+func TestPipeline_PanicDoesNotStallTheLane(t *testing.T) {
+	db := openDB(t, "sqlite", "")
+	id := mustProduct(t, db, 100)
+	g := newGate(panicStore{db})
+	pl := mustPipeline(t, g, orderpipe.Options{BatchMax: 3})
+	qs := []int64{1, 13, 2, 3, 4, 5}
+	ps := make([]*apiperf.OrderPlacement, len(qs))
+	panicked := make([]any, len(qs))
+	var wg sync.WaitGroup
+	for i, q := range qs {
+		ps[i] = &apiperf.OrderPlacement{In: apiperf.OrderInput{ProductID: id, Quantity: q}}
+		wg.Go(func() {
+			defer func() { panicked[i] = recover() }()
+			pl.PlaceOrders(context.Background(), []*apiperf.OrderPlacement{ps[i]})
+		})
+		waitFor(t, fmt.Sprintf("placement %d to queue", i), func() bool {
+			if i == 0 {
+				return len(g.calls()) == 1
+			}
+			return pl.Waiting() == i
+		})
+	}
+	close(g.open)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	waitFor(t, "every placement to be answered", func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	// Batches: [1], [13 2 3] (panics, led by 13), [4 5].
+	for i, p := range ps {
+		switch q := p.In.Quantity; {
+		case q == 13:
+			if panicked[i] == nil {
+				t.Errorf("the batch's leader did not see the panic: %+v", p)
+			}
+		case q == 2 || q == 3:
+			if panicked[i] != nil || p.Err == nil || p.Order != nil || !p.StockMayHaveChanged {
+				t.Errorf("order of %d in the panicked batch: panic %v, %+v; want an error that may have changed stock", q, panicked[i], p)
+			}
+		default:
+			if panicked[i] != nil || p.Err != nil {
+				t.Errorf("order of %d: panic %v, err %v", q, panicked[i], p.Err)
+			}
+		}
+	}
+	later := &apiperf.OrderPlacement{In: apiperf.OrderInput{ProductID: id, Quantity: 1}}
+	pl.PlaceOrders(context.Background(), []*apiperf.OrderPlacement{later})
+	if later.Err != nil || pl.Waiting() != 0 {
+		t.Fatalf("an order after the panic: %v, %d waiting", later.Err, pl.Waiting())
+	}
+	if s := stockOf(t, db, id); s != 100-1-4-5-1 {
+		t.Fatalf("stock %d, want %d", s, 100-1-4-5-1)
+	}
+}

@@ -175,8 +175,45 @@ func (pl *Pipeline) PlaceOrders(ctx context.Context, batch []*apiperf.OrderPlace
 // to the next batch's leader, and tells the others in batch their outcome.
 // The cache is invalidated after the hand-off, so that the next batch does
 // not wait for it, but before anyone in batch is answered.
+//
+// If placing the batch panics, the panic goes on to the leader's caller,
+// but the lane is handed on all the same and the others in batch are
+// answered as unknown, so that nobody waits for a batch that will never
+// be settled.
 func (pl *Pipeline) lead(l *lane, batch []*waiter) {
+	handed, settled := false, false
+	defer func() {
+		if settled {
+			return
+		}
+		if !handed {
+			pl.handOver(l)
+		}
+		for _, w := range batch[1:] {
+			w.p.Err, w.p.StockMayHaveChanged, w.p.Invalidated = errPanicked, true, false
+			w.wake <- false
+		}
+	}()
 	ctx, ps := pl.run(batch)
+	pl.handOver(l)
+	handed = true
+	if pl.opts.Invalidate != nil {
+		pl.invalidate(ctx, ps)
+	}
+	settled = true
+	for _, w := range batch[1:] {
+		w.wake <- false
+	}
+}
+
+// errPanicked answers the orders of a batch whose placement panicked:
+// whether it committed is unknown.
+var errPanicked = &apiperf.Error{Code: apiperf.EINTERNAL,
+	Message: "the order's outcome is unknown; retry with the same Idempotency-Key to learn it"}
+
+// handOver wakes the leader of the lane's next batch, or leaves the lane
+// idle when nothing waits.
+func (pl *Pipeline) handOver(l *lane) {
 	l.mu.Lock()
 	var next []*waiter
 	if n := min(len(l.queue), pl.opts.BatchMax); n > 0 {
@@ -189,12 +226,6 @@ func (pl *Pipeline) lead(l *lane, batch []*waiter) {
 	if next != nil {
 		next[0].batch = next
 		next[0].wake <- true
-	}
-	if pl.opts.Invalidate != nil {
-		pl.invalidate(ctx, ps)
-	}
-	for _, w := range batch[1:] {
-		w.wake <- false
 	}
 }
 

@@ -68,8 +68,9 @@ func requestID(ctx *fasthttp.RequestCtx) string {
 	return string(ctx.Response.Header.PeekCanonical(hRequestID))
 }
 
-// outer wraps the router: request ids, panic recovery, the access log, and
-// the count of running handlers that Shutdown waits for.
+// outer wraps the router: request ids, the request's call context, panic
+// recovery, the access log, and the count of running handlers that
+// Shutdown waits for.
 func (s *Server) outer(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
 		s.running.Add(1)
@@ -80,7 +81,9 @@ func (s *Server) outer(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 			ctx.SetConnectionClose()
 		}
 		s.setRequestID(ctx)
+		cc := s.acquireContext(ctx)
 		defer func() {
+			s.releaseContext(ctx, cc)
 			if r := recover(); r != nil {
 				s.log.Error("panic in handler", "request_id", requestID(ctx), "method", string(ctx.Method()),
 					"path", string(ctx.Path()), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))

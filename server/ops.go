@@ -22,7 +22,7 @@ type readiness struct {
 // readyz is readiness: every dependency answers within a short deadline.
 // A failing optional check leaves the service ready, "degraded".
 func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
-	c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	c, cancel := context.WithTimeout(s.callContext(ctx), 2*time.Second)
 	defer cancel()
 	out := readiness{Status: "ok", Checks: make(map[string]string, len(s.cfg.Ready))}
 	type result struct {

@@ -43,12 +43,12 @@ func (s *Server) createOrder(ctx *fasthttp.RequestCtx) {
 			return apiperf.StoredResponse{Status: fasthttp.StatusCreated, Body: body}
 		}
 	}
-	s.cfg.Orders.PlaceOrders(s.base, []*apiperf.OrderPlacement{p})
+	s.cfg.Orders.PlaceOrders(s.callContext(ctx), []*apiperf.OrderPlacement{p})
 	// The product's cached body goes whenever its stock may have moved,
 	// including when the outcome is unknown: a stale stock must not outlive
 	// an order that committed.
 	if p.StockMayHaveChanged && !p.Invalidated {
-		s.invalidateProduct(s.base, in.ProductID)
+		s.invalidateProduct(s.callContext(ctx), in.ProductID)
 	}
 	switch {
 	case p.Stored != nil && p.Order != nil:
@@ -188,7 +188,7 @@ func (s *Server) listOrders(ctx *fasthttp.RequestCtx) {
 	}
 	want := f.Limit
 	f.Limit++
-	items, err := s.cfg.Orders.Orders(s.base, f)
+	items, err := s.cfg.Orders.Orders(s.callContext(ctx), f)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
@@ -207,7 +207,7 @@ func (s *Server) getOrder(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	o, err := s.cfg.Orders.Order(s.base, id)
+	o, err := s.cfg.Orders.Order(s.callContext(ctx), id)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
@@ -229,13 +229,13 @@ func (s *Server) patchOrder(ctx *fasthttp.RequestCtx) {
 		s.writeError(ctx, err)
 		return
 	}
-	o, err := s.cfg.Orders.SetOrderStatus(s.base, id, status)
+	o, err := s.cfg.Orders.SetOrderStatus(s.callContext(ctx), id, status)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
 	}
 	if status == apiperf.StatusCancelled {
-		s.invalidateProduct(s.base, o.ProductID)
+		s.invalidateProduct(s.callContext(ctx), o.ProductID)
 	}
 	s.writeJSON(ctx, fasthttp.StatusOK, o)
 }
@@ -245,13 +245,13 @@ func (s *Server) deleteOrder(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	o, err := s.cfg.Orders.DeleteOrder(s.base, id)
+	o, err := s.cfg.Orders.DeleteOrder(s.callContext(ctx), id)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
 	}
 	if o.Status.HoldsStock() {
-		s.invalidateProduct(s.base, o.ProductID)
+		s.invalidateProduct(s.callContext(ctx), o.ProductID)
 	}
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
 }

@@ -124,7 +124,7 @@ func (s *Server) getProduct(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	body, err := s.productBody(s.base, id, key)
+	body, err := s.productBody(s.callContext(ctx), id, key)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
@@ -185,13 +185,13 @@ func (s *Server) createProduct(ctx *fasthttp.RequestCtx) {
 		s.writeError(ctx, err)
 		return
 	}
-	p, err := s.cfg.Products.CreateProduct(s.base, in)
+	p, err := s.cfg.Products.CreateProduct(s.callContext(ctx), in)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
 	}
 	// A GET for this id before it existed left a cached "not found".
-	s.invalidateProduct(s.base, p.ID)
+	s.invalidateProduct(s.callContext(ctx), p.ID)
 	location(ctx, p.ID)
 	s.writeProduct(ctx, fasthttp.StatusCreated, p)
 }
@@ -248,7 +248,7 @@ func (s *Server) listProducts(ctx *fasthttp.RequestCtx) {
 	}
 	want := pg.Limit
 	pg.Limit++ // one extra row tells whether another page exists
-	items, err := s.cfg.Products.Products(s.base, pg)
+	items, err := s.cfg.Products.Products(s.callContext(ctx), pg)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
@@ -264,7 +264,7 @@ func (s *Server) listProducts(ctx *fasthttp.RequestCtx) {
 
 // current loads a product and checks If-Match against its current body.
 func (s *Server) current(ctx *fasthttp.RequestCtx, id int64) (*apiperf.Product, bool) {
-	p, err := s.cfg.Products.Product(s.base, id)
+	p, err := s.cfg.Products.Product(s.callContext(ctx), id)
 	if err != nil {
 		s.writeError(ctx, err)
 		return nil, false
@@ -342,7 +342,7 @@ func (s *Server) update(ctx *fasthttp.RequestCtx, id int64, patch apiperf.Produc
 		}
 		version = p.Version
 	}
-	p, err := s.cfg.Products.UpdateProduct(s.base, id, patch, version)
+	p, err := s.cfg.Products.UpdateProduct(s.callContext(ctx), id, patch, version)
 	s.finishReplace(ctx, id, p, err)
 }
 
@@ -351,7 +351,7 @@ func (s *Server) finishReplace(ctx *fasthttp.RequestCtx, id int64, p *apiperf.Pr
 		s.writeError(ctx, err)
 		return
 	}
-	s.invalidateProduct(s.base, id)
+	s.invalidateProduct(s.callContext(ctx), id)
 	s.writeProduct(ctx, fasthttp.StatusOK, p)
 }
 
@@ -360,10 +360,10 @@ func (s *Server) deleteProduct(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	if err := s.cfg.Products.DeleteProduct(s.base, id); err != nil {
+	if err := s.cfg.Products.DeleteProduct(s.callContext(ctx), id); err != nil {
 		s.writeError(ctx, err)
 		return
 	}
-	s.invalidateProduct(s.base, id)
+	s.invalidateProduct(s.callContext(ctx), id)
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
 }

@@ -74,7 +74,7 @@ func limitClasses(cfg *Config) [numClasses]*limitClass {
 func (s *Server) rateLimit(ctx *fasthttp.RequestCtx, lc *limitClass) bool {
 	var kb [80]byte
 	key := s.clientKey(ctx, kb[:0])
-	d, err := s.cfg.Limiter.Allow(s.base, string(key), lc.policy, 1)
+	d, err := s.cfg.Limiter.Allow(s.callContext(ctx), string(key), lc.policy, 1)
 	if err != nil {
 		if apiperf.ErrorCode(err) != apiperf.EUNAVAILABLE {
 			// A policy the limiter will not apply is this server's

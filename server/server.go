@@ -58,6 +58,15 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Metrics, when set, is served at /metrics on the API listener.
 	Metrics fasthttp.RequestHandler
+	// RequestTimeout is one request's budget: the store, cache and limiter
+	// calls it makes get the request's start plus RequestTimeout as their
+	// deadline (each may have a shorter one of its own). Zero sets none.
+	RequestTimeout time.Duration
+	// Invocation, when set, returns the context of the invocation a
+	// request belongs to, such as lambda.InvocationContext: its deadline
+	// bounds the request's calls too, its end ends them, and its values
+	// are theirs. It may return nil or context.Background() for none.
+	Invocation func(*fasthttp.RequestCtx) context.Context
 	// MaxBodySize caps request bodies; zero means 1 MiB.
 	MaxBodySize int
 	// ReadTimeout, WriteTimeout and IdleTimeout bound slow clients; zero
@@ -80,9 +89,7 @@ type Server struct {
 	limits [numClasses]*limitClass
 	// scopes are the idempotency scopes of keys, index for index.
 	scopes []apiperf.Scope
-	// base is the parent context of every store, cache and limiter call.
-	// A *fasthttp.RequestCtx is recycled when its handler returns, so it
-	// must never become a context's parent: a timer could still read it.
+	// base is the ancestor of every request's call context (context.go).
 	// Shutdown cancels it once the drain budget is spent, so that the
 	// requests still running roll their transactions back and return.
 	base       context.Context

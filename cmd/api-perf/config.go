@@ -46,6 +46,7 @@ type config struct {
 	ReplicaMaxLag     time.Duration
 	ReplicaTimeout    time.Duration
 	ShutdownTimeout   time.Duration
+	RequestTimeout    time.Duration
 	ReadTimeout       time.Duration
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
@@ -189,6 +190,8 @@ var settings = []setting{
 		}},
 	{"MAX_BODY_BYTES", "1048576", "Largest accepted request body in bytes (413 above it).",
 		integer(1024, 64<<20, func(c *config) *int { return &c.MaxBodySize })},
+	{"REQUEST_TIMEOUT", "10s", "Budget of one request: its store, cache and rate-limiter calls end when it is spent (each may end sooner, at `DB_QUERY_TIMEOUT` for instance), and the request gets a 503. On Lambda the invocation's deadline bounds it too. `0` sets no budget.",
+		durationOrOff(func(c *config) *time.Duration { return &c.RequestTimeout })},
 	{"HTTP_READ_TIMEOUT", "10s", "Slow-client bound on reading a request; `0` turns it off behind a proxy that enforces its own.",
 		durationOrOff(func(c *config) *time.Duration { return &c.ReadTimeout })},
 	{"HTTP_WRITE_TIMEOUT", "10s", "Slow-client bound on writing a response; `0` turns it off.",

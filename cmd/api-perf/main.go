@@ -31,6 +31,7 @@ import (
 	apiperf "github.com/api-perf/api-perf"
 	"github.com/api-perf/api-perf/orderpipe"
 	"github.com/api-perf/api-perf/server"
+	"github.com/api-perf/api-perf/server/lambda"
 	"github.com/api-perf/api-perf/storage"
 )
 
@@ -174,6 +175,11 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 		ReadTimeout:    cfg.ReadTimeout,
 		WriteTimeout:   cfg.WriteTimeout,
 		IdleTimeout:    cfg.IdleTimeout,
+		RequestTimeout: cfg.RequestTimeout,
+	}
+	if cfg.LambdaRuntimeAPI != "" {
+		// An event's calls end with its invocation (the function's timeout).
+		scfg.Invocation = lambda.InvocationContext
 	}
 	if cfg.MetricsAddr == "" {
 		scfg.Metrics = metricsHandler

@@ -1,14 +1,14 @@
 package limiter
 
 import (
+	"cmp"
 	"context"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	apiperf "github.com/api-perf/api-perf"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
 )
 
@@ -24,38 +24,85 @@ import (
 // more than half of what is available, so that other replicas always find
 // tokens left and a client near its limit gets batches that shrink to one.
 //
-// KEYS[1] holds the TAT. ARGV: interval (µs), burst, need, want.
+// Before deciding, the script charges owed units that a replica has
+// already allowed on debt (see batch.go): they move the TAT whatever the
+// bucket holds, past its window if need be, so the client pays for them
+// with later refusals.
+//
+// KEYS[1] holds the TAT. ARGV: interval (µs), burst, need, want, owed.
 // need is at most burst: a larger cost is refused before the call, as no
-// wait could let it through.
+// wait could let it through. need is 0 for a call that only charges debt
+// and takes a batch if there is room.
 // Reply: {granted, remaining, retry_after_us, reset_after_us, now_us, tat_us}
-// where granted is 0 for a refusal, reset_after_us is the time until the
-// bucket is full again, and tat_us is the TAT before this call (granted
-// tokens occupy the slots tat+interval .. tat+granted*interval).
-var gcraScript = rueidis.NewLuaScript(gcraSource)
+// where granted is 0 for a refusal (or no batch), retry_after_us is then
+// the wait for max(need, 1) units, reset_after_us is the time until the
+// bucket is full again, and tat_us is the TAT after the owed units and
+// before the grant (granted tokens occupy the slots tat+interval ..
+// tat+granted*interval).
+//
+// gcraMultiScript is the same decision for several buckets in one call
+// (see coalesce.go): KEYS[i] with ARGV[5i-4 .. 5i], and the replies one
+// after the other, six numbers each. All of them use one reading of TIME.
+var (
+	gcraScript      = rueidis.NewLuaScript(gcraSource)
+	gcraMultiScript = rueidis.NewLuaScript(gcraMultiSource)
+)
 
-const gcraSource = `
+// gcraFunc is the decision itself, shared by both scripts so that they
+// cannot drift apart.
+const gcraFunc = `
+local function gcra(key, interval, burst, need, want, owed, now, out)
+  local window = burst * interval
+  local tat = tonumber(redis.call('GET', key) or 0)
+  if tat < now then tat = now end
+  tat = tat + owed * interval
+  local avail = math.floor((window - (tat - now)) / interval)
+  local remaining = avail
+  if remaining < 0 then remaining = 0 end
+  local grant = 0
+  if avail >= need then
+    grant = math.floor(avail / 2)
+    if grant > want then grant = want end
+    if grant < need then grant = need end
+  end
+  local newtat = tat + grant * interval
+  if grant > 0 or owed > 0 then
+    redis.call('SET', key, string.format('%d', newtat),
+      'PX', string.format('%d', math.ceil((newtat - now) / 1000)))
+  end
+  local n = #out
+  out[n+5] = now
+  out[n+6] = tat
+  if grant == 0 then
+    local unit = need
+    if unit < 1 then unit = 1 end
+    out[n+1] = 0
+    out[n+2] = remaining
+    out[n+3] = tat + unit * interval - window - now
+    out[n+4] = tat - now
+    return
+  end
+  out[n+1] = grant
+  out[n+2] = avail - grant
+  out[n+3] = 0
+  out[n+4] = newtat - now
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local need = tonumber(ARGV[3])
-local want = tonumber(ARGV[4])
-local window = burst * interval
-local tat = tonumber(redis.call('GET', KEYS[1]) or 0)
-if tat < now then tat = now end
-local avail = math.floor((window - (tat - now)) / interval)
-local remaining = avail
-if remaining < 0 then remaining = 0 end
-if avail < need then
-  return {0, remaining, tat + need * interval - window - now, tat - now, now, tat}
+local out = {}
+`
+
+const gcraSource = gcraFunc + `
+gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), now, out)
+return out
+`
+
+const gcraMultiSource = gcraFunc + `
+for i = 1, #KEYS do
+  local a = (i - 1) * 5
+  gcra(KEYS[i], tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3]), tonumber(ARGV[a+4]), tonumber(ARGV[a+5]), now, out)
 end
-local grant = math.floor(avail / 2)
-if grant > want then grant = want end
-if grant < need then grant = need end
-local newtat = tat + grant * interval
-redis.call('SET', KEYS[1], string.format('%d', newtat),
-  'PX', string.format('%d', math.ceil((newtat - now) / 1000)))
-return {grant, avail - grant, 0, newtat - now, now, tat}
+return out
 `
 
 // DefaultPrefix starts every limiter key. The client part of the key sits
@@ -84,6 +131,26 @@ type RedisOptions struct {
 	// MaxBatch caps a batch in tokens; zero means no cap other than half of
 	// what the bucket has available.
 	MaxBatch int
+
+	// Debt is how many units of cost a process may allow a client on debt,
+	// before Redis has charged them, when its last reply for that client
+	// showed the bucket at least half free (see batch.go). Such a request
+	// waits for nothing; the charge goes out in the background, coalesced
+	// with others. Across N processes a client may then be allowed up to
+	// N*Debt more than burst + rate*t. Zero (the default) keeps every
+	// decision exact. It does nothing with Plain.
+	Debt int
+
+	// MaxCoalesce is the most script calls, for different buckets, sent
+	// in one round trip (see coalesce.go). Zero means DefaultMaxCoalesce;
+	// 1 sends every call on its own.
+	MaxCoalesce int
+
+	// Registerer, when set, receives apiperf_ratelimit_redis_calls_total,
+	// the script calls made, which divided by the requests decided says
+	// what the limiter costs Redis. Registering twice on the same
+	// Registerer keeps the first counter.
+	Registerer prometheus.Registerer
 }
 
 // Redis is a GCRA limiter whose state lives in Redis, shared by every
@@ -96,8 +163,10 @@ type Redis struct {
 	plain       bool
 	batchWindow int64 // microseconds
 	maxBatch    int
+	debt        int
 
 	buckets table[*bucket]
+	co      *coalescer   // nil when every call goes on its own
 	calls   atomic.Int64 // script round trips, for tests and benchmarks
 	refills atomic.Int64 // the calls a request waited for
 	closeMu sync.RWMutex // orders prefetch starts before Close's wait
@@ -115,6 +184,7 @@ func NewRedis(c rueidis.Client, opts RedisOptions) *Redis {
 		plain:       opts.Plain,
 		batchWindow: opts.BatchWindow.Microseconds(),
 		maxBatch:    opts.MaxBatch,
+		debt:        max(opts.Debt, 0),
 	}
 	if r.prefix == "" {
 		r.prefix = DefaultPrefix
@@ -123,6 +193,17 @@ func NewRedis(c rueidis.Client, opts RedisOptions) *Redis {
 		r.batchWindow = DefaultBatchWindow.Microseconds()
 	}
 	r.buckets.init()
+	if opts.MaxCoalesce != 1 {
+		r.co = newCoalescer(r, cmp.Or(opts.MaxCoalesce, DefaultMaxCoalesce))
+	}
+	if opts.Registerer != nil {
+		// A CounterFunc reads the atomic counter the hot path already
+		// keeps, so the metric costs the requests nothing.
+		_ = opts.Registerer.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "apiperf_ratelimit_redis_calls_total",
+			Help: "Round trips of the rate limiter to Redis (script calls, each deciding one or more requests).",
+		}, func() float64 { return float64(r.calls.Load()) }))
+	}
 	return r
 }
 
@@ -133,7 +214,7 @@ func (r *Redis) Allow(ctx context.Context, key string, p apiperf.RatePolicy, cos
 		return apiperf.RateDecision{}, err
 	}
 	if r.plain {
-		rep, err := r.eval(ctx, p.Name, key, t, p.Burst, cost, cost)
+		rep, err := r.eval(ctx, p.Name, key, t, p.Burst, cost, cost, 0)
 		if err != nil {
 			return apiperf.RateDecision{}, err
 		}
@@ -148,8 +229,10 @@ func (r *Redis) Allow(ctx context.Context, key string, p apiperf.RatePolicy, cos
 // Redis forgets scripts when it restarts; Exec then reloads by itself.
 func (r *Redis) Preload(ctx context.Context) error {
 	for _, n := range r.c.Nodes() {
-		if err := n.Do(ctx, n.B().ScriptLoad().Script(gcraSource).Build()).Error(); err != nil {
-			return unavailable(err)
+		for _, src := range []string{gcraSource, gcraMultiSource} {
+			if err := n.Do(ctx, n.B().ScriptLoad().Script(src).Build()).Error(); err != nil {
+				return unavailable(err)
+			}
 		}
 	}
 	return nil
@@ -164,6 +247,22 @@ func (r *Redis) Close() {
 	r.closeMu.Unlock()
 	r.wg.Wait()
 	r.buckets.clear()
+}
+
+// startBackground runs fn in a goroutine that Close waits for, unless the
+// limiter is closed, and reports whether it did.
+func (r *Redis) startBackground(fn func()) bool {
+	r.closeMu.RLock()
+	defer r.closeMu.RUnlock()
+	if r.closed {
+		return false
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		fn()
+	}()
+	return true
 }
 
 // reply is the decoded answer of gcraScript.
@@ -185,62 +284,48 @@ func (rep *reply) result(burst int) apiperf.RateDecision {
 	return res
 }
 
-// scriptArgs holds one call's key and arguments. The strings point into buf,
-// so a call formats its numbers without allocating; the whole struct is
-// reused through argsPool.
-type scriptArgs struct {
-	buf  []byte
-	keys [1]string
-	args [4]string
+// eval runs gcraScript once for one bucket, coalesced with the calls of
+// other requests when that is on (see coalesce.go). Errors come back as
+// apiperf.EUNAVAILABLE.
+func (r *Redis) eval(ctx context.Context, name, client string, t int64, burst, need, want, owed int) (reply, error) {
+	c := callPool.Get().(*scriptCall)
+	c.format(r.prefix, name, client, t, burst, need, want, owed)
+	if r.co == nil {
+		r.calls.Add(1)
+		rep, err := r.exec1(ctx, c)
+		if err != nil {
+			// After a failure (a deadline above all) the command may still
+			// sit in the client's write queue pointing at buf, so the call
+			// is left to the garbage collector instead of the pool.
+			return reply{}, err
+		}
+		c.release()
+		return rep, nil
+	}
+	return r.co.submit(ctx, c)
 }
 
-var argsPool = sync.Pool{New: func() any { return &scriptArgs{buf: make([]byte, 0, 128)} }}
-
-// eval runs gcraScript once. Errors come back as apiperf.EUNAVAILABLE.
-func (r *Redis) eval(ctx context.Context, name, client string, t int64, burst, need, want int) (rep reply, err error) {
-	a := argsPool.Get().(*scriptArgs)
-	b := append(a.buf[:0], r.prefix...)
-	b = append(b, '{')
-	b = append(b, name...)
-	b = append(b, ':')
-	b = append(b, client...)
-	b = append(b, '}')
-	var ends [5]int
-	ends[0] = len(b)
-	b = strconv.AppendInt(b, t, 10)
-	ends[1] = len(b)
-	b = strconv.AppendInt(b, int64(burst), 10)
-	ends[2] = len(b)
-	b = strconv.AppendInt(b, int64(need), 10)
-	ends[3] = len(b)
-	b = strconv.AppendInt(b, int64(want), 10)
-	ends[4] = len(b)
-	a.buf = b
-	// The strings are taken only now that b will not grow any more.
-	a.keys[0] = unsafe.String(&b[0], ends[0])
-	for i := range a.args {
-		a.args[i] = unsafe.String(&b[ends[i]], ends[i+1]-ends[i])
-	}
-
-	r.calls.Add(1)
-	vals, err := gcraScript.Exec(ctx, r.c, a.keys[:], a.args[:]).ToArray()
+// exec1 runs gcraScript for one call.
+func (r *Redis) exec1(ctx context.Context, c *scriptCall) (reply, error) {
+	vals, err := gcraScript.Exec(ctx, r.c, c.keys[:], c.args[:]).ToArray()
 	if err != nil {
-		// After a failure (a deadline above all) the command may still sit
-		// in the client's write queue pointing at buf, so the buffer is left
-		// to the garbage collector instead of going back to the pool.
 		return reply{}, unavailable(err)
 	}
-	a.keys[0] = ""
-	clear(a.args[:])
-	argsPool.Put(a)
 	if len(vals) != 6 {
 		return reply{}, unavailable(errBadReply)
 	}
+	return decodeReply(vals)
+}
+
+// decodeReply reads the six numbers of one bucket's reply.
+func decodeReply(vals []rueidis.RedisMessage) (reply, error) {
 	var out [6]int64
-	for i := range vals {
-		if out[i], err = vals[i].AsInt64(); err != nil {
+	for i := range out {
+		v, err := vals[i].AsInt64()
+		if err != nil {
 			return reply{}, unavailable(err)
 		}
+		out[i] = v
 	}
 	return reply{out[0], out[1], out[2], out[3], out[4], out[5]}, nil
 }

@@ -64,6 +64,24 @@ import (
 // one. A busy client far from its limit therefore never waits for Redis
 // once its first batch is in. This at most doubles what one replica holds.
 //
+// Debt (RedisOptions.Debt, off by default). A client too slow to spend a
+// batch before its slots pass (a crowd of clients at a few requests a
+// second each) would still need a call per request. With debt, a process
+// that has seen a reply for the bucket showing it at least half free
+// (counting the debt not yet charged) allows the request at once and sends
+// the charge in the background, coalesced with other calls; the script
+// adds the owed units to the TAT whatever the bucket holds. A charged unit
+// takes a slot no earlier than one interval after it was allowed, so the
+// only way it can break the slot argument above is by landing beyond the
+// window, and what lies beyond the window is at most the debt not yet
+// charged: Debt per process, because a process takes no new debt while a
+// call for the bucket is out or its last reply showed the bucket less than
+// half free. Hence across N processes at most Burst + t/T + N*Debt units
+// in any interval of length t, and a client's long-run rate is still the
+// policy's: it pays for what it was allowed with later refusals. Debt is
+// never taken for a bucket the process has no reply for (a new client's
+// first request is Redis's), nor while a call for it is in flight.
+//
 // Concurrency. All requests of one process for one bucket share a single
 // in-flight script call: the first request that finds no usable token (or
 // the prefetch) makes the call, the others wait for it and then decide
@@ -134,6 +152,12 @@ type bucket struct {
 	// inflight is non-nil while a script call for this bucket runs; it is
 	// closed when the call's outcome has been applied.
 	inflight chan struct{}
+
+	// known says that a reply has been seen, so tatNs means something.
+	known bool
+	// Debt: units allowed before Redis charged them; owed are not yet
+	// sent, owing are in the call now in flight.
+	owed, owing int
 }
 
 func (b *bucket) held() int { return b.cur.count + b.spare.count }
@@ -223,7 +247,51 @@ func (b *bucket) idle(now int64) bool {
 	}
 	defer b.mu.Unlock()
 	b.expire(now)
-	return b.inflight == nil && b.held() == 0 && now >= b.denyUntil
+	return b.inflight == nil && b.held() == 0 && now >= b.denyUntil && b.owed == 0
+}
+
+// canOwe says whether a request of cost may be allowed on debt at now:
+// debt is on, no call for the bucket is in flight (a request waits for
+// it, and a debt is sent the moment it is taken), the last reply showed
+// the bucket at least half free even counting the debt not yet charged,
+// and that debt stays within max. The caller holds b.mu and found no
+// reserved slot and no cached refusal.
+func (b *bucket) canOwe(now, t int64, burst, cost, max int) bool {
+	debt := b.owed + b.owing + cost
+	if max == 0 || !b.known || b.inflight != nil || debt > max {
+		return false
+	}
+	tNs := t * 1000
+	free := (int64(burst)*tNs - max64(b.tatNs-now, 0)) / tNs
+	return 2*(free-int64(debt)) >= int64(burst)
+}
+
+func max64(a, b int64) int64 { return max(a, b) }
+
+// owe allows a request of cost on debt. The caller holds b.mu and checked
+// canOwe.
+func (b *bucket) owe(now, t int64, burst, cost int) apiperf.RateDecision {
+	b.owed += cost
+	res := b.estimate(now, t, burst, apiperf.RateDecision{Allowed: true})
+	res.Remaining = max(res.Remaining-b.owed-b.owing, 0)
+	return res
+}
+
+// takeOwed moves the owed units into the call about to be made and
+// returns how many it must charge. The caller holds b.mu.
+func (b *bucket) takeOwed() int {
+	n := b.owed
+	b.owing, b.owed = b.owing+n, 0
+	return n
+}
+
+// settle applies the outcome of a call that carried owed units: charged,
+// or, after an error, owed again by the next call. The caller holds b.mu.
+func (b *bucket) settle(owed int, err error) {
+	b.owing -= owed
+	if err != nil {
+		b.owed += owed
+	}
 }
 
 // want is the batch size asked for under a policy of interval t.
@@ -252,7 +320,11 @@ func (r *Redis) tryAllow(key string, p apiperf.RatePolicy, cost int) (apiperf.Ra
 	b.mu.Lock()
 	now := monoNanos()
 	res, ok := b.decide(now, t, p.Burst, cost)
-	if ok && res.Allowed && b.wantsPrefetch(now, r.batchWindow*250) {
+	switch {
+	case ok && res.Allowed && b.wantsPrefetch(now, r.batchWindow*250):
+		r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1))
+	case !ok && b.canOwe(now, t, p.Burst, cost, r.debt):
+		res, ok = b.owe(now, t, p.Burst, cost), true
 		r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1))
 	}
 	b.mu.Unlock()
@@ -270,6 +342,12 @@ func (r *Redis) allowBatched(ctx context.Context, key string, p *apiperf.RatePol
 			if res.Allowed && b.wantsPrefetch(now, r.batchWindow*250) {
 				r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1))
 			}
+			b.mu.Unlock()
+			return res, nil
+		}
+		if b.canOwe(now, t, p.Burst, cost, r.debt) {
+			res := b.owe(now, t, p.Burst, cost)
+			r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1))
 			b.mu.Unlock()
 			return res, nil
 		}
@@ -299,20 +377,23 @@ func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *apiperf.Ra
 	b.cur, b.spare = slotRange{}, slotRange{}
 	ch := make(chan struct{})
 	b.inflight = ch
+	owed := b.takeOwed()
 	b.mu.Unlock()
 
 	r.refills.Add(1)
 	sent := monoNanos()
-	rep, err := r.eval(ctx, p.Name, key, t, p.Burst, cost-took, want)
+	rep, err := r.eval(ctx, p.Name, key, t, p.Burst, cost-took, want, owed)
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.inflight = nil
 	close(ch)
+	b.settle(owed, err)
 	if err != nil {
 		b.cur, b.spare = cur, spare
 		return apiperf.RateDecision{}, err
 	}
+	b.known = true
 	b.tatNs = sent + rep.resetAfter*1000
 	if rep.granted == 0 {
 		b.cur, b.spare = cur, spare
@@ -338,8 +419,11 @@ func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *apiperf.Ra
 	}, nil
 }
 
-// prefetch starts a background call that stores its batch as b's spare
-// range. The caller holds b.mu and has checked wantsPrefetch.
+// prefetch starts a background call that charges the bucket's debt and
+// stores its batch of slots behind those held: as the spare range, or as
+// the current one when none is held. The caller holds b.mu and has
+// checked wantsPrefetch, or has just allowed a request on debt with no
+// call in flight.
 func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int) {
 	r.closeMu.RLock()
 	defer r.closeMu.RUnlock()
@@ -348,6 +432,49 @@ func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int) 
 	}
 	ch := make(chan struct{})
 	b.inflight = ch
+	owed := b.takeOwed()
+	// need is 1 for a prefetch (it asks for at least a token) and 0 for a
+	// call made for debt alone, which must not be refused for lack of one.
+	need := 1
+	if owed > 0 {
+		need = 0
+	}
+	sent := monoNanos()
+	done := func(rep reply, err error) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.inflight = nil
+		close(ch)
+		b.settle(owed, err)
+		if err != nil {
+			return // the next request that runs out calls Redis itself
+		}
+		b.known = true
+		b.tatNs = sent + rep.resetAfter*1000
+		if rep.granted == 0 {
+			b.denyUntil = sent + rep.retryAfter*1000
+			b.denyCost = 1
+			return
+		}
+		slots := slotRange{next: sent + (rep.tat-rep.now)*1000, count: int(rep.granted), step: t * 1000}
+		if b.held() == 0 {
+			b.cur = slots
+		} else {
+			b.spare = slots
+		}
+		b.lastGrant = int(rep.granted)
+		b.expire(monoNanos())
+	}
+	if r.co != nil {
+		// Queued with the other calls; the flusher applies the outcome,
+		// and no goroutine or timer is spent on this call alone.
+		c := callPool.Get().(*scriptCall)
+		c.format(r.prefix, name, key, t, burst, need, want, owed)
+		c.deadline = time.Now().Add(prefetchTimeout)
+		c.then = done
+		r.co.enqueue(c)
+		return
+	}
 	// The strings may point into a request's buffers, which the
 	// background call outlives.
 	name, key = strings.Clone(name), strings.Clone(key)
@@ -355,25 +482,8 @@ func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int) 
 	go func() {
 		defer r.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), prefetchTimeout)
-		sent := monoNanos()
-		rep, err := r.eval(ctx, name, key, t, burst, 1, want)
+		rep, err := r.eval(ctx, name, key, t, burst, need, want, owed)
 		cancel()
-
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		b.inflight = nil
-		close(ch)
-		if err != nil {
-			return // the next request that runs out calls Redis itself
-		}
-		b.tatNs = sent + rep.resetAfter*1000
-		if rep.granted == 0 {
-			b.denyUntil = sent + rep.retryAfter*1000
-			b.denyCost = 1
-			return
-		}
-		b.spare = slotRange{next: sent + (rep.tat-rep.now)*1000, count: int(rep.granted), step: t * 1000}
-		b.lastGrant = int(rep.granted)
-		b.expire(monoNanos())
+		done(rep, err)
 	}()
 }

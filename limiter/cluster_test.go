@@ -24,10 +24,10 @@ func TestRedisCluster_Exactness(t *testing.T) {
 	verifyNoLeaks(t)
 	addrs := testenv.StartRedisCluster(t)
 
-	for _, mode := range redisModes {
+	for _, mode := range append(redisModes, debtModes...) {
 		t.Run(mode.name, func(t *testing.T) {
 			limiters, prefix := replicaLimiters(t, mode.opts, addrs...)
-			exactness(t, limiters, "client-a")
+			exactness(t, limiters, "client-a", slack(mode.opts, len(limiters)))
 
 			// Clients whose keys hash to every master are limited alike.
 			c := MustClient(t, addrs...)
@@ -55,6 +55,26 @@ func TestRedisCluster_Exactness(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRedisCluster_Coalesce runs the coalescing checks on a three-master
+// Cluster, where a batch is a pipeline of calls to several masters.
+func TestRedisCluster_Coalesce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a Redis Cluster; skipped with -short")
+	}
+	verifyNoLeaks(t)
+	coalesced(t, true, testenv.StartRedisCluster(t)...)
+}
+
+// TestRedisCluster_Debt runs the checks of allowing on debt on a
+// three-master Cluster.
+func TestRedisCluster_Debt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a Redis Cluster; skipped with -short")
+	}
+	verifyNoLeaks(t)
+	debt(t, testenv.StartRedisCluster(t)...)
 }
 
 // slotOwner returns the address of the master serving slot.

@@ -26,6 +26,19 @@ var redisModes = []struct {
 	{"BatchedWide", RedisOptions{BatchWindow: 2 * time.Second}},
 }
 
+// debtModes allow requests on debt (RedisOptions.Debt); the guarantee is
+// then burst + rate x t + replicas x Debt.
+var debtModes = []struct {
+	name string
+	opts RedisOptions
+}{
+	{"Debt1", RedisOptions{Debt: 1}},
+	{"Debt3Wide", RedisOptions{Debt: 3, BatchWindow: 2 * time.Second}},
+}
+
+// slack is what a mode may allow beyond burst + rate x t with n replicas.
+func slack(opts RedisOptions, n int) int { return n * opts.Debt }
+
 // MustRedis returns a Redis limiter with a unique prefix on the shared
 // Redis, closed at the end of the test.
 func MustRedis(tb testing.TB, opts RedisOptions) (*Redis, rueidis.Client) {
@@ -276,9 +289,10 @@ func replayOnRedis(t *testing.T, opts RedisOptions, p apiperf.RatePolicy, steps 
 
 // exactness sends 200 requests within one second, round robin over the
 // limiters (one goroutine each, as separate replicas would), under 10/1s
-// burst 20, and checks the global guarantee: at most 20 + 10 allowed, at
-// least the burst, every refusal with a positive RetryAfter.
-func exactness(t *testing.T, limiters []Limiter, key string) {
+// burst 20, and checks the global guarantee: at most 20 + 10 (+ extra, the
+// debt the limiters may take) allowed, at least the burst, every refusal
+// with a positive RetryAfter.
+func exactness(t *testing.T, limiters []Limiter, key string, extra int) {
 	t.Helper()
 	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Second, Burst: 20}
 	var allowed, denied atomic.Int64
@@ -315,8 +329,8 @@ func exactness(t *testing.T, limiters []Limiter, key string) {
 	wg.Wait()
 	a, d := allowed.Load(), denied.Load()
 	t.Logf("allowed %d, refused %d in %v", a, d, time.Since(start))
-	if a > 30 || a < 20 {
-		t.Fatalf("allowed %d requests in one second, want between 20 (the burst) and 30 (burst + rate x 1s)", a)
+	if a > int64(30+extra) || a < 20 {
+		t.Fatalf("allowed %d requests in one second, want between 20 (the burst) and %d (burst + rate x 1s + %d of debt)", a, 30+extra, extra)
 	}
 	if a+d != 200 {
 		t.Fatalf("%d decisions, want 200", a+d)
@@ -328,7 +342,14 @@ func TestRedis_Exactness(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			verifyNoLeaks(t)
 			limiters, _ := replicaLimiters(t, mode.opts, redisAddr)
-			exactness(t, limiters, "client-a")
+			exactness(t, limiters, "client-a", 0)
+		})
+	}
+	for _, mode := range debtModes {
+		t.Run(mode.name, func(t *testing.T) {
+			verifyNoLeaks(t)
+			limiters, _ := replicaLimiters(t, mode.opts, redisAddr)
+			exactness(t, limiters, "client-a", slack(mode.opts, len(limiters)))
 		})
 	}
 }
@@ -520,7 +541,7 @@ func TestRedis_ExactnessUnderLoad(t *testing.T) {
 		{Name: "read", Rate: 1000, Period: time.Second, Burst: 50},  // T = 1ms
 		{Name: "read", Rate: 1000, Period: time.Second, Burst: 400}, // batches of up to 100
 	} {
-		for _, mode := range redisModes {
+		for _, mode := range append(redisModes, debtModes...) {
 			t.Run(mode.name+"/Burst"+strconv.Itoa(p.Burst), func(t *testing.T) {
 				verifyNoLeaks(t)
 				hammer(t, mode.opts, p)
@@ -578,8 +599,9 @@ func hammer(t *testing.T, opts RedisOptions, p apiperf.RatePolicy) {
 	}
 	slices.SortFunc(spans, func(a, b span) int { return int(a.from - b.from) })
 	n := len(spans)
-	t.Logf("allowed %d of %d in %v (bound %d), %d script calls", n, requests.Load(), elapsed, p.Burst+int(elapsed/time.Millisecond), calls)
-	if n > p.Burst+int(elapsed/time.Millisecond) {
+	burst := p.Burst + slack(opts, len(limiters))
+	t.Logf("allowed %d of %d in %v (bound %d), %d script calls", n, requests.Load(), elapsed, burst+int(elapsed/time.Millisecond), calls)
+	if n > burst+int(elapsed/time.Millisecond) {
 		t.Fatalf("allowed %d in %v, more than burst + rate x time", n, elapsed)
 	}
 	// The client asks for many times its rate, so it should get at least
@@ -596,7 +618,7 @@ func hammer(t *testing.T, opts RedisOptions, p apiperf.RatePolicy) {
 		for j := i + 1; j < n; j++ {
 			latest = max(latest, spans[j].to)
 			length := latest - spans[i].from
-			if count, bound := j-i+1, p.Burst+int(length/time.Millisecond); count > bound {
+			if count, bound := j-i+1, burst+int(length/time.Millisecond); count > bound {
 				t.Fatalf("%d allowed within %v (from %v), bound %d", count, length, spans[i].from, bound)
 			}
 		}

@@ -58,7 +58,7 @@ func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prom
 		if cfg.FailClosed {
 			failure = limiter.FailClosed
 		}
-		rl := limiter.NewRedis(client, limiter.RedisOptions{Prefix: cfg.RedisKeyPrefix + "rl:"})
+		rl := limiter.NewRedis(client, limiter.RedisOptions{Prefix: cfg.RedisKeyPrefix + "rl:", Debt: cfg.RateLimitDebt, Registerer: reg})
 		// Loading the script now keeps the first decisions from paying
 		// NOSCRIPT + EVAL under the limiter's few-millisecond deadline.
 		if err := rl.Preload(ctx); err != nil {

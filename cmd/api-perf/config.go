@@ -31,6 +31,7 @@ type config struct {
 	ReadPolicy        apiperf.RatePolicy // zero when RATE_LIMIT_READ=off
 	WritePolicy       apiperf.RatePolicy // zero when RATE_LIMIT_WRITE=off
 	FailClosed        bool
+	RateLimitDebt     int
 	RedisTimeout      time.Duration
 	CacheTimeout      time.Duration
 	TrustedProxies    []netip.Prefix
@@ -157,6 +158,15 @@ var settings = []setting{
 		policy("read", func(c *config) *apiperf.RatePolicy { return &c.ReadPolicy })},
 	{"RATE_LIMIT_WRITE", "20/1s,burst=40", "GCRA limit per client on writes: `RATE/PERIOD[,burst=N]` or `off`.",
 		policy("write", func(c *config) *apiperf.RatePolicy { return &c.WritePolicy })},
+	{"RATE_LIMIT_DEBT", "1", "Requests per client a replica may allow before Redis has charged them, while the client's bucket is at least half full; `0` makes every decision wait for Redis. Across N replicas a client gets at most burst + rate × t + N × this.",
+		func(c *config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 1000 {
+				return fmt.Errorf("%q is not a whole number from 0 to 1000", v)
+			}
+			c.RateLimitDebt = n
+			return nil
+		}},
 	{"RATE_LIMIT_FAILURE", "open", "When Redis fails: `open` limits in process, `closed` answers 503.",
 		func(c *config, v string) error {
 			v, err := oneOf(v, "open", "closed")

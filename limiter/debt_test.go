@@ -1,0 +1,142 @@
+package limiter
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	apiperf "github.com/api-perf/api-perf"
+)
+
+// TestRedis_Debt checks requests allowed on debt on the machine's Redis.
+func TestRedis_Debt(t *testing.T) {
+	verifyNoLeaks(t)
+	debt(t, redisAddr)
+}
+
+// debt runs the checks of allowing on debt on the Redis at addrs.
+func debt(t *testing.T, addrs ...string) {
+	ctx := context.Background()
+
+	// A crowd of clients, each far below its limit and too slow to spend a
+	// batch before it expires: after its first request, which Redis
+	// decides, no request waits for Redis.
+	t.Run("FarFromTheLimitNoRequestWaits", func(t *testing.T) {
+		c := MustClient(t, addrs...)
+		r := NewRedis(c, RedisOptions{Prefix: MustPrefix(t, c), Debt: 1})
+		defer r.Close()
+		p := apiperf.RatePolicy{Name: "read", Rate: 1000, Period: time.Second, Burst: 1000} // T = 1ms, batches of 100
+		for round := range 3 {
+			for i := range 50 {
+				if res := mustAllow(t, r, "crowd"+strconv.Itoa(i), p, 1); !res.Allowed {
+					t.Fatalf("round %d, client %d: refused far from the limit: %+v", round, i, res)
+				}
+			}
+			if round == 0 && r.refills.Load() != 50 {
+				t.Fatalf("%d calls waited for in the first round, want one per client (50)", r.refills.Load())
+			}
+			time.Sleep(150 * time.Millisecond) // every batch has expired
+		}
+		if n := r.refills.Load(); n != 50 {
+			t.Fatalf("%d calls waited for over three rounds of 50 clients, want only the first round's 50", n)
+		}
+		// The background calls charged every request allowed on debt:
+		// the debt was sent, none is left.
+		r.Close()
+		for i := range 50 {
+			b := r.bucket("read", "crowd"+strconv.Itoa(i), false)
+			if b == nil {
+				continue
+			}
+			b.mu.Lock()
+			owed, owing := b.owed, b.owing
+			b.mu.Unlock()
+			if owed != 0 || owing != 0 {
+				t.Fatalf("client %d: owed %d, owing %d after the background calls ended", i, owed, owing)
+			}
+		}
+	})
+
+	// Three replicas, a policy that does not refill within the test, and
+	// each replica allowed 2 units of debt: together they allow at least the
+	// burst and at most burst + 3 x 2, and Redis ends up charged for every
+	// unit allowed, so the debt is paid by later refusals, not forgotten.
+	t.Run("BoundAndEveryUnitCharged", func(t *testing.T) {
+		c := MustClient(t, addrs...)
+		prefix := MustPrefix(t, c)
+		p := apiperf.RatePolicy{Name: "read", Rate: 1, Period: time.Hour, Burst: 10}
+		var limiters []*Redis
+		for range 3 {
+			l := NewRedis(MustClient(t, addrs...), RedisOptions{Prefix: prefix, Debt: 2})
+			t.Cleanup(l.Close)
+			limiters = append(limiters, l)
+		}
+		// Each replica makes its first call, so each knows the bucket.
+		var allowed atomic.Int64
+		for _, l := range limiters {
+			if mustAllow(t, l, "hot", p, 1).Allowed {
+				allowed.Add(1)
+			}
+		}
+		var wg sync.WaitGroup
+		for _, l := range limiters {
+			for range 4 {
+				wg.Go(func() {
+					for range 10 {
+						res, err := l.Allow(ctx, "hot", p, 1)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if res.Allowed {
+							allowed.Add(1)
+						}
+					}
+				})
+			}
+		}
+		wg.Wait()
+		for _, l := range limiters {
+			l.Close() // waits for the background calls
+		}
+		n := allowed.Load()
+		t.Logf("allowed %d of 123 with burst 10 and 3 x 2 of debt", n)
+		if n < 10 || n > 10+3*2 {
+			t.Fatalf("allowed %d, want between the burst (10) and burst + 3 replicas x 2 of debt (16)", n)
+		}
+		// Every allowed unit occupies an interval of the TAT (unspent
+		// reservations too), so the TAT is at least n intervals ahead.
+		key := prefix + "{read:hot}"
+		s, err := c.Do(ctx, c.B().Get().Key(key).Build()).ToString()
+		if err != nil {
+			t.Fatalf("GET %s: %v", key, err)
+		}
+		tat, _ := strconv.ParseInt(s, 10, 64)
+		ahead := tat - redisTimeMicros(t, c)
+		if charged := ahead / p.Interval().Microseconds(); charged+1 < n {
+			t.Fatalf("Redis charged %d intervals (TAT %dµs ahead) for %d units allowed", charged+1, ahead, n)
+		}
+	})
+
+	// With one replica the last reply is the whole truth, and debt is
+	// taken only while the bucket stays at least half free: near the
+	// limit every decision is Redis's, and the limit is exact.
+	t.Run("OneReplicaStaysExact", func(t *testing.T) {
+		c := MustClient(t, addrs...)
+		r := NewRedis(c, RedisOptions{Prefix: MustPrefix(t, c), Debt: 5})
+		defer r.Close()
+		p := apiperf.RatePolicy{Name: "read", Rate: 1, Period: time.Hour, Burst: 4}
+		n := 0
+		for range 10 {
+			if mustAllow(t, r, "near", p, 1).Allowed {
+				n++
+			}
+		}
+		if n != 4 {
+			t.Fatalf("allowed %d with burst 4 near the limit, want exactly 4", n)
+		}
+	})
+}

@@ -183,10 +183,31 @@ var client = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
 
 // TestReplicas_RateLimit: a policy of 10/s with burst 20, shared through
 // Redis by three replicas, hit by 200 requests spread over one second:
-// at most 20 + 10 pass, the rest get 429 with the rate-limit headers.
+// at most 20 + 10 pass (plus the one request of debt each replica may
+// allow), the rest get 429 with the rate-limit headers.
 func TestReplicas_RateLimit(t *testing.T) { onEachRedis(t, replicasRateLimit) }
 
 func replicasRateLimit(t *testing.T, redisURL string) {
+	// The bound holds for decisions made by Redis. A decision made by a
+	// replica's in-process fallback enforces the policy on that replica's
+	// traffic alone, so a run in which a replica fell back (the machine's
+	// Redis or the replica stalled past REDIS_TIMEOUT, which happens on a
+	// busy shared machine) proves nothing about the bound and is run again
+	// on fresh replicas and keys. A count above the bound with no fallback
+	// is a bug.
+	for attempt := 1; ; attempt++ {
+		if fallbacks := replicasRateLimitRun(t, redisURL); fallbacks == 0 {
+			return
+		} else if attempt == 3 {
+			t.Fatalf("%d runs had decisions made by the in-process fallback (%v in the last); the machine is too busy to judge the bound", attempt, fallbacks)
+		}
+	}
+}
+
+// replicasRateLimitRun makes one run of TestReplicas_RateLimit and returns
+// how many decisions fell back to the in-process limiter; it judges the
+// bound only when none did.
+func replicasRateLimitRun(t *testing.T, redisURL string) (fallbacks float64) {
 	vars := sharedBackends(t, redisURL)
 	vars["RATE_LIMIT_READ"] = "10/1s,burst=20"
 	replicas := []string{startReplica(t, vars, nil), startReplica(t, vars, nil), startReplica(t, vars, nil)}
@@ -221,11 +242,23 @@ func replicasRateLimit(t *testing.T, redisURL string) {
 	}
 	wg.Wait()
 	elapsed := time.Since(begin)
-	t.Logf("200 requests over %v on 3 replicas: %d allowed, %d limited", elapsed, allowed.Load(), limited.Load())
-	maxAllowed := 20 + int64(10*elapsed.Seconds()) + 1
+	for _, r := range replicas {
+		for _, reason := range []string{"timeout", "error", "down"} {
+			fallbacks += metric(t, r, `apiperf_ratelimit_fallbacks_total{reason="`+reason+`"}`)
+		}
+	}
+	t.Logf("200 requests over %v on 3 replicas: %d allowed, %d limited, %v decided by the in-process fallback",
+		elapsed, allowed.Load(), limited.Load(), fallbacks)
+	if fallbacks > 0 {
+		return fallbacks
+	}
+	// burst + rate x t, one interval for the edges of the run, and the
+	// default RATE_LIMIT_DEBT of one request per replica.
+	maxAllowed := 20 + int64(10*elapsed.Seconds()) + 1 + 3
 	if allowed.Load() < 20 || allowed.Load() > maxAllowed {
 		t.Fatalf("%d allowed, want 20..%d", allowed.Load(), maxAllowed)
 	}
+	return 0
 }
 
 func metric(t *testing.T, base, series string) float64 {

@@ -117,7 +117,7 @@ func (h *harness) prepare(ctx context.Context) error {
 	if err := h.seed(ctx, need); err != nil {
 		return err
 	}
-	for _, name := range []string{"api-perf-limiter", "api-perf-nocache", "api-perf-embedded", "static", "fixedbody", "selectbyid", "ordertx"} {
+	for _, name := range []string{"api-perf-limiter", "api-perf-crowd", "api-perf-nocache", "api-perf-embedded", "static", "fixedbody", "selectbyid", "ordertx"} {
 		if need[name] {
 			if _, err := h.start(ctx, name); err != nil {
 				return err
@@ -284,6 +284,11 @@ func (h *harness) start(ctx context.Context, name string) (*bench.Process, error
 		p, err = bench.StartServer(ctx, name, sc)
 	case "api-perf-limiter":
 		sc.ReadLimit, sc.WriteLimit = bench.HugeLimit, bench.HugeLimit
+		sc.Extra = append(slices.Clone(sc.Extra), limiterTimeout)
+		p, err = bench.StartServer(ctx, name, sc)
+	case "api-perf-crowd":
+		sc.ReadLimit, sc.WriteLimit = crowdLimit, crowdLimit
+		sc.Extra = append(slices.Clone(sc.Extra), "TRUSTED_PROXIES=127.0.0.1", limiterTimeout)
 		p, err = bench.StartServer(ctx, name, sc)
 	case "api-perf-nocache":
 		if h.hasCacheSwitch {
@@ -400,12 +405,15 @@ func (h *harness) compare(ctx context.Context) (*report, error) {
 					return nil, fmt.Errorf("%s on %s at %d connections: %w", s.Name, se.Target, cl.Conns, err)
 				}
 				se.Runs = append(se.Runs, m)
-				batch := ""
+				extra := ""
 				if m.MeanBatch > 0 {
-					batch = fmt.Sprintf("  batch %.1f", m.MeanBatch)
+					extra = fmt.Sprintf("  batch %.1f", m.MeanBatch)
+				}
+				if m.RedisCallsPerReq > 0 {
+					extra += fmt.Sprintf("  redis calls/req %.3f", m.RedisCallsPerReq)
 				}
 				fmt.Fprintf(os.Stderr, "round %d  %-18s %-18s c=%-4d %9.0f req/s  p50 %-10s p99 %-10s cpu/req %-9s errors %d%s\n",
-					round+1, s.Name, se.Target, cl.Conns, m.RPS, fmtDur(m.P50), fmtDur(m.P99), fmtMicros(m.CPUPerReq), m.Errors, batch)
+					round+1, s.Name, se.Target, cl.Conns, m.RPS, fmtDur(m.P50), fmtDur(m.P99), fmtMicros(m.CPUPerReq), m.Errors, extra)
 			}
 		}
 	}
@@ -440,6 +448,7 @@ func (h *harness) measure(ctx context.Context, target string, w workload, conns 
 	time.Sleep(250 * time.Millisecond) // let the previous run's sockets close
 	batches0, orders0, berr0 := batchSizes(p.Addr, strings.HasPrefix(target, "api-perf") && w.Method == http.MethodPost)
 	cpu0, cerr0 := p.CPUTime()
+	calls0, callsErr0 := redisCalls(target, p.Addr)
 	m, err := h.loader.Run(ctx, p.Addr, w, conns, h.o.duration)
 	if err != nil {
 		return m, err
@@ -449,6 +458,9 @@ func (h *harness) measure(ctx context.Context, target string, w workload, conns 
 	}
 	if cpu1, cerr1 := p.CPUTime(); cerr0 == nil && cerr1 == nil && m.Requests > 0 {
 		m.CPUPerReq = (cpu1 - cpu0) / time.Duration(m.Requests)
+	}
+	if calls1, callsErr1 := redisCalls(target, p.Addr); callsErr0 == nil && callsErr1 == nil && m.Requests > 0 {
+		m.RedisCallsPerReq = (calls1 - calls0) / float64(m.Requests)
 	}
 	if m.Requests == 0 || float64(m.Errors) > h.o.maxErrorRate*float64(m.Requests) {
 		return m, fmt.Errorf("%d of %d responses were errors (want status %d)", m.Errors, m.Requests, w.OK)
@@ -489,6 +501,57 @@ func batchSizes(addr string, want bool) (batches, orders float64, err error) {
 		return 0, 0, errors.New("no apiperf_order_batch_size (ORDER_BATCHING=off?)")
 	}
 	return batches, orders, nil
+}
+
+// limiterTimeout gives the limiter's Redis calls a deadline that a busy
+// shared machine does not miss: the limiter scenarios measure decisions
+// made by Redis, not by the in-process fallback (whose share is reported).
+const limiterTimeout = "REDIS_TIMEOUT=100ms"
+
+// redisCallsMetric counts the rate limiter's round trips to Redis.
+const redisCallsMetric = "apiperf_ratelimit_redis_calls_total"
+
+// redisCalls reads the rate limiter's Redis round trips so far from an
+// api-perf target's /metrics; other targets, and servers without the
+// counter, give an error.
+func redisCalls(target, addr string) (float64, error) {
+	if !strings.HasPrefix(target, "api-perf") {
+		return 0, errors.New("not an api-perf target")
+	}
+	status, body, err := bench.Get(addr, "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	if status != http.StatusOK {
+		return 0, fmt.Errorf("/metrics answered %d", status)
+	}
+	return sumMetric(body, redisCallsMetric)
+}
+
+// sumMetric adds up every sample of the named metric in a Prometheus
+// text exposition.
+func sumMetric(body []byte, name string) (float64, error) {
+	var sum float64
+	found := false
+	for _, line := range strings.Split(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %q: %w", name, line, err)
+		}
+		sum, found = sum+v, true
+	}
+	if !found {
+		return 0, fmt.Errorf("no %s in /metrics", name)
+	}
+	return sum, nil
 }
 
 // profile takes a CPU profile of each selected scenario's server while the

@@ -29,6 +29,9 @@ type workload struct {
 	Paths       []string
 	Bodies      []string
 	ContentType string
+	// ForwardedFor, when set, is the X-Forwarded-For value of each request
+	// in turn: many clients behind one trusted proxy.
+	ForwardedFor []string
 	// OK is the status every response must have; others count as errors.
 	OK int
 }
@@ -47,6 +50,9 @@ type measurement struct {
 	// MeanBatch is the mean number of orders per transaction of api-perf's
 	// order pipeline over the run (order scenarios; 0 when unknown).
 	MeanBatch float64 `json:"mean_batch,omitempty"`
+	// RedisCallsPerReq is the rate limiter's Redis round trips over the
+	// run divided by its requests, for servers with the Redis limiter on.
+	RedisCallsPerReq float64 `json:"redis_calls_per_req,omitempty"`
 }
 
 // loader drives one target for a while.
@@ -149,7 +155,7 @@ func wrkScript(w workload) string {
 	if len(w.Bodies) == 1 {
 		fmt.Fprintf(&b, "wrk.body = %s\n", luaString(w.Bodies[0]))
 	}
-	if len(w.Paths) > 1 || len(w.Bodies) > 1 {
+	if len(w.Paths) > 1 || len(w.Bodies) > 1 || len(w.ForwardedFor) > 0 {
 		b.WriteString("local paths = {")
 		for i, p := range w.Paths {
 			if i > 0 {
@@ -170,8 +176,21 @@ func wrkScript(w workload) string {
 		} else {
 			b.WriteString("local bodies = nil\n")
 		}
+		if len(w.ForwardedFor) > 0 {
+			b.WriteString("local xff = {")
+			for i, s := range w.ForwardedFor {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(luaString(s))
+			}
+			b.WriteString("}\n")
+		} else {
+			b.WriteString("local xff = nil\n")
+		}
 		b.WriteString(`local n = #paths
 if bodies ~= nil and #bodies > n then n = #bodies end
+if xff ~= nil and #xff > n then n = #xff end
 local i = 0
 local thread_count = 0
 setup = function(thread)
@@ -184,10 +203,14 @@ end
 request = function()
   i = i % n + 1
   local p = paths[((i - 1) % #paths) + 1]
-  if bodies ~= nil then
-    return wrk.format(nil, p, nil, bodies[((i - 1) % #bodies) + 1])
+  local h = nil
+  if xff ~= nil then
+    h = {["X-Forwarded-For"] = xff[((i - 1) % #xff) + 1]}
   end
-  return wrk.format(nil, p)
+  if bodies ~= nil then
+    return wrk.format(nil, p, h, bodies[((i - 1) % #bodies) + 1])
+  end
+  return wrk.format(nil, p, h)
 end
 `)
 	}
@@ -257,6 +280,9 @@ func (builtinLoader) Run(ctx context.Context, addr string, w workload, conns int
 				if len(w.Bodies) > 0 {
 					req.Header.SetContentType(w.ContentType)
 					req.SetBodyString(w.Bodies[i%len(w.Bodies)])
+				}
+				if len(w.ForwardedFor) > 0 {
+					req.Header.Set("X-Forwarded-For", w.ForwardedFor[i%len(w.ForwardedFor)])
 				}
 				t := time.Now()
 				err := hc.Do(req, resp)

@@ -79,9 +79,10 @@ func (c *cell) finish() {
 // medianOf takes the median of each number separately.
 func medianOf(runs []measurement) measurement {
 	var m measurement
-	var rps, p50, p99, cpu []float64
+	var rps, p50, p99, cpu, calls []float64
 	for _, r := range runs {
 		rps = append(rps, r.RPS)
+		calls = append(calls, r.RedisCallsPerReq)
 		cpu = append(cpu, float64(r.CPUPerReq))
 		p50 = append(p50, float64(r.P50))
 		p99 = append(p99, float64(r.P99))
@@ -92,6 +93,7 @@ func medianOf(runs []measurement) measurement {
 	m.P50 = time.Duration(median(p50))
 	m.P99 = time.Duration(median(p99))
 	m.CPUPerReq = time.Duration(median(cpu))
+	m.RedisCallsPerReq = median(calls)
 	return m
 }
 
@@ -111,8 +113,8 @@ func median(xs []float64) float64 {
 
 // writeTable prints the Markdown table of the report.
 func writeTable(w io.Writer, r *report) {
-	fmt.Fprintln(w, "| scenario | conns | api-perf req/s | p50 | p99 | CPU/req | ceiling | req/s | p50 | p99 | CPU/req | ratio | CPU ratio | target | errors |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|")
+	fmt.Fprintln(w, "| scenario | conns | api-perf req/s | p50 | p99 | CPU/req | ceiling | req/s | p50 | p99 | CPU/req | ratio | CPU ratio | target | errors | Redis calls/req |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
 	for _, c := range r.Cells {
 		ceil, crps, cp50, cp99, ccpu, ratio, cpuRatio := "—", "—", "—", "—", "—", "—", "—"
 		errs := c.Server.Median.Errors
@@ -135,9 +137,13 @@ func writeTable(w io.Writer, r *report) {
 			}
 			target = fmt.Sprintf("≥ %.2fx %s", c.Target, verdict)
 		}
-		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
+		calls := "—"
+		if c.Server.Median.RedisCallsPerReq > 0 {
+			calls = fmt.Sprintf("%.3f", c.Server.Median.RedisCallsPerReq)
+		}
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |\n",
 			c.Scenario, c.Conns, fmtRPS(c.Server.Median.RPS), fmtDur(c.Server.Median.P50), fmtDur(c.Server.Median.P99),
-			fmtMicros(c.Server.Median.CPUPerReq), ceil, crps, cp50, cp99, ccpu, ratio, cpuRatio, target, errs)
+			fmtMicros(c.Server.Median.CPUPerReq), ceil, crps, cp50, cp99, ccpu, ratio, cpuRatio, target, errs, calls)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+
+	"github.com/api-perf/api-perf/bench"
 )
 
 // scenario pairs an api-perf instance with the ceiling that does the same
@@ -38,9 +40,16 @@ var scenarios = []scenario{
 	{Name: "get-cached-limiter", Server: "api-perf-limiter", Ceiling: "fixedbody", Target: 0.60,
 		About: "the same with the Redis GCRA limiter on (a policy of " + "1000000/1s,burst=1000000" + " that never refuses)",
 		Load:  func(f *fixture) workload { return getWorkload(f.hotID) }},
-	{Name: "get-cached-static", Server: "api-perf", Ceiling: "static", Target: 0,
-		About: "the warm GET against a bare fasthttp handler that writes the same body (no router, metrics, request id, ETag or timeouts); for information",
+	{Name: "get-cached-static", Server: "api-perf", Ceiling: "static", Target: 0.90,
+		About: "the warm GET, rate limiter off, against a bare fasthttp handler that writes the same body (no router, metrics, request id, ETag or timeouts)",
 		Load:  func(f *fixture) workload { return getWorkload(f.hotID) }},
+	{Name: "single", Server: "api-perf-limiter", Ceiling: "static", Target: 0.85,
+		About: "the warm GET with the Redis limiter on, one client far from its limit (" + bench.HugeLimit + "), against the bare fasthttp handler",
+		Load:  func(f *fixture) workload { return getWorkload(f.hotID) }},
+	{Name: "crowd", Server: "api-perf-crowd", Ceiling: "static", Target: 0.80,
+		About: "the warm GET with the Redis limiter on and " + strconv.Itoa(crowdClients) + " distinct clients, named by X-Forwarded-For from a trusted proxy (127.0.0.1), " +
+			"each under a policy of " + crowdLimit + " that none of them comes near, against the bare fasthttp handler (which ignores the header)",
+		Load: func(f *fixture) workload { return crowdWorkload(f.hotID) }},
 	{Name: "get-uncached", Server: "api-perf-nocache", Ceiling: "selectbyid", Target: 0.90,
 		About: "GET /products/{id} rotating through many ids with the product cache off, against one prepared SELECT per request",
 		Load:  func(f *fixture) workload { return getWorkload(f.readIDs...) }},
@@ -58,6 +67,24 @@ var scenarios = []scenario{
 	{Name: "get-embedded", Server: "api-perf-embedded",
 		About: "warm GET /products/{id} on the embedded default (SQLite, in-process cache, limiter off); for information",
 		Load:  func(f *fixture) workload { return getWorkload(f.embeddedHotID) }},
+}
+
+// crowdClients and crowdLimit shape the crowd scenario: many clients, each
+// far from its own limit, so that a limiter that pays a Redis round trip
+// per client and request shows.
+const (
+	crowdClients = 5000
+	crowdLimit   = "1000/1s"
+)
+
+// crowdWorkload is the warm GET from crowdClients addresses in turn,
+// 10.0.0.0/8 addresses forwarded by the loader's trusted address.
+func crowdWorkload(id int64) workload {
+	w := getWorkload(id)
+	for i := range crowdClients {
+		w.ForwardedFor = append(w.ForwardedFor, fmt.Sprintf("10.%d.%d.%d", i/62500, i/250%250, i%250+1))
+	}
+	return w
 }
 
 func getWorkload(ids ...int64) workload {

@@ -140,3 +140,43 @@ func debt(t *testing.T, addrs ...string) {
 		}
 	})
 }
+
+// TestRedis_BucketsExpire: a crowd of clients leaves a process with one
+// entry each while it is active, and none once their reservations have
+// passed and their debts are charged: memory follows the active clients,
+// not every client ever seen.
+func TestRedis_BucketsExpire(t *testing.T) {
+	verifyNoLeaks(t)
+	r, _ := MustRedis(t, RedisOptions{Debt: 1})
+	p := apiperf.RatePolicy{Name: "read", Rate: 1000, Period: time.Second, Burst: 1000} // batches of 100ms
+	for round := range 2 {
+		for i := range 2000 {
+			if res := mustAllow(t, r, "many"+strconv.Itoa(i), p, 1); !res.Allowed {
+				t.Fatalf("round %d, client %d refused: %+v", round, i, res)
+			}
+		}
+	}
+	if n := r.buckets.len(); n != 2000 {
+		t.Fatalf("%d entries for 2000 active clients", n)
+	}
+	time.Sleep(300 * time.Millisecond) // every reservation has passed
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// What each shard's sweep, due every sweepEvery, does now.
+		now := monoNanos()
+		for i := range r.buckets.shards {
+			sh := &r.buckets.shards[i]
+			sh.mu.Lock()
+			sh.sweep(now, 0)
+			sh.mu.Unlock()
+		}
+		n := r.buckets.len()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 2000 idle clients still held after their reservations passed", n)
+		}
+		time.Sleep(50 * time.Millisecond) // a background charge may still be out
+	}
+}

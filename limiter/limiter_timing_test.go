@@ -18,6 +18,9 @@ var (
 	benchDef = apiperf.RatePolicy{Name: "read", Rate: 100, Period: time.Second, Burst: 200}
 )
 
+// benchCrowd is the crowd scenario's policy: 1000/s, burst 1000.
+var benchCrowd = apiperf.RatePolicy{Name: "read", Rate: 1000, Period: time.Second, Burst: 1000}
+
 var benchKeys = func() []string {
 	keys := make([]string, 10000)
 	for i := range keys {
@@ -96,13 +99,17 @@ func BenchmarkRedis_AllowBatched(b *testing.B) {
 		name string
 		p    apiperf.RatePolicy
 		many bool
+		debt int
 	}{
-		{"ParallelOneKeyFar", benchFar, false},
-		{"ParallelOneKeyOverLimit", benchDef, false},
-		{"ParallelManyKeys", benchDef, true},
+		{"ParallelOneKeyFar", benchFar, false, 0},
+		{"ParallelOneKeyOverLimit", benchDef, false, 0},
+		{"ParallelManyKeys", benchDef, true, 0},
+		// The crowd: many clients far from a 1000/s limit, allowed on debt
+		// and charged in coalesced background calls.
+		{"ParallelManyKeysDebt", benchCrowd, true, 1},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			r, _ := MustRedis(b, RedisOptions{})
+			r, _ := MustRedis(b, RedisOptions{Debt: bc.debt})
 			if err := r.Preload(context.Background()); err != nil {
 				b.Fatal(err)
 			}

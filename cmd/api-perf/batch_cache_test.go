@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"regexp"
 	"strconv"
 	"sync"
@@ -84,5 +85,92 @@ func TestBatchedOrders_CacheCoherence(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+	}
+}
+
+// TestBatchedOrders_OneKeyStorm sends, on the embedded default and on
+// MariaDB, 40 concurrent requests with one Idempotency-Key (half with one
+// body, half with another) to hot products, amid unkeyed orders that batch
+// with them: exactly one order exists for the key, every request with the
+// winning body is answered 201 naming it, every other is 422 (or 409 while
+// the first is still running), and stock balances with the orders.
+func TestBatchedOrders_OneKeyStorm(t *testing.T) {
+	for name, vars := range map[string]func() map[string]string{
+		"Embedded": func() map[string]string {
+			return map[string]string{"DATA_DIR": t.TempDir(), "LOG_LEVEL": "error", "RATE_LIMIT_READ": "off", "RATE_LIMIT_WRITE": "off"}
+		},
+		"MariaDB": func() map[string]string { return sharedBackends(t, "redis://"+testenv.RedisAddr()) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			v := vars()
+			v["ORDER_BATCHING"] = "on"
+			a := startReplica(t, v, nil)
+			for range 2 {
+				if status, body := call(t, "POST", a+"/products", `{"name":"hot","price":1,"stock":1000}`); status != 201 {
+					t.Fatalf("create: %d %s", status, body)
+				}
+			}
+			bodies := []string{`{"product_id":1,"quantity":7}`, `{"product_id":2,"quantity":5}`}
+			client := &http.Client{Timeout: 30 * time.Second}
+			var mu sync.Mutex
+			statuses := map[int]int{}
+			ids := map[int]map[string]bool{0: {}, 1: {}}
+			var unkeyed [2]atomic.Int64
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range 80 {
+				wg.Go(func() {
+					<-start
+					if i%2 == 1 { // an unkeyed order on the same products
+						status, body := call(t, "POST", a+"/orders", fmt.Sprintf(`{"product_id":%d,"quantity":1}`, 1+i%4/2))
+						if status != 201 {
+							t.Errorf("unkeyed order: %d %s", status, body)
+						}
+						unkeyed[i%4/2].Add(1)
+						return
+					}
+					which := i / 2 % 2
+					status, _, body := post(client, a+"/orders", bodies[which], "storm")
+					mu.Lock()
+					defer mu.Unlock()
+					statuses[status]++
+					if status == 201 {
+						ids[which][string(regexp.MustCompile(`"id":\d+`).Find(body))] = true
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			won := -1
+			for w, set := range ids {
+				if len(set) > 0 {
+					if won >= 0 || len(set) != 1 {
+						t.Fatalf("201s name orders %v for one key", ids)
+					}
+					won = w
+				}
+			}
+			if won < 0 || statuses[201] == 0 || statuses[201]+statuses[422]+statuses[409] != 40 {
+				t.Fatalf("statuses %v", statuses)
+			}
+			if statuses[201] > 20 || statuses[422] < 20-statuses[409] {
+				t.Fatalf("statuses %v: the losing body was answered 201", statuses)
+			}
+			for p := range 2 {
+				_, body := call(t, "GET", fmt.Sprintf("%s/products/%d", a, p+1), "")
+				want := 1000 - unkeyed[p].Load()
+				if p == won {
+					want -= []int64{7, 5}[p]
+				}
+				if s := stockIn(t, body); s != want {
+					t.Errorf("product %d: stock %d, want %d", p+1, s, want)
+				}
+				_, list := call(t, "GET", fmt.Sprintf("%s/orders?product_id=%d&limit=100", a, p+1), "")
+				n := int64(len(regexp.MustCompile(`"id":`).FindAllString(list, -1)))
+				if wantN := unkeyed[p].Load() + map[bool]int64{true: 1}[p == won]; n != wantN {
+					t.Errorf("product %d: %d orders, want %d: %s", p+1, n, wantN, list)
+				}
+			}
+		})
 	}
 }

@@ -155,6 +155,8 @@ type bucket struct {
 
 	// known says that a reply has been seen, so tatNs means something.
 	known bool
+	// seen is when a request last used the bucket.
+	seen int64
 	// Debt: units allowed before Redis charged them; owed are not yet
 	// sent, owing are in the call now in flight.
 	owed, owing int
@@ -238,16 +240,22 @@ func (r *Redis) bucket(name, key string, create bool) *bucket {
 }
 
 // idle reports that the bucket holds nothing worth keeping: no call in
-// flight, no reserved slot, no cached refusal. A request still using a
-// forgotten bucket finishes on it safely: its tokens are real reservations,
-// merely no longer shared. A bucket in use right now is kept.
+// flight, no reserved slot, no cached refusal, no uncharged debt, and no
+// request for a whole sweep interval. The last condition keeps what the
+// process knows of a slow client that is still active (its last reply),
+// so that its next request can go on debt instead of waiting for a new
+// first call; memory follows the clients active in the last interval. A
+// request still using a forgotten bucket finishes on it safely: its tokens
+// are real reservations, merely no longer shared. A bucket in use right
+// now is kept.
 func (b *bucket) idle(now int64) bool {
 	if !b.mu.TryLock() {
 		return false
 	}
 	defer b.mu.Unlock()
 	b.expire(now)
-	return b.inflight == nil && b.held() == 0 && now >= b.denyUntil && b.owed == 0
+	return b.inflight == nil && b.held() == 0 && now >= b.denyUntil && b.owed == 0 &&
+		now-b.seen >= int64(sweepEvery)
 }
 
 // canOwe says whether a request of cost may be allowed on debt at now:
@@ -319,6 +327,7 @@ func (r *Redis) tryAllow(key string, p apiperf.RatePolicy, cost int) (apiperf.Ra
 	}
 	b.mu.Lock()
 	now := monoNanos()
+	b.seen = now
 	res, ok := b.decide(now, t, p.Burst, cost)
 	switch {
 	case ok && res.Allowed && b.wantsPrefetch(now, r.batchWindow*250):
@@ -336,6 +345,7 @@ func (r *Redis) tryAllow(key string, p apiperf.RatePolicy, cost int) (apiperf.Ra
 func (r *Redis) allowBatched(ctx context.Context, key string, p *apiperf.RatePolicy, t int64, cost int) (apiperf.RateDecision, error) {
 	b := r.bucket(p.Name, key, true)
 	b.mu.Lock()
+	b.seen = monoNanos()
 	for {
 		now := monoNanos()
 		if res, ok := b.decide(now, t, p.Burst, cost); ok {

@@ -5,10 +5,13 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/api-perf/api-perf/internal/testenv"
 )
@@ -172,5 +175,60 @@ func TestBatchedOrders_OneKeyStorm(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBatchedOrders_QueueFull runs orders against a slow MariaDB through a
+// lane whose queue holds two: the orders past it are answered 503 with
+// Retry-After rather than left waiting, nothing is stored for them, and
+// every 201 is an order that exists.
+func TestBatchedOrders_QueueFull(t *testing.T) {
+	vars := sharedBackends(t, "redis://"+testenv.RedisAddr())
+	dbcfg, err := mysql.ParseDSN(vars["MYSQL_DSN"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewChaosProxy(t, dbcfg.Addr, testenv.Faults{MySQL: true})
+	dbcfg.Addr = proxy.Addr()
+	vars["MYSQL_DSN"] = dbcfg.FormatDSN()
+	vars["ORDER_BATCHING"], vars["ORDER_LANES"], vars["ORDER_QUEUE_MAX"], vars["ORDER_BATCH_MAX"] = "on", "1", "2", "2"
+	a := startReplica(t, vars, nil)
+	if status, body := call(t, "POST", a+"/products", `{"name":"hot","price":1,"stock":1000}`); status != 201 {
+		t.Fatalf("create: %d %s", status, body)
+	}
+	proxy.SetFaults(testenv.Faults{MySQL: true, Latency: 50 * time.Millisecond})
+	var created, refused atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range 30 {
+		wg.Go(func() {
+			<-start
+			req, _ := http.NewRequest("POST", a+"/orders", strings.NewReader(`{"product_id":1,"quantity":1}`))
+			req.Header.Set("Content-Type", "application/json")
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			res.Body.Close()
+			switch {
+			case res.StatusCode == 201:
+				created.Add(1)
+			case res.StatusCode == 503 && res.Header.Get("Retry-After") != "":
+				refused.Add(1)
+			default:
+				t.Errorf("order: %d, Retry-After %q", res.StatusCode, res.Header.Get("Retry-After"))
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	proxy.SetFaults(testenv.Faults{MySQL: true})
+	if refused.Load() == 0 || created.Load()+refused.Load() != 30 {
+		t.Fatalf("%d created, %d refused: a queue of two refused nobody", created.Load(), refused.Load())
+	}
+	_, body := call(t, "GET", a+"/products/1", "")
+	if s := stockIn(t, body); s != 1000-created.Load() {
+		t.Fatalf("stock %d after %d orders were created", s, created.Load())
 	}
 }

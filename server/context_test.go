@@ -1,8 +1,12 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -188,5 +192,60 @@ func TestServer_CallContext_Shutdown(t *testing.T) {
 	calls := held.calls()
 	if len(calls) != 1 || !errors.Is(calls[0].err, context.Canceled) {
 		t.Fatalf("store calls %+v, want one whose context was cancelled", calls)
+	}
+}
+
+// panickyStore panics on every product read.
+type panickyStore struct{ *storage.DB }
+
+func (panickyStore) Product(context.Context, int64) (*apiperf.Product, error) { panic("boom") }
+
+// TestLambda_Panic: on Lambda a panic is answered and logged by the
+// server's own recovery, as behind the listener: one log record with the
+// stack, and the 500 problem that quotes the request id.
+func TestLambda_Panic(t *testing.T) {
+	db := openStore(t, "sqlite", "")
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv := server.New(server.Config{Products: panickyStore{db}, Orders: db, AccessLog: "off", Logger: logger,
+		Invocation: lambda.InvocationContext})
+	h := lambda.NewHandler(srv.Handler(), lambda.Options{Logger: srv.FastHTTPLogger()})
+
+	out, err := h.Invoke(context.Background(), v2Event("/products/1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp struct {
+		StatusCode int
+		Headers    map[string]string
+		Body       string
+	}
+	if err := json.Unmarshal(out, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 500 || resp.Headers["Content-Type"] != "application/problem+json" {
+		t.Fatalf("status %d, Content-Type %q, want the server's 500 problem; body %s",
+			resp.StatusCode, resp.Headers["Content-Type"], resp.Body)
+	}
+	var problem map[string]any
+	if err := json.Unmarshal([]byte(resp.Body), &problem); err != nil {
+		t.Fatal(err)
+	}
+	rid := resp.Headers["X-Request-Id"]
+	if rid == "" || problem["request_id"] != rid {
+		t.Errorf("the problem quotes request id %v, the response header %q", problem["request_id"], rid)
+	}
+	if n := strings.Count(logs.String(), `"msg":"panic in handler"`); n != 1 {
+		t.Errorf("%d panic records, want 1:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), rid) {
+		t.Errorf("the panic record does not quote the request id %s:\n%s", rid, logs.String())
+	}
+
+	// fasthttp's own lines are the server's, at Debug.
+	logs.Reset()
+	srv.FastHTTPLogger().Printf("a %s line", "fasthttp")
+	if !strings.Contains(logs.String(), `"level":"DEBUG"`) || !strings.Contains(logs.String(), "a fasthttp line") {
+		t.Errorf("fasthttp's line was logged as %s", logs.String())
 	}
 }

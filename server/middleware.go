@@ -87,7 +87,13 @@ func (s *Server) outer(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 			if r := recover(); r != nil {
 				s.log.Error("panic in handler", "request_id", requestID(ctx), "method", string(ctx.Method()),
 					"path", string(ctx.Path()), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-				ctx.Response.ResetBody()
+				// Whatever the handler had written, headers included, goes;
+				// the request id stays, as the log line quotes it.
+				rid := ctx.Response.Header.PeekCanonical(hRequestID)
+				var buf [128]byte
+				rid = append(buf[:0], rid...)
+				ctx.Response.Reset()
+				ctx.Response.Header.SetCanonical(hRequestID, rid)
 				s.problem(ctx, fasthttp.StatusInternalServerError, "internal error; quote the request id when reporting it")
 			}
 			// A request that began before Shutdown closes its connection

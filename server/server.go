@@ -164,13 +164,14 @@ func New(cfg Config) *Server {
 		CloseOnShutdown:               true,
 		ConnState:                     s.connState,
 		ErrorHandler:                  s.transportError,
-		Logger:                        fasthttpLogger{s.log},
+		Logger:                        s.FastHTTPLogger(),
 	}
 	return s
 }
 
 // Handler is the whole API as one fasthttp handler (the Lambda adapter and
-// benchmarks call it directly).
+// benchmarks call it directly). It recovers its own panics: the request
+// is answered with a 500 problem and the panic is logged with its stack.
 func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }
 
 // Routes lists every registered method and path template.
@@ -247,6 +248,11 @@ func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	}
 	ctx.SetConnectionClose()
 }
+
+// FastHTTPLogger is where fasthttp's own log lines go (at Debug, on the
+// server's logger): the server's connections log there, and so should
+// anything else that serves Handler, such as the Lambda adapter.
+func (s *Server) FastHTTPLogger() fasthttp.Logger { return fasthttpLogger{s.log} }
 
 type fasthttpLogger struct{ l *slog.Logger }
 

@@ -4,13 +4,15 @@ import (
 	"context"
 	"log/slog"
 
-	awslambda "github.com/aws/aws-lambda-go/lambda"
-	"github.com/valyala/fasthttp"
-
+	"github.com/api-perf/api-perf/server"
 	"github.com/api-perf/api-perf/server/lambda"
+	awslambda "github.com/aws/aws-lambda-go/lambda"
 )
 
-// serveLambda serves Lambda HTTP events with h, in process, until ctx ends.
+// serveLambda serves Lambda HTTP events with srv's handler, in process,
+// until ctx ends. The handler recovers and logs as it does behind the
+// listener, and fasthttp's lines go to the server's logger at the same
+// level.
 //
 // The aws-lambda-go loop never returns: it exits the process itself when the
 // Runtime API fails. It therefore runs on its own goroutine with a context
@@ -22,11 +24,11 @@ import (
 //
 // stripPrefix is the base path of a custom domain mapping (LAMBDA_STRIP_PREFIX);
 // a named HTTP API stage is stripped too, so the routes match as they are.
-func serveLambda(ctx context.Context, h fasthttp.RequestHandler, stripPrefix string, logger *slog.Logger) error {
-	handler := lambda.NewHandler(h, lambda.Options{
+func serveLambda(ctx context.Context, srv *server.Server, stripPrefix string, logger *slog.Logger) error {
+	handler := lambda.NewHandler(srv.Handler(), lambda.Options{
 		StripPrefix: stripPrefix,
 		StripStage:  true,
-		Logger:      logger,
+		Logger:      srv.FastHTTPLogger(),
 	})
 	go awslambda.StartWithOptions(handler,
 		awslambda.WithContext(context.WithoutCancel(ctx)),

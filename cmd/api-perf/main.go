@@ -190,7 +190,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 	if cfg.LambdaRuntimeAPI != "" {
 		logger.Info("serving Lambda events", "init_ms", time.Since(start).Milliseconds(), "database", db.Dialect(),
 			"redis", cfg.RedisURL != "", "redis_client_cache", be.clientCache)
-		return serveLambda(ctx, srv.Handler(), cfg.LambdaStripPrefix, logger)
+		return serveLambda(ctx, srv, cfg.LambdaStripPrefix, logger)
 	}
 
 	if cfg.PprofAddr != "" {

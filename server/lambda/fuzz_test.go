@@ -28,7 +28,7 @@ func FuzzHandler_Invoke(f *testing.F) {
 		ctx.Response.Header.Add("Set-Cookie", "b=2")
 		ctx.Response.Header.SetBytesV("X-Echo", ctx.Path())
 		ctx.SetBody(ctx.PostBody())
-	}, lambda.Options{StripStage: true, StripPrefix: "/p", Logger: quiet})
+	}, lambda.Options{StripStage: true, StripPrefix: "/p"})
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		out, err := h.Invoke(context.Background(), payload)
 		if err == nil && !json.Valid(out) {

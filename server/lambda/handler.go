@@ -13,10 +13,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -37,9 +35,10 @@ type Options struct {
 	// outside the path keeps its path whole, so a stage named "api" does not
 	// break the route "/api/v1/products".
 	StripStage bool
-	// Logger receives handler panics and the fasthttp context's log lines;
-	// nil means slog.Default().
-	Logger *slog.Logger
+	// Logger receives the fasthttp context's log lines (RequestCtx.Logger);
+	// pass the serving handler's own (server.Server.FastHTTPLogger) so that
+	// an event logs as a connection does. Nil discards them.
+	Logger fasthttp.Logger
 }
 
 // Handler converts Lambda HTTP events into fasthttp requests for one
@@ -48,22 +47,21 @@ type Options struct {
 type Handler struct {
 	handler fasthttp.RequestHandler
 	opts    Options
-	prefix  []byte // StripPrefix with one leading slash and no trailing one
-	logger  *slog.Logger
-	fhLog   printfLogger
+	prefix  []byte    // StripPrefix with one leading slash and no trailing one
 	pool    sync.Pool // of *invocation
 }
 
-// NewHandler returns a Handler that calls h for every event.
+// NewHandler returns a Handler that calls h for every event. h answers
+// its own panics, as server.Server.Handler does with the same 500 problem
+// a connection gets: a panic that reaches the adapter fails the
+// invocation, and aws-lambda-go then ends the environment.
 func NewHandler(h fasthttp.RequestHandler, opts Options) *Handler {
 	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+		opts.Logger = discard{}
 	}
 	hd := &Handler{
 		handler: h,
 		opts:    opts,
-		logger:  opts.Logger,
-		fhLog:   printfLogger{opts.Logger},
 	}
 	if p := strings.Trim(opts.StripPrefix, "/"); p != "" {
 		hd.prefix = []byte("/" + p)
@@ -117,8 +115,7 @@ func (h *Handler) release(inv *invocation) {
 // Invoke implements github.com/aws/aws-lambda-go/lambda.Handler: the raw
 // event JSON in, the response JSON out. A payload that is not one of the four
 // HTTP events gives an error wrapping ErrUnsupportedEvent (the invocation
-// fails, it does not crash the environment); a panic in the handler gives a
-// 500 problem+json response.
+// fails, it does not crash the environment).
 //
 // The handler can read the invocation's context, with its deadline and
 // lambdacontext values, through InvocationContext.
@@ -127,7 +124,7 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	defer h.release(inv)
 
 	rc := &inv.ctx
-	rc.Init2(&inv.conn, h.fhLog, false)
+	rc.Init2(&inv.conn, h.opts.Logger, false)
 	k, ip, err := inv.decodeRequest(payload, h)
 	if err != nil {
 		return nil, err
@@ -135,7 +132,7 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	inv.setRemoteAddr(ip)
 	rc.SetUserValue(invocationKey{}, ctx)
 
-	h.serve(rc)
+	h.handler(rc)
 
 	out := inv.encodeResponse(k)
 	inv.out = out
@@ -143,27 +140,6 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	// this invocation serves the next event: it gets its own copy.
 	return bytes.Clone(out), nil
 }
-
-// serve calls the handler, turning a panic into a 500 response.
-func (h *Handler) serve(ctx *fasthttp.RequestCtx) {
-	defer func() {
-		if p := recover(); p != nil {
-			h.logger.Error("lambda: handler panicked",
-				slog.Any("panic", p),
-				slog.String("request_id", string(ctx.Request.Header.PeekBytes(strXRequestID))),
-				slog.String("method", string(ctx.Method())),
-				slog.String("path", string(ctx.Path())),
-				slog.String("stack", string(debug.Stack())))
-			ctx.Response.Reset()
-			ctx.SetStatusCode(fasthttp.StatusInternalServerError)
-			ctx.SetContentType("application/problem+json")
-			ctx.SetBodyString(problemInternal)
-		}
-	}()
-	h.handler(ctx)
-}
-
-const problemInternal = `{"type":"about:blank","title":"Internal Server Error","status":500}`
 
 // setRemoteAddr makes ip the request's remote address, so that RemoteIP and
 // RemoteAddr work as behind a listener. Lambda events do not carry the
@@ -220,9 +196,7 @@ var (
 	zeroAddr  = &net.TCPAddr{IP: net.IPv4zero}
 )
 
-// printfLogger gives fasthttp's Printf-style logging to slog.
-type printfLogger struct{ l *slog.Logger }
+// discard is the logger of a Handler given none.
+type discard struct{}
 
-func (p printfLogger) Printf(format string, args ...any) {
-	p.l.Info(fmt.Sprintf(format, args...))
-}
+func (discard) Printf(string, ...any) {}

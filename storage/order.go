@@ -15,15 +15,15 @@ func errOrderNotFound(id int64) error {
 // Order returns one order, read on the primary: a client that placed an
 // order and follows its Location must find it.
 func (d *DB) Order(ctx context.Context, id int64) (_ *apiperf.Order, err error) {
+	defer apiperf.Wrap(&err, "Order(%d)", id)
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
 	d.metrics.primaryByID.Inc()
 	o := new(apiperf.Order)
-	if err := scanOrder(d.stmts.orderByID.QueryRowContext(ctx, id), o); err != nil {
+	if err = scanOrder(d.stmts.orderByID.QueryRowContext(ctx, id), o); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, errOrderNotFound(id)
 		}
-		defer apiperf.Wrap(&err, "Order(%d)", id)
 		return nil, mapError(err)
 	}
 	return o, nil

@@ -42,15 +42,15 @@ func (d *DB) CreateProduct(ctx context.Context, in apiperf.ProductInput) (p *api
 // cache and answers If-Match, so it must show every acknowledged write
 // (docs/replicas.md says why this is not a replica read).
 func (d *DB) Product(ctx context.Context, id int64) (_ *apiperf.Product, err error) {
+	defer apiperf.Wrap(&err, "Product(%d)", id)
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
 	d.metrics.primaryByID.Inc()
 	p := new(apiperf.Product)
-	if err := scanProduct(d.stmts.productByID.QueryRowContext(ctx, id), p); err != nil {
+	if err = scanProduct(d.stmts.productByID.QueryRowContext(ctx, id), p); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, errProductNotFound(id)
 		}
-		defer apiperf.Wrap(&err, "Product(%d)", id)
 		return nil, mapError(err)
 	}
 	return p, nil

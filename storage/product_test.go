@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -133,4 +134,30 @@ func TestProductStore_UpdateProduct_RacesOrders(t *testing.T) {
 		}
 		t.Logf("ordered %d, restocked %d, stock %d", ordered.Load(), restocked.Load(), stock)
 	})
+}
+
+// TestDB_ReadErrorsNameTheCall: a failed read by id says which call and id
+// it was, and keeps its code and message.
+func TestDB_ReadErrorsNameTheCall(t *testing.T) {
+	db := mustOpenConfig(t, storage.Config{DataDir: t.TempDir()})
+	ctx := context.Background()
+	_, err := db.Product(ctx, 7)
+	wantCode(t, err, apiperf.ENOTFOUND)
+	if got, want := err.Error(), "Product(7): not_found: product 7 does not exist"; got != want {
+		t.Errorf("Product: %q, want %q", got, want)
+	}
+	if got := apiperf.ErrorMessage(err); got != "product 7 does not exist" {
+		t.Errorf("Product's message %q", got)
+	}
+	db.Close()
+	for name, read := range map[string]func() error{
+		"Product(8): ": func() error { _, err := db.Product(ctx, 8); return err },
+		"Order(9): ":   func() error { _, err := db.Order(ctx, 9); return err },
+	} {
+		err := read()
+		wantCode(t, err, apiperf.EUNAVAILABLE)
+		if err == nil || !strings.HasPrefix(err.Error(), name) {
+			t.Errorf("a read on a closed store failed with %v, want it to begin %q", err, name)
+		}
+	}
 }

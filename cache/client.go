@@ -10,14 +10,14 @@ import (
 )
 
 // NewClient connects to the Redis named by a redis:// or rediss:// URL
-// (REDIS_URL) and returns a client suited to NewRedis and shareable with
+// and returns a client suited to NewRedis and shareable with
 // other packages.
 //
 // With clientCache the client asks Redis for CLIENT TRACKING, so DoCache
 // serves hot keys from process memory. Some managed Redis deployments refuse
 // it; then NewClient logs why and connects again without client-side
 // caching, which costs a round trip per hit and changes nothing else.
-// clientCache false (REDIS_CLIENT_CACHE=off) skips the attempt.
+// clientCache false skips the attempt.
 //
 // With client-side caching the client also reports Redis's invalidation
 // pushes to the caches NewRedis builds on it, which then keep their hottest
@@ -37,7 +37,7 @@ func NewClient(redisURL string, clientCache bool, logger *slog.Logger) (rueidis.
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("cache: REDIS_URL is not a redis:// or rediss:// URL: %w", err)
+		return nil, fmt.Errorf("cache: not a redis:// or rediss:// URL: %w", err)
 	}
 	opt.PipelineMultiplex = -1
 	opt.DisableCache = !clientCache
@@ -48,8 +48,7 @@ func NewClient(redisURL string, clientCache bool, logger *slog.Logger) (rueidis.
 	c, err := rueidis.NewClient(opt)
 	if err != nil && clientCache && errors.Is(err, rueidis.ErrNoCache) {
 		logger.Warn("cache: Redis refused client-side caching (CLIENT TRACKING, RESP3); "+
-			"continuing without it, so every cache hit is a round trip to Redis; "+
-			"set REDIS_CLIENT_CACHE=off to skip this attempt", "err", err)
+			"continuing without it, so every cache hit is a round trip to Redis", "err", err)
 		opt.DisableCache = true
 		opt.OnInvalidations = nil
 		c, err = rueidis.NewClient(opt)

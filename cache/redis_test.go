@@ -369,6 +369,11 @@ func TestNewClient(t *testing.T) {
 			if strings.Contains(err.Error(), "s3cret") {
 				t.Errorf("NewClient(%q) error shows the password: %v", u, err)
 			}
+			// The package takes a URL, not an environment: naming the
+			// variable is its caller's business.
+			if strings.Contains(err.Error(), "REDIS_") {
+				t.Errorf("NewClient(%q) error names an environment variable: %v", u, err)
+			}
 		}
 	})
 
@@ -383,6 +388,9 @@ func TestNewClient(t *testing.T) {
 		defer c.Close()
 		if !strings.Contains(logs.String(), "refused client-side caching") {
 			t.Errorf("the fallback was not explained in the log:\n%s", logs)
+		}
+		if strings.Contains(logs.String(), "REDIS_") {
+			t.Errorf("the log names an environment variable:\n%s", logs)
 		}
 		if ClientSideCaching(c) {
 			t.Error("ClientSideCaching reports true for a client Redis refused tracking")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,10 +44,13 @@ func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prom
 	} else {
 		client, err := cache.NewClient(cfg.RedisURL, cfg.RedisClientCache, logger)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
 		}
 		b.closers = append(b.closers, client.Close)
 		b.clientCache = cache.ClientSideCaching(client)
+		if cfg.RedisClientCache && !b.clientCache {
+			logger.Warn("set REDIS_CLIENT_CACHE=off to skip the attempt at client-side caching that Redis refused")
+		}
 		b.checks = append(b.checks, server.Check{Name: "redis", Pinger: redisPinger{client}})
 		c, err := cache.NewRedis(client, copts)
 		if err != nil {

@@ -125,3 +125,26 @@ func scrapeBatches(t *testing.T, base string) (batches, orders float64) {
 	}
 	return batches, orders
 }
+
+// TestLoadConfig_OrderLanes: ORDER_LANES defaults to a quarter of the pool
+// on MySQL (at least one) and to one on SQLite's single writer; a value set
+// is kept.
+func TestLoadConfig_OrderLanes(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want int
+	}{
+		{map[string]string{"MYSQL_DSN": "u@tcp(h:3306)/d", "DB_MAX_OPEN_CONNS": "16"}, 4},
+		{map[string]string{"MYSQL_DSN": "u@tcp(h:3306)/d", "DB_MAX_OPEN_CONNS": "2"}, 1},
+		{map[string]string{"DB_MAX_OPEN_CONNS": "16"}, 1},
+		{map[string]string{"MYSQL_DSN": "u@tcp(h:3306)/d", "ORDER_LANES": "7"}, 7},
+	} {
+		cfg, err := loadConfig(func(k string) string { return c.env[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.OrderLanes != c.want || !cfg.OrderBatching {
+			t.Errorf("%v: %d lanes (batching %v), want %d", c.env, cfg.OrderLanes, cfg.OrderBatching, c.want)
+		}
+	}
+}

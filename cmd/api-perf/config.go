@@ -114,7 +114,7 @@ var settings = []setting{
 		duration(func(c *config) *time.Duration { return &c.DBQueryTimeout })},
 	{"ORDER_BATCHING", "on", "Coalesce concurrent orders into shared transactions (`docs/batching.md`); `off` gives every order its own.",
 		onOff(func(c *config) *bool { return &c.OrderBatching })},
-	{"ORDER_LANES", "0", "Order batches that may commit at once, each for its own share of the products; 0 picks `DB_MAX_OPEN_CONNS` on MySQL and 1 on SQLite.",
+	{"ORDER_LANES", "0", "Order batches that may commit at once, each for its own share of the products; 0 picks a quarter of `DB_MAX_OPEN_CONNS` (at least 1) on MySQL and 1 on SQLite.",
 		integer(0, 10_000, func(c *config) *int { return &c.OrderLanes })},
 	{"ORDER_BATCH_MAX", "128", "Most orders in one batch's transaction.",
 		integer(1, 10_000, func(c *config) *int { return &c.OrderBatchMax })},
@@ -270,11 +270,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.DBMaxOpenConns == 0 && c.MySQLDSN != "" {
 		c.DBMaxOpenConns = 8 * runtime.GOMAXPROCS(0)
 	}
-	// SQLite has one writer: more lanes would only queue on it.
+	// SQLite has one writer: more lanes would only queue on it. On MySQL,
+	// fewer lanes than connections make larger batches (docs/batching.md
+	// has the measurements) and leave connections to the reads.
 	if c.OrderLanes == 0 {
 		c.OrderLanes = 1
 		if c.MySQLDSN != "" {
-			c.OrderLanes = c.DBMaxOpenConns
+			c.OrderLanes = max(1, c.DBMaxOpenConns/4)
 		}
 	}
 	if len(errs) > 0 {

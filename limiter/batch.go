@@ -302,6 +302,27 @@ func (b *bucket) settle(owed int, err error) {
 	}
 }
 
+// knownAhead implements aheadKnower: how far, in microseconds, the
+// bucket's TAT was ahead of now on this process's last reply for it,
+// counting the debt not yet charged. ok is false when the process has
+// no reply for the bucket.
+func (r *Redis) knownAhead(key string, p apiperf.RatePolicy) (int64, bool) {
+	t, err := interval(&p, 1)
+	if err != nil || r.plain {
+		return 0, false
+	}
+	b := r.bucket(p.Name, key, false)
+	if b == nil {
+		return 0, false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.known {
+		return 0, false
+	}
+	return (b.tatNs-monoNanos())/1000 + int64(b.owed+b.owing)*t, true
+}
+
 // want is the batch size asked for under a policy of interval t.
 func (r *Redis) want(t int64, cost int) int {
 	w := int((r.batchWindow + t - 1) / t)

@@ -66,10 +66,14 @@ type FallbackOptions struct {
 // costs the deadline once per Backoff instead of on every request. State
 // changes are logged once; fallbacks and decisions are counted. Tokens a
 // batched Redis limiter already holds in process are still spent while
-// Redis is down, under either policy: they are real reservations.
+// Redis is down, under either policy: they are real reservations. An
+// in-process bucket starts no fuller than the primary last reported it
+// (with its debt not yet charged), so that a client that spent its burst
+// in Redis, and can make Redis slow, does not find a fresh burst here.
 type Fallback struct {
 	primary   Limiter
 	fast      fastDecider // primary's in-memory path, if it has one
+	known     aheadKnower // primary's last word on a bucket, if it keeps one
 	local     *Local
 	ownsLocal bool
 	failure   FailurePolicy
@@ -114,6 +118,7 @@ func NewFallback(primary Limiter, opts FallbackOptions) *Fallback {
 		log:     opts.Logger,
 	}
 	f.fast, _ = primary.(fastDecider)
+	f.known, _ = primary.(aheadKnower)
 	if f.local == nil {
 		f.local, f.ownsLocal = NewLocal(), true
 	}
@@ -233,7 +238,11 @@ func (f *Fallback) fallback(ctx context.Context, key string, p apiperf.RatePolic
 		}
 		return apiperf.RateDecision{}, unavailable(cause)
 	}
-	r, err := f.local.Allow(ctx, key, p, cost)
+	var ahead int64
+	if f.known != nil {
+		ahead, _ = f.known.knownAhead(key, p)
+	}
+	r, _, err := f.local.allowAfter(key, p, cost, ahead)
 	if err == nil {
 		f.count(p.Name, r.Allowed)
 	}

@@ -45,6 +45,16 @@ type fastDecider interface {
 	tryAllow(key string, p apiperf.RatePolicy, cost int) (r apiperf.RateDecision, ok bool, err error)
 }
 
+// aheadKnower is implemented by limiters that remember, per bucket, what
+// the backing store last said. Fallback seeds its in-process decisions
+// with it, so that an outage does not refill every bucket.
+type aheadKnower interface {
+	// knownAhead is how far the bucket's TAT was ahead of now, in
+	// microseconds, by the limiter's last knowledge; ok is false when it
+	// knows nothing of the bucket.
+	knownAhead(key string, p apiperf.RatePolicy) (ahead int64, ok bool)
+}
+
 // maxWindowMicros bounds Burst*T so that every number the Lua script handles
 // (Redis time in microseconds plus the window) stays far inside the 2^53
 // range where a Lua double is an exact integer.

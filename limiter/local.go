@@ -44,6 +44,15 @@ func (l *Local) Allow(_ context.Context, key string, p apiperf.RatePolicy, cost 
 
 // tryAllow implements fastDecider: Local always decides.
 func (l *Local) tryAllow(key string, p apiperf.RatePolicy, cost int) (apiperf.RateDecision, bool, error) {
+	return l.allowAfter(key, p, cost, 0)
+}
+
+// allowAfter is tryAllow for a bucket known to be at least ahead
+// microseconds from full elsewhere: its TAT is taken as no earlier than
+// now + ahead. Fallback passes what the primary last learned of the
+// bucket, so that a client that spent its burst there does not find a
+// fresh one here.
+func (l *Local) allowAfter(key string, p apiperf.RatePolicy, cost int, ahead int64) (apiperf.RateDecision, bool, error) {
 	t, err := interval(&p, cost)
 	if err != nil {
 		return apiperf.RateDecision{}, true, err
@@ -55,8 +64,8 @@ func (l *Local) tryAllow(key string, p apiperf.RatePolicy, cost int) (apiperf.Ra
 
 	sh.mu.Lock()
 	e := sh.m[string(k)]
-	tat := now
-	if e != nil && e.us > now {
+	tat := now + max(ahead, 0)
+	if e != nil && e.us > tat {
 		tat = e.us
 	}
 	r, newTAT := gcra(now, tat, t, p.Burst, cost)

@@ -121,6 +121,76 @@ func debt(t *testing.T, addrs ...string) {
 		}
 	})
 
+	// The attack the bound is about: every replica last saw the bucket
+	// nearly full, the client then spends the whole burst on one of them
+	// and storms the others, whose views are stale. Each may allow at
+	// most Debt more before its charge comes back, so the client gets
+	// burst + N*Debt at most, and Redis is charged for every unit.
+	t.Run("StaleViewsOnEveryReplica", func(t *testing.T) {
+		for _, d := range []int{1, 3} {
+			p := apiperf.RatePolicy{Name: "read", Rate: 1, Period: time.Hour, Burst: 10} // nothing refills
+			c := MustClient(t, addrs...)
+			prefix := MustPrefix(t, c)
+			var reps [3]*Redis
+			for i := range reps {
+				reps[i] = NewRedis(MustClient(t, addrs...), RedisOptions{Prefix: prefix, Debt: d})
+				defer reps[i].Close()
+			}
+			var allowed atomic.Int64
+			ask := func(r *Redis) bool {
+				res, err := r.Allow(ctx, "stale", p, 1)
+				if err != nil {
+					t.Errorf("debt %d: %v", d, err)
+					return false
+				}
+				if res.Allowed {
+					allowed.Add(1)
+				}
+				return res.Allowed
+			}
+			for _, r := range reps {
+				if !ask(r) {
+					t.Fatalf("debt %d: a replica's first request refused on a full bucket", d)
+				}
+			}
+			for ask(reps[0]) {
+			}
+			// The others, each with a view at least half free, stormed.
+			var wg sync.WaitGroup
+			for _, r := range reps[1:] {
+				for range 20 {
+					wg.Go(func() { ask(r) })
+				}
+			}
+			wg.Wait()
+			for range 5 {
+				for _, r := range reps {
+					ask(r)
+				}
+			}
+			for _, r := range reps {
+				r.Close() // waits for the background charges
+			}
+			n := allowed.Load()
+			if bound := int64(p.Burst + len(reps)*d); n > bound {
+				t.Fatalf("debt %d: allowed %d, bound burst + N*Debt = %d", d, n, bound)
+			}
+			if n < int64(p.Burst) {
+				t.Fatalf("debt %d: allowed %d, fewer than the burst %d", d, n, p.Burst)
+			}
+			// Redis was charged for every unit: the TAT is n intervals
+			// ahead (less the few microseconds the test took).
+			ahead, err := c.Do(ctx, c.B().Pttl().Key(prefix+"{read:stale}").Build()).AsInt64()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := (n - 1) * p.Interval().Milliseconds(); ahead < want {
+				t.Fatalf("debt %d: %d allowed but the bucket is only %dms ahead (want over %dms)", d, n, ahead, want)
+			}
+			t.Logf("debt %d: allowed %d of a burst of %d across %d replicas", d, n, p.Burst, len(reps))
+		}
+	})
+
 	// With one replica the last reply is the whole truth, and debt is
 	// taken only while the bucket stays at least half free: near the
 	// limit every decision is Redis's, and the limit is exact.

@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql"
 
 	apiperf "github.com/api-perf/api-perf"
+	"github.com/api-perf/api-perf/internal/testenv"
 	"github.com/api-perf/api-perf/orderpipe"
 	"github.com/api-perf/api-perf/storage"
 )
@@ -281,5 +286,54 @@ func TestPipeline_PanicDoesNotStallTheLane(t *testing.T) {
 	}
 	if s := stockOf(t, db, id); s != 100-1-4-5-1 {
 		t.Fatalf("stock %d, want %d", s, 100-1-4-5-1)
+	}
+}
+
+// TestPipeline_KeyInProgressElsewhere puts, on MariaDB, a keyed order in a
+// batch while another session holds its key's record uncommitted (a request
+// with that key still running in another process): the batch cannot finish
+// in time, and is placed again order by order, so only the keyed order is
+// answered "in progress" and the orders around it are created.
+func TestPipeline_KeyInProgressElsewhere(t *testing.T) {
+	dsn := testenv.MySQLDSN(t)
+	db, err := storage.Open(context.Background(), storage.Config{MySQLDSN: dsn, MaxOpenConns: 16, QueryTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	id := mustProduct(t, db, 100)
+	other, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	tx, err := other.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // the other request never finishes
+	if _, err := tx.Exec(`INSERT INTO idempotency_records (scope, idem_key, request_hash, status_code, body, created_at, expires_at)
+		VALUES (?, 'busy', ?, 201, '{}', NOW(6), NOW(6) + INTERVAL 1 DAY)`, make([]byte, 32), make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+
+	g := newGate(db)
+	pl := mustPipeline(t, g, orderpipe.Options{})
+	in := func(q int64) apiperf.OrderInput { return apiperf.OrderInput{ProductID: id, Quantity: q} }
+	ps := []*apiperf.OrderPlacement{{In: in(1)}, {In: in(2)}, keyedPlacement("busy", in(3)), {In: in(4)}}
+	wait := lineUp(t, pl, g, context.Background(), ps)
+	close(g.open)
+	wait()
+	for i, p := range ps {
+		if i == 2 {
+			if apiperf.ErrorCode(p.Err) != apiperf.EINPROGRESS || p.Order != nil || p.StockMayHaveChanged {
+				t.Errorf("the order whose key is held elsewhere: %+v, want in progress", p)
+			}
+		} else if p.Err != nil || p.Order == nil {
+			t.Errorf("order %d beside it: %v", i, p.Err)
+		}
+	}
+	if s, n := stockOf(t, db, id), ordersOf(t, db, id); s != 100-1-2-4 || n != 3 {
+		t.Errorf("stock %d, %d orders; want %d and 3", s, n, 100-1-2-4)
 	}
 }

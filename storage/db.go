@@ -138,6 +138,9 @@ func open(ctx context.Context, cfg Config, native func(ctx context.Context, dsn 
 		if session, err = boundIdleSessions(t.dsn, hasIdleTx, idleSessionLimit(d.timeout)); err != nil {
 			return nil, err
 		}
+		if session.dsn, err = boundLockWaits(session.dsn, d.timeout); err != nil {
+			return nil, err
+		}
 	}
 	if d.metrics, err = newMetrics(cfg.Registerer, len(cfg.ReadDSNs) > 0); err != nil {
 		return nil, err

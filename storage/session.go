@@ -111,3 +111,27 @@ func boundIdleSessions(dsn string, native bool, limit int) (sessionSettings, err
 	}
 	return s, nil
 }
+
+// innodbLockWaitTimeout is the session variable that bounds, in whole
+// seconds, how long a statement waits for a row lock on the server.
+const innodbLockWaitTimeout = "innodb_lock_wait_timeout"
+
+// boundLockWaits adds to dsn a lock wait no longer than timeout (rounded up
+// to whole seconds), unless the DSN sets one. When a statement's context
+// ends, go-sql-driver closes its connection, but the server does not see
+// that while the statement waits for a lock: with the server's default of
+// 50 s, the abandoned transaction would keep every row it locked (a
+// batch's products) for that long, and every order for them would wait.
+func boundLockWaits(dsn string, timeout time.Duration) (string, error) {
+	c, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return "", err
+	}
+	if c.Params == nil {
+		c.Params = map[string]string{}
+	}
+	if _, set := c.Params[innodbLockWaitTimeout]; !set {
+		c.Params[innodbLockWaitTimeout] = strconv.FormatInt(max(1, int64((timeout+time.Second-1)/time.Second)), 10)
+	}
+	return c.FormatDSN(), nil
+}

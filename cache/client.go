@@ -7,6 +7,7 @@ import (
 	"net/url"
 
 	"github.com/redis/rueidis"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // NewClient connects to the Redis named by a redis:// or rediss:// URL
@@ -27,6 +28,13 @@ import (
 // that is what lets Invalidate wait until the invalidation push for a key has
 // been applied locally, which several connections would not guarantee.
 func NewClient(redisURL string, clientCache bool, logger *slog.Logger) (rueidis.Client, error) {
+	return NewTracedClient(redisURL, clientCache, logger, nil)
+}
+
+// NewTracedClient is NewClient with every Redis command a client span
+// (db.system "redis", the command's name) under tp (see tracedClient).
+// A nil tp traces nothing and adds nothing to a call.
+func NewTracedClient(redisURL string, clientCache bool, logger *slog.Logger, tp trace.TracerProvider) (rueidis.Client, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -55,6 +63,9 @@ func NewClient(redisURL string, clientCache bool, logger *slog.Logger) (rueidis.
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cache: connect to Redis %v: %w", opt.InitAddress, err)
+	}
+	if tp != nil {
+		c = newTracedClient(c, tp, opt.InitAddress)
 	}
 	if opt.OnInvalidations != nil {
 		return &trackedClient{Client: c, pushes: pushes}, nil

@@ -93,7 +93,7 @@ func (l *Local) Get(ctx context.Context, key string, load apiperf.LoadFunc) ([]b
 // acquire implements leaseStore: it puts a new lease in the map unless the
 // key holds a live value or absence. A lease left by another flight is
 // taken over; that flight's settle then finds its lease lost.
-func (l *Local) acquire(key string) (*localEntry, outcome, bool, string) {
+func (l *Local) acquire(_ context.Context, key string) (*localEntry, outcome, bool, string) {
 	lease := &localEntry{lease: true}
 	for {
 		v, loaded := l.entries.LoadOrStore(key, lease)
@@ -114,7 +114,7 @@ func (l *Local) acquire(key string) (*localEntry, outcome, bool, string) {
 }
 
 // settle implements leaseStore.
-func (l *Local) settle(key string, lease *localEntry, o outcome) (lost bool) {
+func (l *Local) settle(_ context.Context, key string, lease *localEntry, o outcome) (lost bool) {
 	ttl := l.opts.TTL
 	if o.absent {
 		ttl = l.opts.NegativeTTL
@@ -124,7 +124,7 @@ func (l *Local) settle(key string, lease *localEntry, o outcome) (lost bool) {
 }
 
 // release implements leaseStore.
-func (l *Local) release(key string, lease *localEntry) {
+func (l *Local) release(_ context.Context, key string, lease *localEntry) {
 	if l.entries.CompareAndDelete(key, lease) {
 		l.size.Add(-1)
 	}

@@ -45,19 +45,21 @@ func (o *outcome) result() ([]byte, error) {
 
 // leaseStore is where a cache keeps its keys, as the protocol uses them.
 // id is the key's identity in the store (the Redis key, or the cache key
-// for Local); L is the store's lease (a token, or a map entry).
+// for Local); L is the store's lease (a token, or a map entry). ctx is the
+// first caller's, for its values (the trace span); the store bounds its
+// calls by its own deadline.
 type leaseStore[L any] interface {
 	// acquire takes the lease on id, or returns what id holds now (found).
 	// A non-empty bypass says why the store cannot take part (a value of
 	// apiperf_cache_fallbacks_total{reason}): the flight then loads and
 	// stores nothing.
-	acquire(id string) (lease L, held outcome, found bool, bypass string)
+	acquire(ctx context.Context, id string) (lease L, held outcome, found bool, bypass string)
 	// settle replaces lease with o, unless lease is no longer in place:
 	// then it reports lost, and o may predate the write that removed it.
-	settle(id string, lease L, o outcome) (lost bool)
+	settle(ctx context.Context, id string, lease L, o outcome) (lost bool)
 	// release removes lease, if still in place, after a load whose result
 	// is not to be kept (an error, a panic), so nobody waits on it.
-	release(id string, lease L)
+	release(ctx context.Context, id string, lease L)
 }
 
 // protocol runs the flights of one cache.
@@ -92,7 +94,7 @@ func (p *protocol[L]) fill(ctx context.Context, id, key string, load apiperf.Loa
 		var lease L
 		var release func()
 		if useStore {
-			l, held, found, bypass := p.store.acquire(id)
+			l, held, found, bypass := p.store.acquire(ctx, id)
 			switch {
 			case found:
 				// Stored by a flight of another replica, or by one of this
@@ -102,11 +104,11 @@ func (p *protocol[L]) fill(ctx context.Context, id, key string, load apiperf.Loa
 				p.m.fallback(bypass)
 				useStore = false
 			default:
-				lease, release = l, func() { p.store.release(id, l) }
+				lease, release = l, func() { p.store.release(ctx, id, l) }
 			}
 		}
 		val, lerr := p.load(ctx, key, load, release)
-		if !useStore || !p.keep(id, lease, val, lerr) || loads >= maxAttempts {
+		if !useStore || !p.keep(ctx, id, lease, val, lerr) || loads >= maxAttempts {
 			p.m.load(lerr)
 			return val, lerr
 		}
@@ -123,14 +125,14 @@ func (p *protocol[L]) fill(ctx context.Context, id, key string, load apiperf.Loa
 // keep settles a leased load's result and reports whether the lease was
 // lost. An error other than an absence worth remembering is not cached:
 // the lease is released.
-func (p *protocol[L]) keep(id string, lease L, val []byte, lerr error) (lost bool) {
+func (p *protocol[L]) keep(ctx context.Context, id string, lease L, val []byte, lerr error) (lost bool) {
 	switch {
 	case lerr == nil:
-		return p.store.settle(id, lease, outcome{val: val})
+		return p.store.settle(ctx, id, lease, outcome{val: val})
 	case isNotFound(lerr) && p.negative:
-		return p.store.settle(id, lease, outcome{absent: true, msg: message(lerr)})
+		return p.store.settle(ctx, id, lease, outcome{absent: true, msg: message(lerr)})
 	}
-	p.store.release(id, lease)
+	p.store.release(ctx, id, lease)
 	return false
 }
 

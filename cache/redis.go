@@ -80,6 +80,9 @@ type Redis struct {
 	proto  *protocol[string] // leases are tokens
 	clock  coarseClock       // also renews dl every step
 	dl     *deadlines
+	// traced is set when the client makes spans (NewTracedClient): calls
+	// then carry the caller's span (see callCtx).
+	traced bool
 
 	// near, when the client reports invalidation pushes (NewClient with
 	// client-side caching), holds hot values in front of DoCache.
@@ -138,6 +141,7 @@ func NewRedis(c rueidis.Client, opts Options) (*Redis, error) {
 		negativeTTLMs: millis(opts.NegativeTTL),
 		leaseTTLMs:    millis(opts.LeaseTTL),
 		owner:         string(tagLease) + hex.EncodeToString(id[:]) + ":",
+		traced:        traced(c),
 	}
 	r.proto = newProtocol(r, m, &r.opts)
 	r.clock.start(r.dl.step, func(int64) { r.dl.tick() })
@@ -179,7 +183,7 @@ func (r *Redis) Get(ctx context.Context, key string, load apiperf.LoadFunc) ([]b
 	if r.down.Load() && !r.probeDue() {
 		return r.bypass(ctx, rkey, key, load, reasonCircuitOpen)
 	}
-	resp := r.client.DoCache(r.dl.get(), r.client.B().Get().Key(rkey).Cache(), r.opts.TTL)
+	resp := r.client.DoCache(r.callCtx(ctx), r.client.B().Get().Key(rkey).Cache(), r.opts.TTL)
 	b, err := resp.AsBytes()
 	switch {
 	case err == nil:
@@ -226,11 +230,11 @@ func (r *Redis) bypass(ctx context.Context, rkey, key string, load apiperf.LoadF
 // replica that holds it and returns what that one stored. It bypasses
 // Redis when Redis fails, when the wait is longer than LeaseTTL, or when
 // the key holds a value this package did not write (which it leaves alone).
-func (r *Redis) acquire(rkey string) (token string, held outcome, found bool, bypass string) {
+func (r *Redis) acquire(ctx context.Context, rkey string) (token string, held outcome, found bool, bypass string) {
 	waitUntil := time.Now().Add(r.opts.LeaseTTL)
 	for {
 		token = r.owner + strconv.FormatUint(r.seq.Add(1), 10)
-		cur, err := acquireScript.Exec(r.dl.get(), r.client, []string{rkey}, []string{token, r.leaseTTLMs}).AsBytes()
+		cur, err := acquireScript.Exec(r.callCtx(ctx), r.client, []string{rkey}, []string{token, r.leaseTTLMs}).AsBytes()
 		switch {
 		case rueidis.IsRedisNil(err):
 			return token, outcome{}, false, ""
@@ -239,7 +243,7 @@ func (r *Redis) acquire(rkey string) (token string, held outcome, found bool, by
 			return "", outcome{}, false, reasonOf(err)
 		}
 		// The key holds something: the lease is not ours.
-		cur, gone, err := r.awaitLease(rkey, cur, waitUntil)
+		cur, gone, err := r.awaitLease(ctx, rkey, cur, waitUntil)
 		switch {
 		case errors.Is(err, errLeaseWait):
 			return "", outcome{}, false, reasonLeaseWait
@@ -264,13 +268,13 @@ var errLeaseWait = errors.New("cache: waited LeaseTTL for another load")
 // something else, and returns that (gone when the key is empty). Polling goes
 // through DoCache, so with client-side caching it is a memory read until
 // Redis pushes the key's invalidation, which the lease holder's store causes.
-func (r *Redis) awaitLease(rkey string, cur []byte, until time.Time) (_ []byte, gone bool, err error) {
+func (r *Redis) awaitLease(ctx context.Context, rkey string, cur []byte, until time.Time) (_ []byte, gone bool, err error) {
 	for pause := time.Millisecond; tag(cur) == tagLease; pause = min(2*pause, maxPollPause) {
 		if time.Now().After(until) {
 			return nil, false, errLeaseWait
 		}
 		time.Sleep(pause)
-		cur, err = r.client.DoCache(r.dl.get(), r.client.B().Get().Key(rkey).Cache(), r.opts.TTL).AsBytes()
+		cur, err = r.client.DoCache(r.callCtx(ctx), r.client.B().Get().Key(rkey).Cache(), r.opts.TTL).AsBytes()
 		if rueidis.IsRedisNil(err) {
 			return nil, true, nil
 		} else if err != nil {
@@ -286,12 +290,12 @@ const maxPollPause = 16 * time.Millisecond
 // settle implements leaseStore: the script replaces the lease token with
 // the encoded outcome only while the token is still in place. A failed
 // call is no lost lease: Redis is noted down and the result returned.
-func (r *Redis) settle(rkey, token string, o outcome) (lost bool) {
+func (r *Redis) settle(ctx context.Context, rkey, token string, o outcome) (lost bool) {
 	ttl := r.ttlMs
 	if o.absent {
 		ttl = r.negativeTTLMs
 	}
-	n, err := storeScript.Exec(r.dl.get(), r.client, []string{rkey},
+	n, err := storeScript.Exec(r.callCtx(ctx), r.client, []string{rkey},
 		[]string{token, rueidis.BinaryString(encode(o)), ttl}).AsInt64()
 	if err != nil {
 		r.fail(err)
@@ -301,8 +305,8 @@ func (r *Redis) settle(rkey, token string, o outcome) (lost bool) {
 }
 
 // release implements leaseStore.
-func (r *Redis) release(rkey, token string) {
-	if err := releaseScript.Exec(r.dl.get(), r.client, []string{rkey}, []string{token}).Error(); err != nil {
+func (r *Redis) release(ctx context.Context, rkey, token string) {
+	if err := releaseScript.Exec(r.callCtx(ctx), r.client, []string{rkey}, []string{token}).Error(); err != nil {
 		r.fail(err)
 	}
 }

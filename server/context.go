@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // callContext is the context of one request's store, cache and limiter
@@ -15,7 +16,8 @@ import (
 // invocation the request belongs to (a Lambda event, Config.Invocation),
 // and it ends when that deadline passes, when the invocation's context
 // ends, or when Shutdown gives up on the drain and cancels the server's
-// base context. Its values are the invocation's.
+// base context. Its values are the invocation's, and the request's span
+// when tracing is on.
 //
 // A *fasthttp.RequestCtx is recycled when its handler returns, so it is
 // never a parent here. A callContext is pooled instead, because the cached
@@ -51,8 +53,9 @@ type callContextKey struct{}
 var callContexts = sync.Pool{New: func() any { return new(callContext) }}
 
 // acquireContext makes the callContext of the request ctx and hands it to
-// the handlers through a user value; releaseContext ends it.
-func (s *Server) acquireContext(ctx *fasthttp.RequestCtx) *callContext {
+// the handlers through a user value; releaseContext ends it. span, when
+// tracing, is the request's span, which the calls then carry.
+func (s *Server) acquireContext(ctx *fasthttp.RequestCtx, span trace.Span) *callContext {
 	c := callContexts.Get().(*callContext)
 	c.base = s.base
 	if s.cfg.RequestTimeout > 0 {
@@ -65,6 +68,14 @@ func (s *Server) acquireContext(ctx *fasthttp.RequestCtx) *callContext {
 				c.deadline = d
 			}
 		}
+	}
+	if span != nil {
+		// The calls' spans are children of the request's (tracing on only).
+		p := c.parent
+		if p == nil {
+			p = c.base
+		}
+		c.parent = trace.ContextWithSpan(p, span)
 	}
 	ctx.SetUserValue(callContextKey{}, c)
 	return c

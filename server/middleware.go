@@ -12,6 +12,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Header names on the hot paths, in the form fasthttp normalizes names to
@@ -68,9 +69,9 @@ func requestID(ctx *fasthttp.RequestCtx) string {
 	return string(ctx.Response.Header.PeekCanonical(hRequestID))
 }
 
-// outer wraps the router: request ids, the request's call context, panic
-// recovery, the access log, and the count of running handlers that
-// Shutdown waits for.
+// outer wraps the router: request ids, the request's span and call
+// context, panic recovery, the access log, and the count of running
+// handlers that Shutdown waits for.
 func (s *Server) outer(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
 		s.running.Add(1)
@@ -81,7 +82,11 @@ func (s *Server) outer(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 			ctx.SetConnectionClose()
 		}
 		s.setRequestID(ctx)
-		cc := s.acquireContext(ctx)
+		var span trace.Span
+		if s.tracer != nil {
+			span = s.startSpan(ctx)
+		}
+		cc := s.acquireContext(ctx, span)
 		defer func() {
 			s.releaseContext(ctx, cc)
 			if r := recover(); r != nil {
@@ -101,13 +106,18 @@ func (s *Server) outer(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 			if s.draining.Load() {
 				ctx.SetConnectionClose()
 			}
-			s.accessLog(ctx)
+			s.accessLog(ctx, span)
+			if span != nil {
+				endSpan(ctx, span)
+			}
 		}()
 		next(ctx)
 	}
 }
 
-func (s *Server) accessLog(ctx *fasthttp.RequestCtx) {
+// accessLog logs the request, with its trace and span ids when its span
+// is recorded (sampled), so that a log line leads to its trace.
+func (s *Server) accessLog(ctx *fasthttp.RequestCtx, span trace.Span) {
 	status := ctx.Response.StatusCode()
 	switch s.cfg.AccessLog {
 	case "off":
@@ -117,9 +127,14 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	s.log.Info("request", "method", string(ctx.Method()), "path", string(ctx.Path()), "status", status,
-		"duration_ms", float64(time.Since(requestStart(ctx)).Microseconds())/1000, "bytes", len(ctx.Response.Body()),
-		"remote_ip", s.clientIP(ctx).String(), "request_id", requestID(ctx))
+	attrs := []any{"method", string(ctx.Method()), "path", string(ctx.Path()), "status", status,
+		"duration_ms", float64(time.Since(requestStart(ctx)).Microseconds()) / 1000, "bytes", len(ctx.Response.Body()),
+		"remote_ip", s.clientIP(ctx).String(), "request_id", requestID(ctx)}
+	if span != nil && span.IsRecording() {
+		sc := span.SpanContext()
+		attrs = append(attrs, "trace_id", sc.TraceID().String(), "span_id", sc.SpanID().String())
+	}
+	s.log.Info("request", attrs...)
 }
 
 // clientIP is the peer's address, or, when the peer is a trusted proxy, the

@@ -62,9 +62,13 @@ func (s *Server) api(method, path string, h fasthttp.RequestHandler) {
 	limit := s.limits[class]
 	rm := s.metrics.route(path, method)
 	s.routes = append(s.routes, Route{method, path})
+	spanName := method + " " + path
 	s.router.Handle(method, path, func(ctx *fasthttp.RequestCtx) {
 		start := requestStart(ctx)
 		defer func() { rm.observe(ctx.Response.StatusCode(), time.Since(start)) }()
+		if s.tracer != nil {
+			s.nameSpan(ctx, spanName, path)
+		}
 		// The limiter runs first so that failed API-key attempts are
 		// limited too and keys cannot be guessed at full speed.
 		if limit != nil && !s.rateLimit(ctx, limit) {
@@ -82,8 +86,12 @@ func (s *Server) api(method, path string, h fasthttp.RequestHandler) {
 func (s *Server) plain(method, path string, h fasthttp.RequestHandler) {
 	rm := s.metrics.route(path, method)
 	s.routes = append(s.routes, Route{method, path})
+	spanName := method + " " + path
 	s.router.Handle(method, path, func(ctx *fasthttp.RequestCtx) {
 		start := requestStart(ctx)
+		if s.tracer != nil {
+			s.nameSpan(ctx, spanName, path)
+		}
 		h(ctx)
 		rm.observe(ctx.Response.StatusCode(), time.Since(start))
 	})

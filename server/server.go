@@ -19,6 +19,7 @@ import (
 	"github.com/fasthttp/router"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 
 	apiperf "github.com/api-perf/api-perf"
 )
@@ -69,6 +70,10 @@ type Config struct {
 	Invocation func(*fasthttp.RequestCtx) context.Context
 	// MaxBodySize caps request bodies; zero means 1 MiB.
 	MaxBodySize int
+	// TracerProvider, when set, makes every request a server span that
+	// joins the caller's W3C trace context; nil traces nothing and costs
+	// the request path one nil check.
+	TracerProvider trace.TracerProvider
 	// ReadTimeout, WriteTimeout and IdleTimeout bound slow clients; zero
 	// picks 10s, 10s and 90s, a negative value turns one off (behind a
 	// proxy that enforces its own; fasthttp reads the clock for each one
@@ -84,7 +89,9 @@ type Server struct {
 	handler fasthttp.RequestHandler
 	metrics *httpMetrics
 	http    *fasthttp.Server
-	keys    [][]byte
+	// tracer makes the request spans; nil when tracing is off.
+	tracer trace.Tracer
+	keys   [][]byte
 	// limits are the route classes' policies, nil for an unlimited class.
 	limits [numClasses]*limitClass
 	// scopes are the idempotency scopes of keys, index for index.
@@ -147,6 +154,9 @@ func New(cfg Config) *Server {
 		s.scopes = append(s.scopes, scopeOf(k))
 	}
 	s.limits = limitClasses(&cfg)
+	if cfg.TracerProvider != nil {
+		s.tracer = cfg.TracerProvider.Tracer("github.com/api-perf/api-perf/server")
+	}
 	s.loadProductKey = s.loadProductByKey
 	s.initRequestIDs()
 	s.routesSetup()

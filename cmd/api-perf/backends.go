@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
+	"go.opentelemetry.io/otel/trace"
 
 	apiperf "github.com/api-perf/api-perf"
 	"github.com/api-perf/api-perf/cache"
@@ -31,7 +32,9 @@ func (b *backends) Close() {
 	}
 }
 
-func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prometheus.Registerer) (*backends, error) {
+// openBackends opens the cache and the limiter; with tp, every Redis
+// command is a span.
+func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prometheus.Registerer, tp trace.TracerProvider) (*backends, error) {
 	b := &backends{}
 	copts := cache.Options{Prefix: cfg.RedisKeyPrefix + "product:", TTL: cfg.CacheTTL, Timeout: cfg.CacheTimeout, Logger: logger, Registerer: reg}
 	if cfg.RedisURL == "" {
@@ -42,7 +45,7 @@ func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prom
 		f := limiter.NewFallback(limiter.NewLocal(), limiter.FallbackOptions{Logger: logger, Registerer: reg})
 		b.limiter, b.closers = f, append(b.closers, f.Close)
 	} else {
-		client, err := cache.NewClient(cfg.RedisURL, cfg.RedisClientCache, logger)
+		client, err := cache.NewTracedClient(cfg.RedisURL, cfg.RedisClientCache, logger, tp)
 		if err != nil {
 			return nil, fmt.Errorf("REDIS_URL: %w", err)
 		}

@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	apiperf "github.com/api-perf/api-perf"
 	"github.com/api-perf/api-perf/limiter"
+	"github.com/api-perf/api-perf/tracing"
 )
 
 // config is every setting, read once from the environment and validated;
@@ -57,6 +59,14 @@ type config struct {
 	MaxBodySize       int
 	LambdaStripPrefix string
 	LambdaRuntimeAPI  string
+
+	// Tracing is the OpenTelemetry setup; its Endpoint is empty when
+	// tracing is off (no OTLP endpoint, or OTEL_SDK_DISABLED=true).
+	Tracing tracing.Config
+	// The OTEL_* variables as given; loadConfig resolves them into Tracing.
+	otlpEndpoint, otlpTracesEndpoint, otlpProtocol string
+	otelSampler, otelSamplerArg                    string
+	otelDisabled                                   bool
 
 	// wrapProducts, set only by tests, wraps the product store (to count
 	// the queries that reach the database).
@@ -229,6 +239,40 @@ var settings = []setting{
 		}},
 	{"LAMBDA_STRIP_PREFIX", "", "Base path removed from Lambda event paths (e.g. `/prod`).",
 		text(func(c *config) *string { return &c.LambdaStripPrefix })},
+	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "Base URL of an OTLP/HTTP collector, such as `http://otel-collector:4318`; spans go to its `/v1/traces`. Empty, with no `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, turns tracing off: no spans, no exporter (see docs/tracing.md).",
+		otlpURL(func(c *config) *string { return &c.otlpEndpoint })},
+	{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", "Full URL spans are sent to, used as it is; overrides `OTEL_EXPORTER_OTLP_ENDPOINT`.",
+		otlpURL(func(c *config) *string { return &c.otlpTracesEndpoint })},
+	{"OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "OTLP transport: `http/protobuf`, the one this build exports with (`grpc` and `http/json` stop start-up while an endpoint is set).",
+		func(c *config, v string) error {
+			c.otlpProtocol = strings.ToLower(v)
+			return nil
+		}},
+	{"OTEL_EXPORTER_OTLP_HEADERS", "", "Headers sent with every export: `key=value` pairs, comma-separated, values percent-encoded (a collector's API key).",
+		func(c *config, v string) (err error) {
+			c.Tracing.Headers, err = tracing.ParseHeaders(v)
+			return err
+		}},
+	{"OTEL_SERVICE_NAME", "api-perf", "`service.name` of the spans.",
+		text(func(c *config) *string { return &c.Tracing.ServiceName })},
+	{"OTEL_TRACES_SAMPLER", "parentbased_always_on", "Which traces are recorded: `always_on`, `always_off`, `traceidratio`, or `parentbased_` and one of those (follow the caller's `traceparent` decision when it sends one).",
+		func(c *config, v string) error {
+			c.otelSampler = strings.ToLower(v)
+			_, err := tracing.ParseSampler(v, "")
+			return stripName(err, "OTEL_TRACES_SAMPLER: ")
+		}},
+	{"OTEL_TRACES_SAMPLER_ARG", "", "Ratio the `traceidratio` samplers record, 0 to 1, such as `0.01`; empty means 1.",
+		func(c *config, v string) error {
+			c.otelSamplerArg = v
+			_, err := tracing.ParseSampler("", v)
+			return stripName(err, "OTEL_TRACES_SAMPLER_ARG: ")
+		}},
+	{"OTEL_SDK_DISABLED", "false", "`true` turns tracing off whatever else is set.",
+		func(c *config, v string) error {
+			v, err := oneOf(v, "false", "true")
+			c.otelDisabled = v == "true"
+			return err
+		}},
 }
 
 // configError collects every bad variable, so one start-up attempt reports
@@ -267,6 +311,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if len(c.ReplicaDSNs) > 0 && c.MySQLDSN == "" {
 		errs = append(errs, "MYSQL_READ_DSN: read replicas need MYSQL_DSN (the embedded SQLite database has none)")
 	}
+	errs = append(errs, c.resolveTracing()...)
 	if c.DBMaxOpenConns == 0 && c.MySQLDSN != "" {
 		c.DBMaxOpenConns = 8 * runtime.GOMAXPROCS(0)
 	}
@@ -283,6 +328,45 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return c, errs
 	}
 	return c, nil
+}
+
+// resolveTracing turns the OTEL_* variables into c.Tracing: an endpoint
+// (the traces URL, or the base URL and /v1/traces) and a sampler. Tracing
+// stays off, whatever the other variables say, without an endpoint.
+func (c *config) resolveTracing() (errs []string) {
+	endpoint, err := tracing.TracesEndpoint(c.otlpEndpoint, c.otlpTracesEndpoint)
+	if err != nil || endpoint == "" || c.otelDisabled {
+		return nil // a bad URL is reported by its own setting
+	}
+	if !slices.Contains(tracing.Protocols, c.otlpProtocol) {
+		return []string{fmt.Sprintf("OTEL_EXPORTER_OTLP_PROTOCOL: %q is not supported: this build exports over %s "+
+			"(every OpenTelemetry Collector accepts it, on port 4318)", c.otlpProtocol, strings.Join(tracing.Protocols, ", "))}
+	}
+	sampler, err := tracing.ParseSampler(c.otelSampler, c.otelSamplerArg)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	c.Tracing.Endpoint, c.Tracing.Sampler = endpoint, sampler
+	return nil
+}
+
+// otlpURL parses an OTLP endpoint URL (empty allowed).
+func otlpURL(field func(*config) *string) func(*config, string) error {
+	return func(c *config, v string) error {
+		if _, err := tracing.TracesEndpoint(v, ""); err != nil {
+			return err
+		}
+		*field(c) = v
+		return nil
+	}
+}
+
+// stripName drops the variable's name from err, which loadConfig adds back.
+func stripName(err error, name string) error {
+	if err == nil {
+		return nil
+	}
+	return errors.New(strings.TrimPrefix(err.Error(), name))
 }
 
 // The parsers below build a setting's parse function for a field of

@@ -24,8 +24,10 @@ import (
 //
 // stripPrefix is the base path of a custom domain mapping (LAMBDA_STRIP_PREFIX);
 // a named HTTP API stage is stripped too, so the routes match as they are.
-func serveLambda(ctx context.Context, srv *server.Server, stripPrefix string, logger *slog.Logger) error {
-	handler := lambda.NewHandler(srv.Handler(), lambda.Options{
+// With tracing (tp not nil), each invocation's spans are exported before it
+// answers (see tracer.flushing).
+func serveLambda(ctx context.Context, srv *server.Server, tp *tracer, stripPrefix string, logger *slog.Logger) error {
+	handler := lambda.NewHandler(tp.flushing(srv.Handler()), lambda.Options{
 		StripPrefix: stripPrefix,
 		StripStage:  true,
 		Logger:      srv.FastHTTPLogger(),

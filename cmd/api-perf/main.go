@@ -33,6 +33,7 @@ import (
 	"github.com/api-perf/api-perf/server"
 	"github.com/api-perf/api-perf/server/lambda"
 	"github.com/api-perf/api-perf/storage"
+	"github.com/api-perf/api-perf/tracing"
 )
 
 func main() {
@@ -144,23 +145,39 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 	}
 	metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 
-	be, err := openBackends(ctx, cfg, logger, reg)
+	tp, err := openTracing(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	// Closed last (deferred first), after the server has drained, so that
+	// the spans of the last requests are exported.
+	defer tp.close(logger)
+
+	be, err := openBackends(ctx, cfg, logger, reg, tp.provider())
 	if err != nil {
 		return err
 	}
 	defer be.Close()
 
-	orders, err := orderStore(db, be.cache, cfg, logger, reg)
+	// With tracing, every store call is a span; the order pipeline's
+	// batches are then one span each, under the request that led them.
+	var products apiperf.ProductStore = db
+	var dbOrders apiperf.OrderStore = db
+	if tp != nil {
+		traced := tracing.NewStores(db, db, tp.provider(), tracing.Database{System: db.Dialect(), Name: dbNamespace(cfg)})
+		products, dbOrders = traced, traced
+	}
+	orders, err := orderStore(dbOrders, be.cache, cfg, logger, reg)
 	if err != nil {
 		return err
 	}
-	var products apiperf.ProductStore = db
 	if cfg.wrapProducts != nil {
-		products = cfg.wrapProducts(db)
+		products = cfg.wrapProducts(products)
 	}
 	scfg := server.Config{
 		Products:       products,
 		Orders:         orders,
+		TracerProvider: tp.provider(),
 		Cache:          be.cache,
 		Limiter:        be.limiter,
 		ReadLimit:      cfg.ReadPolicy,
@@ -190,7 +207,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 	if cfg.LambdaRuntimeAPI != "" {
 		logger.Info("serving Lambda events", "init_ms", time.Since(start).Milliseconds(), "database", db.Dialect(),
 			"redis", cfg.RedisURL != "", "redis_client_cache", be.clientCache)
-		return serveLambda(ctx, srv, cfg.LambdaStripPrefix, logger)
+		return serveLambda(ctx, srv, tp, cfg.LambdaStripPrefix, logger)
 	}
 
 	if cfg.PprofAddr != "" {
@@ -218,7 +235,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 	}
 	logger.Info("listening", "version", buildVersion().Version, "http_addr", ln.Addr().String(), "metrics_addr", metricsAddr,
 		"database", db.Dialect(), "read_replicas", len(cfg.ReplicaDSNs), "redis", cfg.RedisURL != "", "redis_client_cache", be.clientCache,
-		"startup_ms", time.Since(start).Milliseconds())
+		"tracing", tp != nil, "startup_ms", time.Since(start).Milliseconds())
 	if onListen != nil {
 		onListen(ln.Addr().String(), metricsAddr)
 	}
@@ -251,7 +268,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 
 // orderStore is db, behind the order pipeline unless ORDER_BATCHING is
 // off. The pipeline drops a batch's products from cache once per batch.
-func orderStore(db *storage.DB, c apiperf.Cache, cfg config, logger *slog.Logger, reg prometheus.Registerer) (apiperf.OrderStore, error) {
+func orderStore(db apiperf.OrderStore, c apiperf.Cache, cfg config, logger *slog.Logger, reg prometheus.Registerer) (apiperf.OrderStore, error) {
 	if !cfg.OrderBatching {
 		return db, nil
 	}

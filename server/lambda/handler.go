@@ -118,7 +118,10 @@ func (h *Handler) release(inv *invocation) {
 // fails, it does not crash the environment).
 //
 // The handler can read the invocation's context, with its deadline and
-// lambdacontext values, through InvocationContext.
+// lambdacontext values, through InvocationContext. An event with an AWS
+// X-Ray trace header (X-Amzn-Trace-Id, or the invocation's) and no W3C
+// traceparent gets the equivalent traceparent, so a traced handler joins
+// that trace.
 func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	inv := h.acquire()
 	defer h.release(inv)
@@ -130,6 +133,7 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 		return nil, err
 	}
 	inv.setRemoteAddr(ip)
+	joinTrace(ctx, &rc.Request.Header)
 	rc.SetUserValue(invocationKey{}, ctx)
 
 	h.handler(rc)

@@ -192,10 +192,11 @@ func TestDashboard_QueriesMatchScrape(t *testing.T) {
 	pair := testenv.SharedReplicaPair(t)
 	primary, replica := pair.Database(t)
 	base, _ := startRun(t, map[string]string{
-		"MYSQL_DSN":       primary,
-		"MYSQL_READ_DSN":  replica,
-		"REDIS_URL":       "redis://" + testenv.RedisAddr(),
-		"RATE_LIMIT_READ": "1000/1s,burst=1000",
+		"MYSQL_DSN":        primary,
+		"MYSQL_READ_DSN":   replica,
+		"REDIS_URL":        "redis://" + testenv.RedisAddr(),
+		"REDIS_KEY_PREFIX": testenv.UniqueName("dashboard-") + ":",
+		"RATE_LIMIT_READ":  "1000/1s,burst=1000",
 	})
 	call(t, "POST", base+"/products", `{"name":"d","price":1}`)
 	call(t, "GET", base+"/products/1", "")

@@ -165,7 +165,10 @@ func TestRun_EndToEnd(t *testing.T) {
 	for name, vars := range map[string]func(t *testing.T) map[string]string{
 		"Embedded": func(t *testing.T) map[string]string { return map[string]string{"DATA_DIR": t.TempDir()} },
 		"MySQLRedis": func(t *testing.T) map[string]string {
-			return map[string]string{"MYSQL_DSN": testenv.MySQLDSN(t), "REDIS_URL": "redis://" + testenv.RedisAddr()}
+			// A prefix of its own: product 1 of this fresh database must not
+			// meet a cached product 1 of another test sharing the Redis.
+			return map[string]string{"MYSQL_DSN": testenv.MySQLDSN(t), "REDIS_URL": "redis://" + testenv.RedisAddr(),
+				"REDIS_KEY_PREFIX": testenv.UniqueName("e2e-") + ":"}
 		},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -35,10 +35,11 @@ var documentedMetrics = []string{
 // random URLs adds no series), and promtool accepts the exposition.
 func TestMetrics_Scrape(t *testing.T) {
 	vars := map[string]string{
-		"MYSQL_DSN":       testenv.MySQLDSN(t),
-		"REDIS_URL":       "redis://" + testenv.RedisAddr(),
-		"METRICS_ADDR":    "127.0.0.1:0",
-		"RATE_LIMIT_READ": "1000/1s,burst=1000",
+		"MYSQL_DSN":        testenv.MySQLDSN(t),
+		"REDIS_URL":        "redis://" + testenv.RedisAddr(),
+		"REDIS_KEY_PREFIX": testenv.UniqueName("metrics-") + ":",
+		"METRICS_ADDR":     "127.0.0.1:0",
+		"RATE_LIMIT_READ":  "1000/1s,burst=1000",
 	}
 	metricsAddr := make(chan string, 1)
 	base, _ := startRunWith(t, vars, func(_, m string) { metricsAddr <- m })

@@ -5,7 +5,6 @@ import (
 	"strconv"
 
 	"github.com/valyala/fasthttp"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
@@ -25,24 +24,32 @@ type spanKey struct{}
 var traceContext propagation.TextMapPropagator = propagation.TraceContext{}
 
 // startSpan starts the request's server span, named after the method until
-// the router finds the route (see nameSpan).
+// the router finds the route (see nameSpan). The attributes that cost a
+// conversion (path, client address, user agent) are set only on a span the
+// sampler records: with ratio sampling most requests are not, and they
+// should pay no more than the sampling decision.
 func (s *Server) startSpan(ctx *fasthttp.RequestCtx) trace.Span {
 	parent := traceContext.Extract(context.Background(), headerCarrier{&ctx.Request.Header})
 	method := knownMethod(ctx.Method())
-	attrs := []attribute.KeyValue{
-		semconv.HTTPRequestMethodKey.String(method),
-		semconv.URLPath(string(ctx.Path())),
-		semconv.ClientAddress(s.clientIP(ctx).String()),
-	}
+	name := method
 	if method == "_OTHER" {
-		attrs = append(attrs, semconv.HTTPRequestMethodOriginal(string(ctx.Method())))
-		method = "HTTP"
+		name = "HTTP"
 	}
-	if ua := ctx.Request.Header.UserAgent(); len(ua) > 0 {
-		attrs = append(attrs, semconv.UserAgentOriginal(string(ua)))
+	_, span := s.tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithTimestamp(requestStart(ctx)))
+	if span.IsRecording() {
+		span.SetAttributes(
+			semconv.HTTPRequestMethodKey.String(method),
+			semconv.URLPath(string(ctx.Path())),
+			semconv.ClientAddress(s.clientIP(ctx).String()),
+		)
+		if method == "_OTHER" {
+			span.SetAttributes(semconv.HTTPRequestMethodOriginal(string(ctx.Method())))
+		}
+		if ua := ctx.Request.Header.UserAgent(); len(ua) > 0 {
+			span.SetAttributes(semconv.UserAgentOriginal(string(ua)))
+		}
 	}
-	_, span := s.tracer.Start(parent, method, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithTimestamp(requestStart(ctx)), trace.WithAttributes(attrs...))
 	ctx.SetUserValue(spanKey{}, span)
 	return span
 }
@@ -50,6 +57,10 @@ func (s *Server) startSpan(ctx *fasthttp.RequestCtx) trace.Span {
 // endSpan records the response's status on span and ends it; a 5xx is an
 // error of the server.
 func endSpan(ctx *fasthttp.RequestCtx, span trace.Span) {
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
 	status := ctx.Response.StatusCode()
 	span.SetAttributes(semconv.HTTPResponseStatusCode(status))
 	if status >= 500 {
@@ -68,7 +79,7 @@ func requestSpan(ctx *fasthttp.RequestCtx) trace.Span {
 // nameSpan names the request's span after its route, once the router has
 // matched one: "GET /api/v1/products/{id}".
 func (s *Server) nameSpan(ctx *fasthttp.RequestCtx, name, route string) {
-	if span := requestSpan(ctx); span != nil {
+	if span := requestSpan(ctx); span != nil && span.IsRecording() {
 		span.SetName(name)
 		span.SetAttributes(semconv.HTTPRoute(route))
 	}

@@ -2,15 +2,11 @@ package server
 
 import (
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
-	"net/netip"
 	"runtime/debug"
-	"strconv"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -135,91 +131,4 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, span trace.Span) {
 		attrs = append(attrs, "trace_id", sc.TraceID().String(), "span_id", sc.SpanID().String())
 	}
 	s.log.Info("request", attrs...)
-}
-
-// clientIP is the peer's address, or, when the peer is a trusted proxy, the
-// rightmost X-Forwarded-For entry that is not itself a trusted proxy.
-func (s *Server) clientIP(ctx *fasthttp.RequestCtx) netip.Addr {
-	ip, _ := netip.AddrFromSlice(ctx.RemoteIP())
-	ip = ip.Unmap()
-	if len(s.cfg.TrustedProxies) == 0 || !s.trusted(ip) {
-		return ip
-	}
-	xff := ctx.Request.Header.Peek("X-Forwarded-For")
-	for len(xff) > 0 {
-		i := len(xff) - 1
-		for i >= 0 && xff[i] != ',' {
-			i--
-		}
-		part := trimSpace(xff[i+1:])
-		if i < 0 {
-			xff = nil
-		} else {
-			xff = xff[:i]
-		}
-		a, err := netip.ParseAddr(string(part))
-		if err != nil {
-			return ip
-		}
-		a = a.Unmap()
-		if !s.trusted(a) {
-			return a
-		}
-		ip = a
-	}
-	return ip
-}
-
-func (s *Server) trusted(ip netip.Addr) bool {
-	for _, p := range s.cfg.TrustedProxies {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
-// bearer returns the token of an "Authorization: Bearer <token>" header.
-func bearer(ctx *fasthttp.RequestCtx) []byte {
-	h := ctx.Request.Header.Peek("Authorization")
-	if len(h) > 7 && (string(h[:7]) == "Bearer " || string(h[:7]) == "bearer ") {
-		return trimSpace(h[7:])
-	}
-	return nil
-}
-
-// authorized checks the bearer token against every configured key in
-// constant time, so timing does not reveal how much of a key matched.
-func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool { return s.keyIndex(ctx) >= 0 }
-
-// keyIndex is the index of the configured key the bearer token equals, or
-// -1. Every key is compared, in constant time.
-func (s *Server) keyIndex(ctx *fasthttp.RequestCtx) int {
-	tok := bearer(ctx)
-	found := -1
-	for i, k := range s.keys {
-		found = subtle.ConstantTimeSelect(subtle.ConstantTimeCompare(tok, k), i, found)
-	}
-	return found
-}
-
-// clientKey names the client for rate limiting: its API key (hashed, so no
-// secret reaches Redis key names) when it sent one, else its IP.
-func (s *Server) clientKey(ctx *fasthttp.RequestCtx, dst []byte) []byte {
-	if tok := bearer(ctx); len(tok) > 0 {
-		dst = append(dst, "key:"...)
-		return strconv.AppendUint(dst, xxhash.Sum64(tok), 16)
-	}
-	dst = append(dst, "ip:"...)
-	return s.clientIP(ctx).AppendTo(dst)
 }

@@ -2,13 +2,14 @@ package server
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
 )
 
 // healthz is liveness: the process answers. It touches no dependency, so
-// a database outage never gets healthy pods restarted.
+// a database outage never gets healthy pods restarted. /livez is the same.
 func (s *Server) healthz(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.SetContentType(contentTypeJSON)
 	ctx.SetBodyString(`{"status":"ok"}`)
@@ -19,10 +20,42 @@ type readiness struct {
 	Checks map[string]string `json:"checks"`
 }
 
+// readyTTL is how long a readiness result is reused. Probes are
+// unauthenticated and unlimited; reusing the result bounds the pings a
+// flood of them causes to one round per dependency per readyTTL.
+const readyTTL = time.Second
+
+// readyCache holds the last readiness result. Its mutex is held while the
+// checks run, so concurrent probes wait for the one round in flight rather
+// than start their own.
+type readyCache struct {
+	mu     sync.Mutex
+	at     time.Time
+	status int
+	out    readiness
+}
+
 // readyz is readiness: every dependency answers within a short deadline.
 // A failing optional check leaves the service ready, "degraded".
 func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
-	c, cancel := context.WithTimeout(s.callContext(ctx), 2*time.Second)
+	c := &s.ready
+	c.mu.Lock()
+	if c.at.IsZero() || time.Since(c.at) >= readyTTL {
+		c.status, c.out = s.checkReadiness(s.callContext(ctx))
+		c.at = time.Now()
+	}
+	status, out := c.status, c.out
+	c.mu.Unlock()
+	if status != fasthttp.StatusOK {
+		setRetryAfter(ctx, time.Second)
+	}
+	s.writeJSON(ctx, status, out)
+}
+
+// checkReadiness runs every check at once under one deadline, within the
+// budget of the probe that runs the round (parent).
+func (s *Server) checkReadiness(parent context.Context) (int, readiness) {
+	c, cancel := context.WithTimeout(parent, 2*time.Second)
 	defer cancel()
 	out := readiness{Status: "ok", Checks: make(map[string]string, len(s.cfg.Ready))}
 	type result struct {
@@ -51,11 +84,9 @@ func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
 			s.log.Warn("readiness check failed", "check", r.chk.Name, "error", r.err)
 		}
 	}
-	status := fasthttp.StatusOK
 	if unavailable {
 		out.Status = "unavailable"
-		status = fasthttp.StatusServiceUnavailable
-		setRetryAfter(ctx, time.Second)
+		return fasthttp.StatusServiceUnavailable, out
 	}
-	s.writeJSON(ctx, status, out)
+	return fasthttp.StatusOK, out
 }

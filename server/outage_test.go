@@ -38,6 +38,9 @@ func TestAPI_DatabaseOutage(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			mode.down()
 			ts.do(t, "GET", "/healthz", "").want(t, 200)
+			// Readiness results live a second (a probe flood must not
+			// multiply pings); the outage shows within that.
+			waitReadyz(t, ts, 503)
 			for _, req := range [][3]string{
 				{"GET", "/readyz", ""},
 				{"GET", "/products/1", ""},
@@ -64,7 +67,23 @@ func TestAPI_DatabaseOutage(t *testing.T) {
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
-			ts.do(t, "GET", "/readyz", "").want(t, 200)
+			waitReadyz(t, ts, 200)
 		})
+	}
+}
+
+// waitReadyz polls /readyz until it answers status, for up to 10s.
+func waitReadyz(t *testing.T, ts *testServer, status int) *response {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := ts.do(t, "GET", "/readyz", "")
+		if r.Status == status {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz answers %d %s, want %d", r.Status, r.Body, status)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

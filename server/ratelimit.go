@@ -68,12 +68,34 @@ func limitClasses(cfg *Config) [numClasses]*limitClass {
 	return out
 }
 
-// rateLimit asks the limiter about one request of lc's class and sets the
-// RateLimit headers. It answers 429 (or 503 when the limiter fails closed)
-// itself and returns false when the request must not proceed.
-func (s *Server) rateLimit(ctx *fasthttp.RequestCtx, lc *limitClass) bool {
+// rateLimit charges one request of lc's class to its client (the index of
+// the API key it authenticated with, or -1) and returns false when it has
+// answered the request itself.
+func (s *Server) rateLimit(ctx *fasthttp.RequestCtx, lc *limitClass, apiKey int) bool {
 	var kb [80]byte
-	key := s.clientKey(ctx, kb[:0])
+	return s.charge(ctx, lc, s.clientKey(ctx, apiKey, kb[:0]), "rate limit exceeded")
+}
+
+// authFailed answers a request that failed authentication: 401, after
+// charging the failure to the client's address, or 429 once the address has
+// spent its allowance of failures, so that keys cannot be guessed at speed.
+// The address is charged whatever token was sent: a made-up token names no
+// client.
+func (s *Server) authFailed(ctx *fasthttp.RequestCtx) {
+	if s.authLimit != nil {
+		var kb [80]byte
+		if !s.charge(ctx, s.authLimit, s.appendAddrKey(kb[:0], s.clientIP(ctx)), "too many failed authentications") {
+			return
+		}
+	}
+	s.writeError(ctx, errUnauthorized)
+}
+
+// charge asks the limiter about one request of lc's policy for the client
+// named key and sets the RateLimit headers. It answers 429 (or 503 when the
+// limiter fails closed) itself, with detail, and returns false when the
+// request must not proceed.
+func (s *Server) charge(ctx *fasthttp.RequestCtx, lc *limitClass, key []byte, detail string) bool {
 	d, err := s.cfg.Limiter.Allow(s.callContext(ctx), string(key), lc.policy, 1)
 	if err != nil {
 		if apiperf.ErrorCode(err) != apiperf.EUNAVAILABLE {
@@ -91,7 +113,7 @@ func (s *Server) rateLimit(ctx *fasthttp.RequestCtx, lc *limitClass) bool {
 		return true
 	}
 	secs := setRetryAfter(ctx, d.RetryAfter)
-	s.problem(ctx, fasthttp.StatusTooManyRequests, "rate limit exceeded; retry after "+strconv.FormatInt(secs, 10)+"s")
+	s.problem(ctx, fasthttp.StatusTooManyRequests, detail+"; retry after "+strconv.FormatInt(secs, 10)+"s")
 	return false
 }
 

@@ -32,6 +32,7 @@ func (s *Server) routesSetup() {
 		s.api(fasthttp.MethodDelete, prefix+"/orders/{id}", s.deleteOrder)
 	}
 	s.plain(fasthttp.MethodGet, "/healthz", s.healthz)
+	s.plain(fasthttp.MethodGet, "/livez", s.healthz)
 	s.plain(fasthttp.MethodGet, "/readyz", s.readyz)
 	s.plain(fasthttp.MethodGet, "/openapi.json", s.openAPI)
 	s.plain(fasthttp.MethodGet, "/docs", s.swaggerUI)
@@ -69,13 +70,14 @@ func (s *Server) api(method, path string, h fasthttp.RequestHandler) {
 		if s.tracer != nil {
 			s.nameSpan(ctx, spanName, path)
 		}
-		// The limiter runs first so that failed API-key attempts are
-		// limited too and keys cannot be guessed at full speed.
-		if limit != nil && !s.rateLimit(ctx, limit) {
+		// A configured key names its holder; anything else (no token, or
+		// a token that is no key) is the client's address.
+		key := s.keyIndex(ctx)
+		if limit != nil && !s.rateLimit(ctx, limit, key) {
 			return
 		}
-		if class == classWrite && len(s.keys) > 0 && !s.authorized(ctx) {
-			s.writeError(ctx, errUnauthorized)
+		if class == classWrite && len(s.keys) > 0 && key < 0 {
+			s.authFailed(ctx)
 			return
 		}
 		h(ctx)

@@ -41,17 +41,28 @@ type Config struct {
 	// Cache, when set, serves product reads; writes invalidate it.
 	Cache apiperf.Cache
 	// Limiter, when set, rate-limits the API routes: safe methods under
-	// ReadLimit, the others under WriteLimit, per client (its API key when
-	// it sends one, else its address). A zero policy leaves its class
-	// unlimited. The operational routes are never limited.
+	// ReadLimit, the others under WriteLimit, per client (the configured
+	// API key it authenticated with, else its address). A zero policy
+	// leaves its class unlimited. The operational routes are never limited.
 	Limiter               apiperf.RateLimiter
 	ReadLimit, WriteLimit apiperf.RatePolicy
+	// AuthFailureLimit is charged to the address of every request that
+	// fails authentication (a write without a configured key, when APIKeys
+	// is set); once it is spent, such requests get 429 instead of 401. A
+	// zero policy leaves failures unlimited.
+	AuthFailureLimit apiperf.RatePolicy
 	// Ready lists the dependencies /readyz checks.
 	Ready []Check
 	// APIKeys, when not empty, are the bearer tokens writes need.
 	APIKeys []string
-	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	// TrustedProxies are the peers whose forwarding header is believed.
 	TrustedProxies []netip.Prefix
+	// ForwardedHeader is the header trusted proxies name the client in.
+	ForwardedHeader ForwardedHeader
+	// IPv6Prefix groups IPv6 clients for the limiter: every address in one
+	// prefix of this many bits is one client. Zero means 64; 128 turns
+	// grouping off.
+	IPv6Prefix int
 	// AccessLog is "all", "errors" (5xx only) or "off".
 	AccessLog string
 	Logger    *slog.Logger
@@ -74,6 +85,14 @@ type Config struct {
 	// joins the caller's W3C trace context; nil traces nothing and costs
 	// the request path one nil check.
 	TracerProvider trace.TracerProvider
+	// MaxConns caps the open connections, MaxConnsPerClient those of one
+	// client address (IPv6 grouped by IPv6Prefix; trusted proxies are
+	// exempt): a connection over a cap is answered 503 and closed at once.
+	// Zero picks DefaultMaxConns and DefaultMaxConnsPerClient.
+	MaxConns, MaxConnsPerClient int
+	// MaxHeaderBytes caps the request line and headers (431 above it);
+	// zero picks DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
 	// ReadTimeout, WriteTimeout and IdleTimeout bound slow clients; zero
 	// picks 10s, 10s and 90s, a negative value turns one off (behind a
 	// proxy that enforces its own; fasthttp reads the clock for each one
@@ -91,9 +110,11 @@ type Server struct {
 	http    *fasthttp.Server
 	// tracer makes the request spans; nil when tracing is off.
 	tracer trace.Tracer
-	keys   [][]byte
-	// limits are the route classes' policies, nil for an unlimited class.
-	limits [numClasses]*limitClass
+	keys   []apiKey
+	// limits are the route classes' policies, nil for an unlimited class;
+	// authLimit is the policy of failed authentications, nil for none.
+	limits    [numClasses]*limitClass
+	authLimit *limitClass
 	// scopes are the idempotency scopes of keys, index for index.
 	scopes []apiperf.Scope
 	// base is the ancestor of every request's call context (context.go).
@@ -109,6 +130,7 @@ type Server struct {
 	// has not necessarily had its response written: fasthttp writes it
 	// afterwards, so Shutdown also waits for the connections to close.
 	conns   atomic.Int64
+	edge    *connLimits
 	ridBase [12]byte
 	ridSeq  atomic.Uint64
 	// loadProductKey is loadProductByKey as a func value, made once so the
@@ -116,6 +138,8 @@ type Server struct {
 	loadProductKey apiperf.LoadFunc
 	// routes lists every registered method and path, for the OpenAPI test.
 	routes []Route
+	// ready is the last readiness result, reused for readyTTL.
+	ready readyCache
 }
 
 // Route is one registered method and path template.
@@ -143,6 +167,18 @@ func New(cfg Config) *Server {
 			*t = 0
 		}
 	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxConnsPerClient <= 0 {
+		cfg.MaxConnsPerClient = DefaultMaxConnsPerClient
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if cfg.IPv6Prefix <= 0 || cfg.IPv6Prefix > 128 {
+		cfg.IPv6Prefix = 64
+	}
 	if cfg.AccessLog == "" {
 		cfg.AccessLog = "errors"
 	}
@@ -150,10 +186,14 @@ func New(cfg Config) *Server {
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.metrics = newHTTPMetrics(cfg.Registerer, func() float64 { return float64(s.http.GetCurrentConcurrency()) })
 	for _, k := range cfg.APIKeys {
-		s.keys = append(s.keys, []byte(k))
+		s.keys = append(s.keys, newAPIKey(k))
 		s.scopes = append(s.scopes, scopeOf(k))
 	}
 	s.limits = limitClasses(&cfg)
+	s.edge = newConnLimits(s, cfg.Registerer)
+	if cfg.Limiter != nil && cfg.AuthFailureLimit != (apiperf.RatePolicy{}) {
+		s.authLimit = newLimitClass(cfg.AuthFailureLimit)
+	}
 	if cfg.TracerProvider != nil {
 		s.tracer = cfg.TracerProvider.Tracer("github.com/api-perf/api-perf/server")
 	}
@@ -168,6 +208,8 @@ func New(cfg Config) *Server {
 		WriteTimeout:                  cfg.WriteTimeout,
 		IdleTimeout:                   cfg.IdleTimeout,
 		MaxRequestBodySize:            cfg.MaxBodySize,
+		ReadBufferSize:                cfg.MaxHeaderBytes,
+		Concurrency:                   cfg.MaxConns,
 		NoDefaultServerHeader:         true,
 		NoDefaultDate:                 false,
 		DisableHeaderNamesNormalizing: false,
@@ -187,9 +229,11 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }
 // Routes lists every registered method and path template.
 func (s *Server) Routes() []Route { return s.routes }
 
-// Serve accepts connections on ln until Shutdown. With connection timeouts
-// on, connections set their deadlines lazily (see lazyConn).
+// Serve accepts connections on ln until Shutdown, within the connection
+// caps (see edges.go). With connection timeouts on, connections set their
+// deadlines lazily (see lazyConn).
 func (s *Server) Serve(ln net.Listener) error {
+	ln = limitListener{ln, s.edge}
 	if s.http.ReadTimeout > 0 || s.http.WriteTimeout > 0 || s.http.IdleTimeout > 0 {
 		ln = lazyListener{ln}
 	}
@@ -248,7 +292,10 @@ const drainGrace = 2 * time.Second
 func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	var ne net.Error
 	s.setRequestID(ctx)
+	var small *fasthttp.ErrSmallBuffer
 	switch {
+	case errors.As(err, &small):
+		s.problem(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "the request line and headers are larger than the limit")
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		s.problem(ctx, fasthttp.StatusRequestEntityTooLarge, "the request body is larger than the limit")
 	case errors.As(err, &ne) && ne.Timeout():

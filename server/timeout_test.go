@@ -176,3 +176,47 @@ func TestTimeouts_Write(t *testing.T) {
 	}
 	t.Logf("the server gave up after %d bytes (%v)", got, err)
 }
+
+// trickle writes b one byte every interval until it is all written or the
+// server hangs up, and returns how many bytes went out.
+func trickle(conn net.Conn, b string, interval time.Duration) int {
+	for i := range len(b) {
+		if _, err := conn.Write([]byte{b[i]}); err != nil {
+			return i
+		}
+		time.Sleep(interval)
+	}
+	return len(b)
+}
+
+// TestTimeouts_Slowloris: a client that trickles its headers or its body, a
+// byte at a time and each byte in time for any per-read deadline, is cut
+// when the read timeout for the whole request passes, with a 408, and its
+// request never reaches a handler (the body's product is not created).
+func TestTimeouts_Slowloris(t *testing.T) {
+	ts := startServer(t, openStore(t, "sqlite", ""), server.Config{
+		ReadTimeout: readTimeout, IdleTimeout: idleTimeout, WriteTimeout: writeTimeout})
+	addr := strings.TrimPrefix(ts.URL, "http://")
+	const body = `{"name":"slow","price":1}`
+	for _, tc := range []struct{ name, req string }{
+		{"headers", "POST /products HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Padding: " +
+			strings.Repeat("a", 200) + "\r\n\r\n"},
+		{"body", "POST /products HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+			fmt.Sprint(len(body)+200) + "\r\n\r\n" + body + strings.Repeat(" ", 200)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			conn := dial(t, addr)
+			sent := make(chan int, 1)
+			go func() { sent <- trickle(conn, tc.req, 10*time.Millisecond) }()
+			expectCut(t, bufio.NewReader(conn), start, readTimeout, false)
+			conn.Close()
+			if n := <-sent; n == len(tc.req) {
+				t.Fatalf("the whole request (%d bytes) went out before the cut", n)
+			}
+			if n := ts.count(t, "products"); n != 0 {
+				t.Fatalf("a trickled request created %d products", n)
+			}
+		})
+	}
+}

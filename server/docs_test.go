@@ -78,6 +78,20 @@ func TestDocs_Pages(t *testing.T) {
 				t.Errorf("%s loads %s over something other than HTTPS", path, u[1])
 			}
 		}
+		// Every external asset is pinned to an exact version and carries
+		// a SHA-384 integrity digest with CORS, without which a browser
+		// does not check it.
+		tags := regexp.MustCompile(`<(?:script|link)\b[^>]*\b(?:src|href)="https://[^"]*"[^>]*>`).FindAllString(body, -1)
+		if len(tags) == 0 {
+			t.Errorf("%s loads no external asset", path)
+		}
+		pinned := regexp.MustCompile(`(?:src|href)="https://cdn\.jsdelivr\.net/npm/[a-z-]+@\d+\.\d+\.\d+/[^"]+"`)
+		integrity := regexp.MustCompile(`\bintegrity="sha384-[A-Za-z0-9+/]{64}"`)
+		for _, tag := range tags {
+			if !pinned.MatchString(tag) || !integrity.MatchString(tag) || !strings.Contains(tag, `crossorigin="anonymous"`) {
+				t.Errorf("%s: %s is not pinned with integrity and crossorigin", path, tag)
+			}
+		}
 		ts.do(t, "POST", path, "").want(t, 405)
 	}
 	t.Run("SwaggerUI", func(t *testing.T) {

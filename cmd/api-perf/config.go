@@ -13,6 +13,7 @@ import (
 
 	apiperf "github.com/api-perf/api-perf"
 	"github.com/api-perf/api-perf/limiter"
+	"github.com/api-perf/api-perf/server"
 	"github.com/api-perf/api-perf/tracing"
 )
 
@@ -32,6 +33,9 @@ type config struct {
 	CacheTTL          time.Duration
 	ReadPolicy        apiperf.RatePolicy // zero when RATE_LIMIT_READ=off
 	WritePolicy       apiperf.RatePolicy // zero when RATE_LIMIT_WRITE=off
+	AuthFailPolicy    apiperf.RatePolicy // zero when RATE_LIMIT_AUTH_FAILURES=off
+	IPv6Prefix        int
+	ForwardedHeader   server.ForwardedHeader
 	FailClosed        bool
 	RateLimitDebt     int
 	RedisTimeout      time.Duration
@@ -57,6 +61,9 @@ type config struct {
 	LogFormat         string
 	AccessLog         string
 	MaxBodySize       int
+	MaxHeaderBytes    int
+	MaxConns          int
+	MaxConnsPerClient int
 	LambdaStripPrefix string
 	LambdaRuntimeAPI  string
 
@@ -177,13 +184,29 @@ var settings = []setting{
 			c.RateLimitDebt = n
 			return nil
 		}},
+	{"RATE_LIMIT_AUTH_FAILURES", "10/1m,burst=10", "GCRA limit per address on failed authentications (writes without a valid key when `API_KEYS` is set); once spent they get 429 instead of 401. `off` leaves them unlimited.",
+		policy("auth", func(c *config) *apiperf.RatePolicy { return &c.AuthFailPolicy })},
+	{"RATE_LIMIT_IPV6_PREFIX", "64", "Prefix length that groups IPv6 clients for rate limiting: every address in one /64 (one subscriber's allocation) is one client. `128` limits each address.",
+		integer(1, 128, func(c *config) *int { return &c.IPv6Prefix })},
 	{"RATE_LIMIT_FAILURE", "open", "When Redis fails: `open` limits in process, `closed` answers 503.",
 		func(c *config, v string) error {
 			v, err := oneOf(v, "open", "closed")
 			c.FailClosed = v == "closed"
 			return err
 		}},
-	{"TRUSTED_PROXIES", "", "Comma-separated CIDRs or addresses whose `X-Forwarded-For` is believed.",
+	{"TRUSTED_PROXY_HEADER", "X-Forwarded-For", "The header trusted proxies name the client in: `X-Forwarded-For` or `Forwarded` (RFC 7239). The other one is ignored.",
+		func(c *config, v string) error {
+			switch strings.ToLower(v) {
+			case "x-forwarded-for":
+				c.ForwardedHeader = server.XForwardedFor
+			case "forwarded":
+				c.ForwardedHeader = server.Forwarded
+			default:
+				return fmt.Errorf("%q is not one of X-Forwarded-For, Forwarded", v)
+			}
+			return nil
+		}},
+	{"TRUSTED_PROXIES", "", "Comma-separated CIDRs or addresses whose forwarding header (`TRUSTED_PROXY_HEADER`) is believed; the client is the rightmost address in it that is not one of them.",
 		func(c *config, v string) error {
 			for _, s := range splitList(v) {
 				p, err := netip.ParsePrefix(s)
@@ -212,6 +235,12 @@ var settings = []setting{
 		integer(1024, 64<<20, func(c *config) *int { return &c.MaxBodySize })},
 	{"REQUEST_TIMEOUT", "10s", "Budget of one request: its store, cache and rate-limiter calls end when it is spent (each may end sooner, at `DB_QUERY_TIMEOUT` for instance), and the request gets a 503. On Lambda the invocation's deadline bounds it too. `0` sets no budget.",
 		durationOrOff(func(c *config) *time.Duration { return &c.RequestTimeout })},
+	{"HTTP_MAX_HEADER_BYTES", "8192", "Largest request line and headers in bytes (431 above it); also each connection's read buffer.",
+		integer(4096, 1<<20, func(c *config) *int { return &c.MaxHeaderBytes })},
+	{"HTTP_MAX_CONNS", "10000", "Open connections the server holds; one more is answered 503 and closed at once (load shedding).",
+		integer(1, 1_000_000, func(c *config) *int { return &c.MaxConns })},
+	{"HTTP_MAX_CONNS_PER_CLIENT", "512", "Open connections one client address holds (IPv6 grouped by `RATE_LIMIT_IPV6_PREFIX`); one more is answered 503 and closed. `TRUSTED_PROXIES` are exempt.",
+		integer(1, 1_000_000, func(c *config) *int { return &c.MaxConnsPerClient })},
 	{"HTTP_READ_TIMEOUT", "10s", "Slow-client bound on reading a request; `0` turns it off behind a proxy that enforces its own.",
 		durationOrOff(func(c *config) *time.Duration { return &c.ReadTimeout })},
 	{"HTTP_WRITE_TIMEOUT", "10s", "Slow-client bound on writing a response; `0` turns it off.",

@@ -247,6 +247,15 @@ func checkDeployment(ix *index, d *appsv1.Deployment, fail func(string, ...any))
 		} else if want, ok := addrPort(env["HTTP_ADDR"], 8080); !ok || want != httpPort.ContainerPort {
 			fail("%s: port http is %d but HTTP_ADDR %q listens elsewhere", where, httpPort.ContainerPort, env["HTTP_ADDR"])
 		}
+		// /metrics and pprof stay off the API port that the Service and
+		// any Ingress expose: metrics on their own port, pprof off or on
+		// loopback only.
+		if env["METRICS_ADDR"] == "" {
+			fail("%s: METRICS_ADDR is not set, so /metrics is served on the public API port", where)
+		}
+		if addr := env["PPROF_ADDR"]; addr != "" && !loopbackAddr(addr) {
+			fail("%s: PPROF_ADDR %q is reachable from outside the pod; leave it unset or bind it to 127.0.0.1", where, addr)
+		}
 		if addr := env["METRICS_ADDR"]; addr != "" {
 			mp := containerPort(c, "metrics")
 			if want, ok := addrPort(addr, 0); mp == nil || !ok || want != mp.ContainerPort {
@@ -416,4 +425,18 @@ func addrPort(addr string, def int32) (int32, bool) {
 		return 0, false
 	}
 	return int32(n), true
+}
+
+// loopbackAddr reports whether a listen address such as "127.0.0.1:6060"
+// is reachable only from inside the pod.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -314,6 +314,12 @@ func TestCheck_Violations(t *testing.T) {
 		{"MetricsAddrMismatch", func(_ *appsv1.Deployment, cm *corev1.ConfigMap, _ *autoscalingv2.HorizontalPodAutoscaler, _ *monitoringv1.ServiceMonitor) {
 			cm.Data["METRICS_ADDR"] = ":9100"
 		}, "METRICS_ADDR \":9100\" has no matching container port"},
+		{"MetricsOnAPIPort", func(_ *appsv1.Deployment, cm *corev1.ConfigMap, _ *autoscalingv2.HorizontalPodAutoscaler, _ *monitoringv1.ServiceMonitor) {
+			delete(cm.Data, "METRICS_ADDR")
+		}, "METRICS_ADDR is not set"},
+		{"PprofExposed", func(_ *appsv1.Deployment, cm *corev1.ConfigMap, _ *autoscalingv2.HorizontalPodAutoscaler, _ *monitoringv1.ServiceMonitor) {
+			cm.Data["PPROF_ADDR"] = ":6060"
+		}, "PPROF_ADDR \":6060\" is reachable from outside the pod"},
 		{"NoCPURequest", func(d *appsv1.Deployment, _ *corev1.ConfigMap, _ *autoscalingv2.HorizontalPodAutoscaler, _ *monitoringv1.ServiceMonitor) {
 			delete(d.Spec.Template.Spec.Containers[0].Resources.Requests, corev1.ResourceCPU)
 		}, "resources.requests.cpu is not set"},

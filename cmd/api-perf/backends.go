@@ -186,7 +186,7 @@ var (
 	_ apiperf.Pinger      = (*pendingRedis)(nil)
 )
 
-var errRedisUnreachable = errors.New("Redis has not answered since start-up")
+var errRedisUnreachable = errors.New("no answer from Redis since start-up")
 
 func newPendingRedis(cfg config, logger *slog.Logger, reg prometheus.Registerer, tp trace.TracerProvider) *pendingRedis {
 	return &pendingRedis{cfg: cfg, log: logger, reg: reg, tp: tp, fallback: newFallback(cfg, unreachable{}, logger, reg)}

@@ -1,0 +1,11 @@
+package server
+
+import "net/netip"
+
+// ClientConns is how many connections the server holds open for the
+// client at a (IPv6 grouped by prefix), for tests of the caps.
+func (s *Server) ClientConns(a netip.Addr) int {
+	s.edge.mu.Lock()
+	defer s.edge.mu.Unlock()
+	return s.edge.perClient[a]
+}

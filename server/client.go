@@ -43,9 +43,11 @@ func newAPIKey(k string) apiKey {
 }
 
 // bearer returns the token of an "Authorization: Bearer <token>" header.
+// The scheme's name is case-insensitive and is followed by at least one
+// space (RFC 9110 §11.1, §11.4); tabs are tolerated.
 func bearer(ctx *fasthttp.RequestCtx) []byte {
 	h := ctx.Request.Header.Peek("Authorization")
-	if len(h) > 7 && (string(h[:7]) == "Bearer " || string(h[:7]) == "bearer ") {
+	if len(h) > 7 && bytes.EqualFold(h[:6], []byte("bearer")) && (h[6] == ' ' || h[6] == '\t') {
 		return trimSpace(h[7:])
 	}
 	return nil

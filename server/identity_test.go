@@ -94,8 +94,34 @@ func TestAPI_KeyGuessingLimited(t *testing.T) {
 	}
 	// The key's holder is not its address: it writes on.
 	ts.do(t, "POST", "/products", `{"name":"a","price":1}`, "Authorization", "Bearer "+key).want(t, 201)
-	// Reads never authenticate, so they charge nothing.
-	ts.do(t, "GET", "/products", "", "Authorization", randomToken()).want(t, 200)
+	// Reads need no key: without a token they are served after the failures.
+	ts.do(t, "GET", "/products", "").want(t, 200)
+	// But a read with a token that is no key is a failed authentication
+	// too, or reads would test guessed keys at the read policy's speed.
+	ts.do(t, "GET", "/products", "", "Authorization", randomToken()).want(t, 429)
+	// The scheme's name is case-insensitive: a key holder writing BEARER is
+	// its key, not a failure.
+	ts.do(t, "POST", "/products", `{"name":"a","price":1}`, "Authorization", "BEARER  "+key).want(t, 201)
+}
+
+// TestAPI_ReadsDoNotTestKeys: reads with tokens that are no key are charged
+// as failed authentications, so they cannot guess keys faster than writes.
+func TestAPI_ReadsDoNotTestKeys(t *testing.T) {
+	const key = "0123456789abcdef-key"
+	ts := newLimited(t, server.Config{
+		APIKeys:          []string{key},
+		AuthFailureLimit: apiperf.RatePolicy{Name: "auth", Rate: 3, Period: time.Hour, Burst: 3},
+	})
+	got := statuses{}
+	for range 20 {
+		r := ts.do(t, "GET", "/products", "", "Authorization", randomToken())
+		r.want(t, r.Status)
+		got[r.Status]++
+	}
+	got.want(t, "20 reads with made-up tokens", statuses{200: 3, 429: 17})
+	// The key's holder and clients without a token read on.
+	ts.do(t, "GET", "/products", "", "Authorization", "bearer "+key).want(t, 200)
+	ts.do(t, "GET", "/products", "").want(t, 200)
 }
 
 // TestAPI_ForgedForwardedFor: behind a proxy that appends its own

@@ -82,13 +82,19 @@ func (s *Server) rateLimit(ctx *fasthttp.RequestCtx, lc *limitClass, apiKey int)
 // The address is charged whatever token was sent: a made-up token names no
 // client.
 func (s *Server) authFailed(ctx *fasthttp.RequestCtx) {
-	if s.authLimit != nil {
-		var kb [80]byte
-		if !s.charge(ctx, s.authLimit, s.appendAddrKey(kb[:0], s.clientIP(ctx)), "too many failed authentications") {
-			return
-		}
+	if s.chargeAuthFailure(ctx) {
+		s.writeError(ctx, errUnauthorized)
 	}
-	s.writeError(ctx, errUnauthorized)
+}
+
+// chargeAuthFailure charges one failed authentication to the client's
+// address and returns false when it has answered 429 (or 503) itself.
+func (s *Server) chargeAuthFailure(ctx *fasthttp.RequestCtx) bool {
+	if s.authLimit == nil {
+		return true
+	}
+	var kb [80]byte
+	return s.charge(ctx, s.authLimit, s.appendAddrKey(kb[:0], s.clientIP(ctx)), "too many failed authentications")
 }
 
 // charge asks the limiter about one request of lc's policy for the client

@@ -1,9 +1,9 @@
 package cache
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/api-perf/api-perf/internal/promreg"
 )
 
 // Label values of apiperf_cache_requests_total{result}. A Local hit is a
@@ -65,16 +65,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	})
 	if reg != nil {
 		var err error
-		if requests, err = register(reg, requests); err != nil {
+		if requests, err = promreg.Register(reg, requests); err != nil {
 			return nil, err
 		}
-		if loads, err = register(reg, loads); err != nil {
+		if loads, err = promreg.Register(reg, loads); err != nil {
 			return nil, err
 		}
-		if fallbacks, err = register(reg, fallbacks); err != nil {
+		if fallbacks, err = promreg.Register(reg, fallbacks); err != nil {
 			return nil, err
 		}
-		if invalidateErrors, err = register(reg, invalidateErrors); err != nil {
+		if invalidateErrors, err = promreg.Register(reg, invalidateErrors); err != nil {
 			return nil, err
 		}
 	}
@@ -93,22 +93,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		fbLeaseWt:        fallbacks.WithLabelValues(reasonLeaseWait),
 		invalidateErrors: invalidateErrors,
 	}, nil
-}
-
-// register registers c, or returns the collector already registered under
-// the same description.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, err
 }
 
 // load counts one loader call by the error it returned.

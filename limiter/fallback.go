@@ -9,6 +9,7 @@ import (
 	"time"
 
 	apiperf "github.com/api-perf/api-perf"
+	"github.com/api-perf/api-perf/internal/promreg"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -153,13 +154,8 @@ func (f *Fallback) register(reg prometheus.Registerer, c *prometheus.CounterVec)
 	if reg == nil {
 		return c
 	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return existing
-			}
-		}
+	c, err := promreg.Register(reg, c)
+	if err != nil {
 		f.log.Error("rate limiter metrics not registered", "err", err)
 	}
 	return c

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	apiperf "github.com/api-perf/api-perf"
+	"github.com/api-perf/api-perf/internal/promreg"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
 )
@@ -199,7 +200,8 @@ func NewRedis(c rueidis.Client, opts RedisOptions) *Redis {
 	if opts.Registerer != nil {
 		// A CounterFunc reads the atomic counter the hot path already
 		// keeps, so the metric costs the requests nothing.
-		_ = opts.Registerer.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		// A second limiter on the same registry shares the first's series.
+		_, _ = promreg.Register(opts.Registerer, prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "apiperf_ratelimit_redis_calls_total",
 			Help: "Round trips of the rate limiter to Redis (script calls, each deciding one or more requests).",
 		}, func() float64 { return float64(r.calls.Load()) }))

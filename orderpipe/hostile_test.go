@@ -134,11 +134,15 @@ type holdStore struct {
 	entered chan struct{}
 	release chan struct{}
 	once    sync.Once
+	ctx     context.Context // the held batch's, set before entered closes
 }
 
 func (h *holdStore) PlaceOrders(ctx context.Context, batch []*apiperf.OrderPlacement) {
 	if len(batch) > 1 {
-		h.once.Do(func() { close(h.entered) })
+		h.once.Do(func() {
+			h.ctx = ctx
+			close(h.entered)
+		})
 		<-h.release
 	}
 	h.OrderStore.PlaceOrders(ctx, batch)
@@ -179,6 +183,9 @@ func TestPipeline_CallerGoneWhileItsBatchRuns(t *testing.T) {
 				for _, c := range cancels[1:] {
 					c()
 				}
+				// The batch's context ends once the pipeline has seen
+				// every caller go, which it hears of asynchronously.
+				waitFor(t, "the batch's context to end", func() bool { return h.ctx.Err() != nil })
 			} else {
 				cancels[2]()
 			}

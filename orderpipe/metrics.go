@@ -1,9 +1,9 @@
 package orderpipe
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/api-perf/api-perf/internal/promreg"
 )
 
 // metrics are the pipeline's series; registered only when a Registerer is
@@ -47,30 +47,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	var err error
 	for _, h := range []*prometheus.Histogram{&m.batchSize, &m.queueWait, &m.commit} {
-		if *h, err = register(reg, *h); err != nil {
+		if *h, err = promreg.Register(reg, *h); err != nil {
 			return nil, err
 		}
 	}
 	for _, c := range []*prometheus.Counter{&m.queueFull, &m.splits} {
-		if *c, err = register(reg, *c); err != nil {
+		if *c, err = promreg.Register(reg, *c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered under
-// the same description (several pipelines may share one registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, err
 }

@@ -1,9 +1,9 @@
 package storage
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/api-perf/api-perf/internal/promreg"
 )
 
 // Label values of apiperf_db_reads_total.
@@ -72,23 +72,23 @@ func newMetrics(reg prometheus.Registerer, withReplicas bool) (*metrics, error) 
 	}, []string{"reason"})
 	if reg != nil {
 		var err error
-		if m.reads, err = register(reg, m.reads); err != nil {
+		if m.reads, err = promreg.Register(reg, m.reads); err != nil {
 			return nil, err
 		}
 		if withReplicas {
-			if m.lag, err = register(reg, m.lag); err != nil {
+			if m.lag, err = promreg.Register(reg, m.lag); err != nil {
 				return nil, err
 			}
-			if m.healthy, err = register(reg, m.healthy); err != nil {
+			if m.healthy, err = promreg.Register(reg, m.healthy); err != nil {
 				return nil, err
 			}
-			if m.maxLag, err = register(reg, m.maxLag); err != nil {
+			if m.maxLag, err = promreg.Register(reg, m.maxLag); err != nil {
 				return nil, err
 			}
-			if m.heartbeatErrors, err = register(reg, m.heartbeatErrors); err != nil {
+			if m.heartbeatErrors, err = promreg.Register(reg, m.heartbeatErrors); err != nil {
 				return nil, err
 			}
-			if fallbacks, err = register(reg, fallbacks); err != nil {
+			if fallbacks, err = promreg.Register(reg, fallbacks); err != nil {
 				return nil, err
 			}
 		}
@@ -111,20 +111,4 @@ func (m *metrics) fallback(reason string) {
 	default:
 		m.fbError.Inc()
 	}
-}
-
-// register registers c, or returns the collector already registered under
-// the same description (several stores may share one registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, err
 }

@@ -145,22 +145,31 @@ type Server struct {
 // Route is one registered method and path template.
 type Route struct{ Method, Path string }
 
+// Defaults of the limits a zero Config leaves to the server; the caps'
+// are in edges.go. cmd's settings table takes its defaults from these.
+const (
+	DefaultMaxBodySize  = 1 << 20
+	DefaultReadTimeout  = 10 * time.Second
+	DefaultWriteTimeout = 10 * time.Second
+	DefaultIdleTimeout  = 90 * time.Second
+)
+
 // New builds a server and its routes.
 func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.MaxBodySize == 0 {
-		cfg.MaxBodySize = 1 << 20
+		cfg.MaxBodySize = DefaultMaxBodySize
 	}
 	if cfg.ReadTimeout == 0 {
-		cfg.ReadTimeout = 10 * time.Second
+		cfg.ReadTimeout = DefaultReadTimeout
 	}
 	if cfg.WriteTimeout == 0 {
-		cfg.WriteTimeout = 10 * time.Second
+		cfg.WriteTimeout = DefaultWriteTimeout
 	}
 	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = 90 * time.Second
+		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	for _, t := range []*time.Duration{&cfg.ReadTimeout, &cfg.WriteTimeout, &cfg.IdleTimeout} {
 		if *t < 0 {

@@ -184,7 +184,7 @@ var settings = []setting{
 			c.RateLimitDebt = n
 			return nil
 		}},
-	{"RATE_LIMIT_AUTH_FAILURES", "10/1m,burst=10", "GCRA limit per address on failed authentications (writes without a valid key when `API_KEYS` is set); once spent they get 429 instead of 401. `off` leaves them unlimited.",
+	{"RATE_LIMIT_AUTH_FAILURES", "10/1m,burst=10", "GCRA limit per address on failed authentications (when `API_KEYS` is set: writes without a valid key, and any request whose bearer token is no key); once spent they get 429 instead of 401. `off` leaves them unlimited.",
 		policy("auth", func(c *config) *apiperf.RatePolicy { return &c.AuthFailPolicy })},
 	{"RATE_LIMIT_IPV6_PREFIX", "64", "Prefix length that groups IPv6 clients for rate limiting: every address in one /64 (one subscriber's allocation) is one client. `128` limits each address.",
 		integer(1, 128, func(c *config) *int { return &c.IPv6Prefix })},
@@ -231,21 +231,21 @@ var settings = []setting{
 			}
 			return nil
 		}},
-	{"MAX_BODY_BYTES", "1048576", "Largest accepted request body in bytes (413 above it).",
+	{"MAX_BODY_BYTES", strconv.Itoa(server.DefaultMaxBodySize), "Largest accepted request body in bytes (413 above it).",
 		integer(1024, 64<<20, func(c *config) *int { return &c.MaxBodySize })},
 	{"REQUEST_TIMEOUT", "10s", "Budget of one request: its store, cache and rate-limiter calls end when it is spent (each may end sooner, at `DB_QUERY_TIMEOUT` for instance), and the request gets a 503. On Lambda the invocation's deadline bounds it too. `0` sets no budget.",
 		durationOrOff(func(c *config) *time.Duration { return &c.RequestTimeout })},
-	{"HTTP_MAX_HEADER_BYTES", "8192", "Largest request line and headers in bytes (431 above it); also each connection's read buffer.",
+	{"HTTP_MAX_HEADER_BYTES", strconv.Itoa(server.DefaultMaxHeaderBytes), "Largest request line and headers in bytes (431 above it); also each connection's read buffer.",
 		integer(4096, 1<<20, func(c *config) *int { return &c.MaxHeaderBytes })},
-	{"HTTP_MAX_CONNS", "10000", "Open connections the server holds; one more is answered 503 and closed at once (load shedding).",
+	{"HTTP_MAX_CONNS", strconv.Itoa(server.DefaultMaxConns), "Open connections the server holds; one more is answered 503 and closed at once (load shedding).",
 		integer(1, 1_000_000, func(c *config) *int { return &c.MaxConns })},
-	{"HTTP_MAX_CONNS_PER_CLIENT", "512", "Open connections one client address holds (IPv6 grouped by `RATE_LIMIT_IPV6_PREFIX`); one more is answered 503 and closed. `TRUSTED_PROXIES` are exempt.",
+	{"HTTP_MAX_CONNS_PER_CLIENT", strconv.Itoa(server.DefaultMaxConnsPerClient), "Open connections one client address holds (IPv6 grouped by `RATE_LIMIT_IPV6_PREFIX`); one more is answered 503 and closed. `TRUSTED_PROXIES` are exempt.",
 		integer(1, 1_000_000, func(c *config) *int { return &c.MaxConnsPerClient })},
-	{"HTTP_READ_TIMEOUT", "10s", "Slow-client bound on reading a request; `0` turns it off behind a proxy that enforces its own.",
+	{"HTTP_READ_TIMEOUT", seconds(server.DefaultReadTimeout), "Slow-client bound on reading a request; `0` turns it off behind a proxy that enforces its own.",
 		durationOrOff(func(c *config) *time.Duration { return &c.ReadTimeout })},
-	{"HTTP_WRITE_TIMEOUT", "10s", "Slow-client bound on writing a response; `0` turns it off.",
+	{"HTTP_WRITE_TIMEOUT", seconds(server.DefaultWriteTimeout), "Slow-client bound on writing a response; `0` turns it off.",
 		durationOrOff(func(c *config) *time.Duration { return &c.WriteTimeout })},
-	{"HTTP_IDLE_TIMEOUT", "90s", "How long an idle keep-alive connection stays open; `0` turns it off.",
+	{"HTTP_IDLE_TIMEOUT", seconds(server.DefaultIdleTimeout), "How long an idle keep-alive connection stays open; `0` turns it off.",
 		durationOrOff(func(c *config) *time.Duration { return &c.IdleTimeout })},
 	{"SHUTDOWN_TIMEOUT", "15s", "Drain time after SIGTERM.",
 		duration(func(c *config) *time.Duration { return &c.ShutdownTimeout })},
@@ -498,4 +498,10 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// seconds writes a default duration the way README and .env.example do:
+// "90s", not time.Duration's "1m30s".
+func seconds(d time.Duration) string {
+	return strconv.FormatInt(int64(d/time.Second), 10) + "s"
 }

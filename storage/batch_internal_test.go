@@ -15,15 +15,7 @@ import (
 func TestBatch_WithoutConsecutiveIDs(t *testing.T) {
 	for _, backend := range testenv.Backends() {
 		t.Run(backend, func(t *testing.T) {
-			cfg := Config{DataDir: t.TempDir()}
-			if backend == "mysql" {
-				cfg = Config{MySQLDSN: testenv.MySQLDSN(t)}
-			}
-			d, err := Open(context.Background(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer d.Close()
+			d := openInternal(t, backend)
 			if !d.consecutiveIDs {
 				t.Fatal("this server hands out consecutive ids; the test forces the other path")
 			}

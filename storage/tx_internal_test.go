@@ -21,15 +21,7 @@ import (
 func TestTx_ContextEndsBeforeCommit(t *testing.T) {
 	for _, backend := range testenv.Backends() {
 		t.Run(backend, func(t *testing.T) {
-			cfg := Config{DataDir: t.TempDir()}
-			if backend == "mysql" {
-				cfg = Config{MySQLDSN: testenv.MySQLDSN(t)}
-			}
-			d, err := Open(context.Background(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer d.Close()
+			d := openInternal(t, backend)
 			// endBeforeCommit runs a statement, ends ctx, and waits until
 			// database/sql has rolled the transaction back and released
 			// its connection, so the COMMIT that follows meets a finished
@@ -79,4 +71,20 @@ func TestTx_ContextEndsBeforeCommit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openInternal opens a store on a fresh database of backend, closed when
+// the test ends.
+func openInternal(t *testing.T, backend string) *DB {
+	t.Helper()
+	cfg := Config{DataDir: t.TempDir()}
+	if backend == "mysql" {
+		cfg = Config{MySQLDSN: testenv.MySQLDSN(t)}
+	}
+	d, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
 }

@@ -103,13 +103,20 @@ func startRun(t *testing.T, vars map[string]string) (base string, stop func() er
 // startRunWith is startRun with a hook that also sees the metrics address.
 func startRunWith(t *testing.T, vars map[string]string, hook listening) (base string, stop func() error) {
 	t.Helper()
+	vars["LOG_LEVEL"] = "warn"
+	return startRunLogs(t, vars, hook, io.Discard)
+}
+
+// startRunLogs is startRunWith with the program's log written to logs and
+// LOG_LEVEL left to vars.
+func startRunLogs(t *testing.T, vars map[string]string, hook listening, logs io.Writer) (base string, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make(chan string, 1)
 	done := make(chan error, 1)
 	vars["HTTP_ADDR"] = "127.0.0.1:0"
-	vars["LOG_LEVEL"] = "warn"
 	go func() {
-		done <- run(ctx, nil, env(vars), io.Discard, io.Discard, func(api, metrics string) {
+		done <- run(ctx, nil, env(vars), io.Discard, logs, func(api, metrics string) {
 			if hook != nil {
 				hook(api, metrics)
 			}

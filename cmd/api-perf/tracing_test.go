@@ -1,15 +1,12 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/api-perf/api-perf/internal/testenv"
 )
@@ -25,37 +22,7 @@ const (
 func startTraced(t *testing.T, vars map[string]string) (base string, stop func() error, logs *testenv.Buffer) {
 	t.Helper()
 	logs = &testenv.Buffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan string, 1)
-	done := make(chan error, 1)
-	vars["HTTP_ADDR"] = "127.0.0.1:0"
-	go func() {
-		done <- run(ctx, nil, env(vars), io.Discard, logs, func(api, _ string) { addrs <- api })
-	}()
-	select {
-	case a := <-addrs:
-		base = "http://" + a
-	case err := <-done:
-		cancel()
-		t.Fatalf("run ended before listening: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("server did not start")
-	}
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case err = <-done:
-			case <-time.After(20 * time.Second):
-				t.Error("server did not stop")
-			}
-		})
-		return err
-	}
-	t.Cleanup(func() { stop() })
+	base, stop = startRunLogs(t, vars, nil, logs)
 	return base, stop, logs
 }
 

@@ -53,20 +53,26 @@ func bearer(ctx *fasthttp.RequestCtx) []byte {
 	return nil
 }
 
+// Results of keyIndex that name no configured key.
+const (
+	noToken = -1 // no bearer token, or no keys are configured
+	notAKey = -2 // a bearer token that is none of the configured keys
+)
+
 // keyIndex is the index of the configured key the bearer token equals, or
-// -1. The token's digest is compared with every key's, each comparison in
-// constant time over fixed-length digests, so neither the content nor the
-// length of a key leaks through timing.
+// noToken or notAKey. The token's digest is compared with every key's, each
+// comparison in constant time over fixed-length digests, so neither the
+// content nor the length of a key leaks through timing.
 func (s *Server) keyIndex(ctx *fasthttp.RequestCtx) int {
 	if len(s.keys) == 0 {
-		return -1
+		return noToken
 	}
 	tok := bearer(ctx)
 	if len(tok) == 0 {
-		return -1
+		return noToken
 	}
 	d := sha256.Sum256(tok)
-	found := -1
+	found := notAKey
 	for i := range s.keys {
 		found = subtle.ConstantTimeSelect(subtle.ConstantTimeCompare(d[:], s.keys[i].digest[:]), i, found)
 	}
@@ -74,7 +80,7 @@ func (s *Server) keyIndex(ctx *fasthttp.RequestCtx) int {
 }
 
 // clientKey names the request's client for the limiter: the configured key
-// it authenticated with (key is its index, -1 for none), else its address.
+// it authenticated with (key is its index, negative for none), else its address.
 // A token that is not a configured key names nothing: otherwise every made-up
 // token would open a fresh allowance.
 func (s *Server) clientKey(ctx *fasthttp.RequestCtx, key int, dst []byte) []byte {

@@ -69,8 +69,8 @@ func limitClasses(cfg *Config) [numClasses]*limitClass {
 }
 
 // rateLimit charges one request of lc's class to its client (the index of
-// the API key it authenticated with, or -1) and returns false when it has
-// answered the request itself.
+// the API key it authenticated with, negative for none) and returns false
+// when it has answered the request itself.
 func (s *Server) rateLimit(ctx *fasthttp.RequestCtx, lc *limitClass, apiKey int) bool {
 	var kb [80]byte
 	return s.charge(ctx, lc, s.clientKey(ctx, apiKey, kb[:0]), "rate limit exceeded")

@@ -73,7 +73,7 @@ func (s *Server) api(method, path string, h fasthttp.RequestHandler) {
 		// A configured key names its holder; anything else (no token, or
 		// a token that is no key) is the client's address.
 		key := s.keyIndex(ctx)
-		if key < 0 && class == classRead && len(s.keys) > 0 && len(bearer(ctx)) > 0 && !s.chargeAuthFailure(ctx) {
+		if key == notAKey && class == classRead && !s.chargeAuthFailure(ctx) {
 			// Reads need no key, but a token that is no key is still a
 			// failed authentication: otherwise reads would test guessed
 			// keys as fast as the read policy allows (a key's RateLimit

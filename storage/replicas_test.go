@@ -68,6 +68,18 @@ func openReplicaStore(t *testing.T, cfg storage.Config) *replicaStore {
 	return s
 }
 
+// replicatedProduct creates a product, waits until the replica holds it
+// and takes list reads, and returns it.
+func (s *replicaStore) replicatedProduct(t *testing.T) *apiperf.Product {
+	t.Helper()
+	p := mustProduct(t, s.DB, 100, 10)
+	if err := s.pair.WaitReplicated(context.Background(), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	s.waitUsable(t)
+	return p
+}
+
 // waitUsable waits until the replicas' readiness check passes.
 func (s *replicaStore) waitUsable(t *testing.T) {
 	t.Helper()
@@ -155,11 +167,7 @@ func TestDB_ReadReplicas(t *testing.T) {
 func testListsReadFromReplica(t *testing.T) {
 	s := openReplicaStore(t, storage.Config{})
 	ctx := context.Background()
-	p := mustProduct(t, s.DB, 100, 10)
-	if err := s.pair.WaitReplicated(ctx, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	s.waitUsable(t)
+	p := s.replicatedProduct(t)
 
 	primary0, replica0 := comSelect(t, s.pair.Primary), comSelect(t, s.pair.Replica)
 	const n = 20
@@ -265,11 +273,7 @@ func testLagMovesListsToPrimary(t *testing.T) {
 func testReadYourWritesByID(t *testing.T) {
 	s := openReplicaStore(t, storage.Config{})
 	ctx := context.Background()
-	p := mustProduct(t, s.DB, 100, 10)
-	if err := s.pair.WaitReplicated(ctx, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	s.waitUsable(t)
+	p := s.replicatedProduct(t)
 	if err := s.pair.StopSQLThread(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -306,11 +310,7 @@ func testHungReplica(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	s := openReplicaStore(t, storage.Config{ReplicaTimeout: timeout})
 	ctx := context.Background()
-	p := mustProduct(t, s.DB, 100, 10)
-	if err := s.pair.WaitReplicated(ctx, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	s.waitUsable(t)
+	p := s.replicatedProduct(t)
 	if err := s.pair.Replica.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -350,11 +350,7 @@ func testHungReplica(t *testing.T) {
 func testShortBudget(t *testing.T) {
 	s := openReplicaStore(t, storage.Config{ReplicaTimeout: 2 * time.Second})
 	ctx := context.Background()
-	mustProduct(t, s.DB, 100, 10)
-	if err := s.pair.WaitReplicated(ctx, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	s.waitUsable(t)
+	s.replicatedProduct(t)
 	if err := s.pair.Replica.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -376,11 +372,7 @@ func testShortBudget(t *testing.T) {
 func testKilledReplica(t *testing.T) {
 	s := openReplicaStore(t, storage.Config{})
 	ctx := context.Background()
-	p := mustProduct(t, s.DB, 100, 10)
-	if err := s.pair.WaitReplicated(ctx, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	s.waitUsable(t)
+	p := s.replicatedProduct(t)
 	listIDs(t, s.DB) // a pooled connection to the replica, for the kill to break
 	s.pair.Replica.Kill()
 	t.Cleanup(func() { s.pair.Heal(t) })

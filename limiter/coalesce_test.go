@@ -31,7 +31,7 @@ func coalesced(t *testing.T, cluster bool, addrs ...string) {
 	// and then waits, before each batch, until release is closed.
 	newHeld := func(t *testing.T, opts RedisOptions) (r *Redis, entered, release chan struct{}) {
 		opts.Prefix = MustPrefix(t, c)
-		r = NewRedis(c, opts)
+		r = newRedis(t, c, opts)
 		t.Cleanup(r.Close)
 		r.co.maxFlushers = 1
 		entered, release = make(chan struct{}, 1), make(chan struct{})
@@ -111,7 +111,7 @@ func coalesced(t *testing.T, cluster bool, addrs ...string) {
 		// client gets exactly its burst.
 		for _, opts := range []RedisOptions{{Plain: true}, {}} {
 			opts.Prefix = MustPrefix(t, c)
-			r := NewRedis(c, opts)
+			r := newRedis(t, c, opts)
 			p := apiperf.RatePolicy{Name: "read", Rate: 1, Period: time.Hour, Burst: 7}
 			var allowed [20]atomic.Int64
 			var wg sync.WaitGroup
@@ -145,7 +145,7 @@ func coalesced(t *testing.T, cluster bool, addrs ...string) {
 	// only the calls in it: here the first batch is held until the next
 	// call, for another client, has been decided.
 	t.Run("AStalledBatchHoldsOnlyItsCalls", func(t *testing.T) {
-		r := NewRedis(c, RedisOptions{Prefix: MustPrefix(t, c), Plain: true})
+		r := newRedis(t, c, RedisOptions{Prefix: MustPrefix(t, c), Plain: true})
 		t.Cleanup(r.Close)
 		var first atomic.Bool
 		entered, release := make(chan struct{}), make(chan struct{})

@@ -26,7 +26,7 @@ func debt(t *testing.T, addrs ...string) {
 	// decides, no request waits for Redis.
 	t.Run("FarFromTheLimitNoRequestWaits", func(t *testing.T) {
 		c := MustClient(t, addrs...)
-		r := NewRedis(c, RedisOptions{Prefix: MustPrefix(t, c), Debt: 1})
+		r := newRedis(t, c, RedisOptions{Prefix: MustPrefix(t, c), Debt: 1})
 		defer r.Close()
 		p := apiperf.RatePolicy{Name: "read", Rate: 1000, Period: time.Second, Burst: 1000} // T = 1ms, batches of 100
 		for round := range 3 {
@@ -70,7 +70,7 @@ func debt(t *testing.T, addrs ...string) {
 		p := apiperf.RatePolicy{Name: "read", Rate: 1, Period: time.Hour, Burst: 10}
 		var limiters []*Redis
 		for range 3 {
-			l := NewRedis(MustClient(t, addrs...), RedisOptions{Prefix: prefix, Debt: 2})
+			l := newRedis(t, MustClient(t, addrs...), RedisOptions{Prefix: prefix, Debt: 2})
 			t.Cleanup(l.Close)
 			limiters = append(limiters, l)
 		}
@@ -133,7 +133,7 @@ func debt(t *testing.T, addrs ...string) {
 			prefix := MustPrefix(t, c)
 			var reps [3]*Redis
 			for i := range reps {
-				reps[i] = NewRedis(MustClient(t, addrs...), RedisOptions{Prefix: prefix, Debt: d})
+				reps[i] = newRedis(t, MustClient(t, addrs...), RedisOptions{Prefix: prefix, Debt: d})
 				defer reps[i].Close()
 			}
 			var allowed atomic.Int64
@@ -196,7 +196,7 @@ func debt(t *testing.T, addrs ...string) {
 	// limit every decision is Redis's, and the limit is exact.
 	t.Run("OneReplicaStaysExact", func(t *testing.T) {
 		c := MustClient(t, addrs...)
-		r := NewRedis(c, RedisOptions{Prefix: MustPrefix(t, c), Debt: 5})
+		r := newRedis(t, c, RedisOptions{Prefix: MustPrefix(t, c), Debt: 5})
 		defer r.Close()
 		p := apiperf.RatePolicy{Name: "read", Rate: 1, Period: time.Hour, Burst: 4}
 		n := 0

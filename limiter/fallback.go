@@ -56,7 +56,8 @@ type FallbackOptions struct {
 	Logger *slog.Logger
 	// Registerer, when set, receives apiperf_ratelimit_fallbacks_total and
 	// apiperf_ratelimit_decisions_total. Registering twice on the same
-	// Registerer reuses the collectors already there.
+	// Registerer reuses the collectors already there; a conflicting
+	// collector of either name is NewFallback's error.
 	Registerer prometheus.Registerer
 }
 
@@ -108,8 +109,9 @@ const (
 
 var errPrimaryDown = errors.New("rate limiter primary is down, waiting to probe it again")
 
-// NewFallback wraps primary. See FallbackOptions for the defaults.
-func NewFallback(primary Limiter, opts FallbackOptions) *Fallback {
+// NewFallback wraps primary. See FallbackOptions for the defaults. It
+// fails only when its metrics cannot be registered (see promreg).
+func NewFallback(primary Limiter, opts FallbackOptions) (*Fallback, error) {
 	f := &Fallback{
 		primary: primary,
 		local:   opts.Local,
@@ -117,6 +119,23 @@ func NewFallback(primary Limiter, opts FallbackOptions) *Fallback {
 		timeout: opts.Timeout,
 		backoff: opts.Backoff,
 		log:     opts.Logger,
+	}
+	f.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "apiperf_ratelimit_fallbacks_total",
+		Help: "Rate limit decisions not made by the primary limiter, by reason (timeout, error, down).",
+	}, []string{"reason"})
+	f.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "apiperf_ratelimit_decisions_total",
+		Help: "Rate limit decisions by policy and outcome (allowed, denied, error).",
+	}, []string{"policy", "decision"})
+	if reg := opts.Registerer; reg != nil {
+		var err error
+		if f.fallbacks, err = promreg.Register(reg, f.fallbacks); err != nil {
+			return nil, err
+		}
+		if f.decisions, err = promreg.Register(reg, f.decisions); err != nil {
+			return nil, err
+		}
 	}
 	f.fast, _ = primary.(fastDecider)
 	f.known, _ = primary.(aheadKnower)
@@ -132,33 +151,11 @@ func NewFallback(primary Limiter, opts FallbackOptions) *Fallback {
 	if f.log == nil {
 		f.log = slog.Default()
 	}
-	f.fallbacks = f.register(opts.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "apiperf_ratelimit_fallbacks_total",
-		Help: "Rate limit decisions not made by the primary limiter, by reason (timeout, error, down).",
-	}, []string{"reason"}))
-	f.decisions = f.register(opts.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "apiperf_ratelimit_decisions_total",
-		Help: "Rate limit decisions by policy and outcome (allowed, denied, error).",
-	}, []string{"policy", "decision"}))
 	f.fbTimeout = f.fallbacks.WithLabelValues(reasonTimeout)
 	f.fbErr = f.fallbacks.WithLabelValues(reasonError)
 	f.fbDown = f.fallbacks.WithLabelValues(reasonDown)
 	f.byPolicy.Store(&map[string]*policyCounters{})
-	return f
-}
-
-// register registers c on reg, or returns the equal collector already
-// there. A conflicting registration (same name, other labels) is logged and
-// the counter kept unregistered: metrics are no reason to refuse to serve.
-func (f *Fallback) register(reg prometheus.Registerer, c *prometheus.CounterVec) *prometheus.CounterVec {
-	if reg == nil {
-		return c
-	}
-	c, err := promreg.Register(reg, c)
-	if err != nil {
-		f.log.Error("rate limiter metrics not registered", "err", err)
-	}
-	return c
+	return f, nil
 }
 
 // Allow implements Limiter.

@@ -23,11 +23,11 @@ func TestFallback_NoFreshBurstWhenRedisDies(t *testing.T) {
 			verifyNoLeaks(t)
 			srv := testenv.StartRedis(t)
 			c := MustClient(t, srv.Addr())
-			primary := NewRedis(c, RedisOptions{Prefix: MustPrefix(t, c), Debt: debt})
+			primary := newRedis(t, c, RedisOptions{Prefix: MustPrefix(t, c), Debt: debt})
 			if err := primary.Preload(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			f := NewFallback(primary, FallbackOptions{
+			f := newFallback(t, primary, FallbackOptions{
 				Timeout: time.Second,
 				Backoff: 100 * time.Millisecond,
 				Logger:  slog.New(slog.NewTextHandler(&testenv.Buffer{}, nil)),

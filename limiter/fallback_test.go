@@ -61,13 +61,13 @@ func TestFallback_RedisStopped(t *testing.T) {
 				verifyNoLeaks(t)
 				srv := testenv.StartRedis(t)
 				c := MustClient(t, srv.Addr())
-				primary := NewRedis(c, RedisOptions{Prefix: MustPrefix(t, c), Plain: plain})
+				primary := newRedis(t, c, RedisOptions{Prefix: MustPrefix(t, c), Plain: plain})
 				if err := primary.Preload(context.Background()); err != nil {
 					t.Fatal(err)
 				}
 				reg := prometheus.NewRegistry()
 				var logs testenv.Buffer
-				f := NewFallback(primary, FallbackOptions{
+				f := newFallback(t, primary, FallbackOptions{
 					// Generous, so that a slow call on a busy machine is not
 					// taken for an outage; a dead server fails at once.
 					Timeout:    time.Second,
@@ -196,7 +196,7 @@ func TestFallback_Timeout(t *testing.T) {
 	verifyNoLeaks(t)
 	slow := &stallingLimiter{}
 	reg := prometheus.NewRegistry()
-	f := NewFallback(slow, FallbackOptions{Backoff: 50 * time.Millisecond, Registerer: reg,
+	f := newFallback(t, slow, FallbackOptions{Backoff: 50 * time.Millisecond, Registerer: reg,
 		Logger: slog.New(slog.NewTextHandler(&testenv.Buffer{}, nil))})
 	defer f.Close()
 	p := apiperf.RatePolicy{Name: "write", Rate: 10, Period: time.Second, Burst: 100}
@@ -246,10 +246,10 @@ func TestFallback_Timeout(t *testing.T) {
 
 func TestFallback_Decisions(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	f := NewFallback(NewLocal(), FallbackOptions{Registerer: reg})
+	f := newFallback(t, NewLocal(), FallbackOptions{Registerer: reg})
 	defer f.Close()
 	// A second Fallback on the same registry shares the collectors.
-	g := NewFallback(NewLocal(), FallbackOptions{Registerer: reg})
+	g := newFallback(t, NewLocal(), FallbackOptions{Registerer: reg})
 	defer g.Close()
 	p := apiperf.RatePolicy{Name: "read", Rate: 1, Period: time.Hour, Burst: 2}
 	for range 5 {

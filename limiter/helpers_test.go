@@ -72,3 +72,23 @@ func deleteKeys(tb testing.TB, c rueidis.Client, prefix string) {
 		}
 	}
 }
+
+// newRedis is NewRedis for a test, which fails on its error.
+func newRedis(tb testing.TB, c rueidis.Client, opts RedisOptions) *Redis {
+	tb.Helper()
+	r, err := NewRedis(c, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r
+}
+
+// newFallback is NewFallback for a test, which fails on its error.
+func newFallback(tb testing.TB, primary Limiter, opts FallbackOptions) *Fallback {
+	tb.Helper()
+	f, err := NewFallback(primary, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return f
+}

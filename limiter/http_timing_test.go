@@ -24,7 +24,7 @@ func BenchmarkHTTP_CachedGET(b *testing.B) {
 	b.Run("Local", func(b *testing.B) { benchHTTP(b, NewLocal()) })
 	b.Run("RedisBatched", func(b *testing.B) {
 		r, _ := MustRedis(b, RedisOptions{})
-		benchHTTP(b, NewFallback(r, FallbackOptions{Logger: quiet}))
+		benchHTTP(b, newFallback(b, r, FallbackOptions{Logger: quiet}))
 	})
 	// One EVALSHA per request, without the fallback's deadline: under this
 	// load most calls would miss 5ms and be decided in process instead.

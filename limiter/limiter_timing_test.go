@@ -131,7 +131,7 @@ func BenchmarkFallback_Allow(b *testing.B) {
 	if err := r.Preload(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	f := NewFallback(r, FallbackOptions{})
+	f := newFallback(b, r, FallbackOptions{})
 	b.Run("ParallelOneKeyFar", func(b *testing.B) { runParallel(b, f, benchFar, false) })
 	b.Run("ParallelOneKeyOverLimit", func(b *testing.B) { runParallel(b, f, benchDef, false) })
 }

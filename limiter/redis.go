@@ -150,7 +150,8 @@ type RedisOptions struct {
 	// Registerer, when set, receives apiperf_ratelimit_redis_calls_total,
 	// the script calls made, which divided by the requests decided says
 	// what the limiter costs Redis. Registering twice on the same
-	// Registerer keeps the first counter.
+	// Registerer keeps the first counter; a conflicting collector of that
+	// name is NewRedis's error.
 	Registerer prometheus.Registerer
 }
 
@@ -178,7 +179,8 @@ type Redis struct {
 var _ Limiter = (*Redis)(nil)
 
 // NewRedis returns a limiter that keeps its buckets in Redis through c.
-func NewRedis(c rueidis.Client, opts RedisOptions) *Redis {
+// It fails only when its metric cannot be registered (see promreg).
+func NewRedis(c rueidis.Client, opts RedisOptions) (*Redis, error) {
 	r := &Redis{
 		c:           c,
 		prefix:      opts.Prefix,
@@ -201,12 +203,14 @@ func NewRedis(c rueidis.Client, opts RedisOptions) *Redis {
 		// A CounterFunc reads the atomic counter the hot path already
 		// keeps, so the metric costs the requests nothing.
 		// A second limiter on the same registry shares the first's series.
-		_, _ = promreg.Register(opts.Registerer, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		if _, err := promreg.Register(opts.Registerer, prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "apiperf_ratelimit_redis_calls_total",
 			Help: "Round trips of the rate limiter to Redis (script calls, each deciding one or more requests).",
-		}, func() float64 { return float64(r.calls.Load()) }))
+		}, func() float64 { return float64(r.calls.Load()) })); err != nil {
+			return nil, err
+		}
 	}
-	return r
+	return r, nil
 }
 
 // Allow implements Limiter.

@@ -45,7 +45,7 @@ func MustRedis(tb testing.TB, opts RedisOptions) (*Redis, rueidis.Client) {
 	tb.Helper()
 	c := MustClient(tb, redisAddr)
 	opts.Prefix = MustPrefix(tb, c)
-	r := NewRedis(c, opts)
+	r := newRedis(tb, c, opts)
 	tb.Cleanup(r.Close)
 	return r, c
 }
@@ -501,7 +501,7 @@ func steadyClient(t *testing.T, p apiperf.RatePolicy) (judged bool) {
 // schedule that makes those numbers certain was met.
 func expiredReservations(t *testing.T, c rueidis.Client) (na, nb int, judged bool) {
 	opts := RedisOptions{Prefix: MustPrefix(t, c), BatchWindow: 2 * time.Second}
-	a, b := NewRedis(c, opts), NewRedis(c, opts)
+	a, b := newRedis(t, c, opts), newRedis(t, c, opts)
 	defer a.Close()
 	defer b.Close()
 	p := apiperf.RatePolicy{Name: "read", Rate: 5, Period: time.Second, Burst: 20} // T = 200ms
@@ -565,7 +565,7 @@ func hammer(t *testing.T, opts RedisOptions, p apiperf.RatePolicy) {
 		if i == 0 {
 			opts.Prefix = MustPrefix(t, c)
 		}
-		l := NewRedis(c, opts)
+		l := newRedis(t, c, opts)
 		t.Cleanup(l.Close)
 		limiters = append(limiters, l)
 		for g := range 3 {
@@ -635,7 +635,7 @@ func replicaLimiters(t *testing.T, opts RedisOptions, addrs ...string) ([]Limite
 		if i == 0 {
 			opts.Prefix = MustPrefix(t, c)
 		}
-		l := NewRedis(c, opts)
+		l := newRedis(t, c, opts)
 		t.Cleanup(l.Close)
 		limiters = append(limiters, l)
 	}

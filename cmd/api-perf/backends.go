@@ -65,7 +65,11 @@ func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prom
 		b.cache, b.closers = c, append(b.closers, c.Close)
 		// The in-process limiter never fails; the Fallback around it only
 		// counts decisions, so embedded mode has the same metrics.
-		f := limiter.NewFallback(limiter.NewLocal(), limiter.FallbackOptions{Logger: logger, Registerer: reg})
+		f, err := limiter.NewFallback(limiter.NewLocal(), limiter.FallbackOptions{Logger: logger, Registerer: reg})
+		if err != nil {
+			b.Close()
+			return nil, fmt.Errorf("rate limiter: %w", err)
+		}
 		b.limiter, b.closers = f, append(b.closers, f.Close)
 	} else {
 		client, err := cache.NewTracedClient(cfg.RedisURL, cfg.RedisClientCache, logger, tp)
@@ -93,7 +97,10 @@ func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prom
 			// crash-looping every new replica for the length of the outage.
 			logger.Warn("Redis unreachable at start: serving without it (reads from the database, rate limits "+
 				"in process, or 503 with RATE_LIMIT_FAILURE=closed) and connecting in the background", "error", err)
-			p := newPendingRedis(cfg, logger, reg, tp)
+			p, err := newPendingRedis(cfg, logger, reg, tp)
+			if err != nil {
+				return nil, err
+			}
 			b.cache, b.limiter = p, p
 			b.checks = append(b.checks, redisCheck(cfg, p))
 			b.addCloser(p.closeFallback)
@@ -122,25 +129,39 @@ func redisCheck(cfg config, p apiperf.Pinger) server.Check {
 func redisBackends(ctx context.Context, cfg config, client rueidis.Client, logger *slog.Logger, reg prometheus.Registerer) (*cache.Redis, *limiter.Fallback, error) {
 	c, err := cache.NewRedis(client, cacheOptions(cfg, logger, reg))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("cache: %w", err)
 	}
-	rl := limiter.NewRedis(client, limiter.RedisOptions{Prefix: cfg.RedisKeyPrefix + "rl:", Debt: cfg.RateLimitDebt, Registerer: reg})
+	rl, err := limiter.NewRedis(client, limiter.RedisOptions{Prefix: cfg.RedisKeyPrefix + "rl:", Debt: cfg.RateLimitDebt, Registerer: reg})
+	if err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("rate limiter: %w", err)
+	}
 	// Loading the script now keeps the first decisions from paying
 	// NOSCRIPT + EVAL under the limiter's few-millisecond deadline.
 	if err := rl.Preload(ctx); err != nil {
 		logger.Warn("rate-limit script not preloaded; it loads on first use", "error", err)
 	}
-	return c, newFallback(cfg, rl, logger, reg), nil
+	l, err := newFallback(cfg, rl, logger, reg)
+	if err != nil {
+		rl.Close()
+		c.Close()
+		return nil, nil, err
+	}
+	return c, l, nil
 }
 
-func newFallback(cfg config, primary limiter.Limiter, logger *slog.Logger, reg prometheus.Registerer) *limiter.Fallback {
+func newFallback(cfg config, primary limiter.Limiter, logger *slog.Logger, reg prometheus.Registerer) (*limiter.Fallback, error) {
 	failure := limiter.FailOpen
 	if cfg.FailClosed {
 		failure = limiter.FailClosed
 	}
-	return limiter.NewFallback(primary, limiter.FallbackOptions{
+	f, err := limiter.NewFallback(primary, limiter.FallbackOptions{
 		Timeout: cfg.RedisTimeout, Failure: failure, Logger: logger, Registerer: reg,
 	})
+	if err != nil {
+		return nil, fmt.Errorf("rate limiter: %w", err)
+	}
+	return f, nil
 }
 
 func closeAll(c *cache.Redis, l *limiter.Fallback) {
@@ -188,8 +209,12 @@ var (
 
 var errRedisUnreachable = errors.New("no answer from Redis since start-up")
 
-func newPendingRedis(cfg config, logger *slog.Logger, reg prometheus.Registerer, tp trace.TracerProvider) *pendingRedis {
-	return &pendingRedis{cfg: cfg, log: logger, reg: reg, tp: tp, fallback: newFallback(cfg, unreachable{}, logger, reg)}
+func newPendingRedis(cfg config, logger *slog.Logger, reg prometheus.Registerer, tp trace.TracerProvider) (*pendingRedis, error) {
+	f, err := newFallback(cfg, unreachable{}, logger, reg)
+	if err != nil {
+		return nil, err
+	}
+	return &pendingRedis{cfg: cfg, log: logger, reg: reg, tp: tp, fallback: f}, nil
 }
 
 func (p *pendingRedis) Get(ctx context.Context, key string, load apiperf.LoadFunc) ([]byte, error) {
@@ -242,7 +267,7 @@ func (p *pendingRedis) connect(ctx context.Context, b *backends) {
 		}
 		c, l, err := redisBackends(ctx, p.cfg, client, p.log, p.reg)
 		if err != nil {
-			p.log.Error("Redis answered, but its cache could not be built; serving without Redis", "error", err)
+			p.log.Error("Redis answered, but its cache or limiter could not be built; serving without Redis", "error", err)
 			client.Close()
 			return
 		}

@@ -20,7 +20,7 @@ var remote = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 // benchServer is a handler over a SQLite store holding n products.
 func benchServer(tb testing.TB, n int, cached bool) fasthttp.RequestHandler {
 	tb.Helper()
-	return server.New(benchConfig(tb, n, cached)).Handler()
+	return newServer(tb, benchConfig(tb, n, cached)).Handler()
 }
 
 // limitedServer is benchServer with the in-process limiter in front of
@@ -33,7 +33,7 @@ func limitedServer(tb testing.TB, n int) fasthttp.RequestHandler {
 	tb.Cleanup(lim.Close)
 	cfg.Limiter = lim
 	cfg.ReadLimit = apiperf.RatePolicy{Name: "read", Rate: 1_000_000, Period: time.Second, Burst: 1_000_000_000}
-	return server.New(cfg).Handler()
+	return newServer(tb, cfg).Handler()
 }
 
 func benchConfig(tb testing.TB, n int, cached bool) server.Config {

@@ -24,9 +24,9 @@ func requestFrom(peer string, header ...string) *fasthttp.RequestCtx {
 
 func TestClientIP(t *testing.T) {
 	proxies := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
-	xff := New(Config{TrustedProxies: proxies})
-	fwd := New(Config{TrustedProxies: proxies, ForwardedHeader: Forwarded})
-	direct := New(Config{})
+	xff := mustNew(t, Config{TrustedProxies: proxies})
+	fwd := mustNew(t, Config{TrustedProxies: proxies, ForwardedHeader: Forwarded})
+	direct := mustNew(t, Config{})
 	for _, tc := range []struct {
 		name   string
 		s      *Server
@@ -75,10 +75,10 @@ func TestClientIP(t *testing.T) {
 
 func TestClientKey(t *testing.T) {
 	const key = "0123456789abcdef-key"
-	s := New(Config{APIKeys: []string{"another-key-of-16+", key}})
-	s64 := New(Config{})
-	s56 := New(Config{IPv6Prefix: 56})
-	s128 := New(Config{IPv6Prefix: 128})
+	s := mustNew(t, Config{APIKeys: []string{"another-key-of-16+", key}})
+	s64 := mustNew(t, Config{})
+	s56 := mustNew(t, Config{IPv6Prefix: 56})
+	s128 := mustNew(t, Config{IPv6Prefix: 128})
 	name := func(s *Server, ctx *fasthttp.RequestCtx) string {
 		return string(s.clientKey(ctx, s.keyIndex(ctx), nil))
 	}
@@ -115,7 +115,7 @@ func TestClientKey(t *testing.T) {
 
 // TestKeyIndex_NoAllocs: checking a token costs no allocation.
 func TestKeyIndex_NoAllocs(t *testing.T) {
-	s := New(Config{APIKeys: []string{"0123456789abcdef-key"}})
+	s := mustNew(t, Config{APIKeys: []string{"0123456789abcdef-key"}})
 	ctx := requestFrom("203.0.113.7", "Authorization", "Bearer 0123456789abcdef-key")
 	var buf [80]byte
 	if n := testing.AllocsPerRun(100, func() {

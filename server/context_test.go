@@ -96,7 +96,7 @@ func TestServer_CallContext_LambdaDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := &seenStore{DB: db}
-	srv := server.New(server.Config{Products: store, Orders: db, AccessLog: "off",
+	srv := newServer(t, server.Config{Products: store, Orders: db, AccessLog: "off",
 		RequestTimeout: time.Hour, Invocation: lambda.InvocationContext})
 	h := lambda.NewHandler(srv.Handler(), lambda.Options{})
 
@@ -207,7 +207,7 @@ func TestLambda_Panic(t *testing.T) {
 	db := openStore(t, "sqlite", "")
 	var logs bytes.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv := server.New(server.Config{Products: panickyStore{db}, Orders: db, AccessLog: "off", Logger: logger,
+	srv := newServer(t, server.Config{Products: panickyStore{db}, Orders: db, AccessLog: "off", Logger: logger,
 		Invocation: lambda.InvocationContext})
 	h := lambda.NewHandler(srv.Handler(), lambda.Options{Logger: srv.FastHTTPLogger()})
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/api-perf/api-perf/internal/promreg"
 )
 
 // The edge of the server: how many connections it holds, for everyone and
@@ -43,7 +45,7 @@ type connLimits struct {
 	answer []byte
 }
 
-func newConnLimits(s *Server, reg prometheus.Registerer) *connLimits {
+func newConnLimits(s *Server, reg prometheus.Registerer) (*connLimits, error) {
 	body := problemBody(Problem{Status: 503, Detail: "too many connections; retry later"}, "", "")
 	l := &connLimits{
 		s:         s,
@@ -57,9 +59,12 @@ func newConnLimits(s *Server, reg prometheus.Registerer) *connLimits {
 			"\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + string(body)),
 	}
 	if reg != nil {
-		reg.MustRegister(l.rejected)
+		var err error
+		if l.rejected, err = promreg.Register(reg, l.rejected); err != nil {
+			return nil, err
+		}
 	}
-	return l
+	return l, nil
 }
 
 // limitListener counts the connections it hands out and turns away those

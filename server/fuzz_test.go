@@ -46,7 +46,7 @@ var (
 // and checks the answer: 201 or a documented 4xx that the OpenAPI document
 // describes, never a 5xx or a panic, and a refused request writes nothing.
 func createChecker(tb testing.TB, db *storage.DB, target createTarget) func(t *testing.T, body []byte) {
-	h := server.New(server.Config{Products: db, Orders: db, AccessLog: "off"}).Handler()
+	h := newServer(tb, server.Config{Products: db, Orders: db, AccessLog: "off"}).Handler()
 	for _, p := range []string{`{"name":"seed","price":1,"stock":1000000}`, `{"name":"gold","price":9999999999.99,"stock":1000000}`} {
 		ctx := newCtx()
 		request(ctx, "POST", "/products", []byte(p))
@@ -173,7 +173,7 @@ func FuzzIdempotencyKey(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	db := openStore(f, "sqlite", "")
-	h := server.New(server.Config{Products: db, Orders: db, AccessLog: "off"}).Handler()
+	h := newServer(f, server.Config{Products: db, Orders: db, AccessLog: "off"}).Handler()
 	ctx := newCtx()
 	request(ctx, "POST", "/products", []byte(`{"name":"seed","price":1,"stock":1000000000}`))
 	h(ctx)

@@ -47,6 +47,16 @@ func openStore(tb testing.TB, backend string, dsnOverride string) *storage.DB {
 	return db
 }
 
+// newServer is server.New for a test, which fails on its error.
+func newServer(tb testing.TB, cfg server.Config) *server.Server {
+	tb.Helper()
+	s, err := server.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
 // startServer serves cfg on 127.0.0.1 until the test ends. Stores cfg
 // leaves unset are db itself, and db is the readiness check unless cfg
 // names its own.
@@ -62,7 +72,7 @@ func startServer(tb testing.TB, db *storage.DB, cfg server.Config) *testServer {
 		cfg.Ready = []server.Check{{Name: "database", Pinger: db}}
 	}
 	cfg.AccessLog = "off"
-	srv := server.New(cfg)
+	srv := newServer(tb, cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)

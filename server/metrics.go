@@ -8,6 +8,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/api-perf/api-perf/internal/promreg"
 )
 
 // httpMetrics are the request counters and latency histograms, labelled by
@@ -25,8 +27,10 @@ var latencyBuckets = []float64{
 
 // newHTTPMetrics registers the request metrics. inflight is read at scrape
 // time (fasthttp already counts the requests it is serving), so the hot
-// path pays nothing for it.
-func newHTTPMetrics(reg prometheus.Registerer, inflight func() float64) *httpMetrics {
+// path pays nothing for it. A second server on the same registry shares
+// the first's series (in flight then counts the first's requests only); a
+// conflicting collector of one of these names is the error.
+func newHTTPMetrics(reg prometheus.Registerer, inflight func() float64) (*httpMetrics, error) {
 	m := &httpMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "apiperf_http_requests_total",
@@ -39,12 +43,21 @@ func newHTTPMetrics(reg prometheus.Registerer, inflight func() float64) *httpMet
 		}, []string{"route", "method"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		var err error
+		if m.requests, err = promreg.Register(reg, m.requests); err != nil {
+			return nil, err
+		}
+		if m.duration, err = promreg.Register(reg, m.duration); err != nil {
+			return nil, err
+		}
+		if _, err = promreg.Register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "apiperf_http_requests_in_flight",
 			Help: "Requests being served now.",
-		}, inflight))
+		}, inflight)); err != nil {
+			return nil, err
+		}
 	}
-	return m
+	return m, nil
 }
 
 // routeMetrics are one route's pre-resolved series, so recording a request

@@ -11,7 +11,10 @@ import (
 // hot path: a histogram observation and a counter increment on series
 // resolved before the request.
 func BenchmarkRouteMetrics_Observe(b *testing.B) {
-	m := newHTTPMetrics(prometheus.NewRegistry(), func() float64 { return 0 })
+	m, err := newHTTPMetrics(prometheus.NewRegistry(), func() float64 { return 0 })
+	if err != nil {
+		b.Fatal(err)
+	}
 	rm := m.route("/api/v1/products/{id}", "GET")
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -22,10 +25,35 @@ func BenchmarkRouteMetrics_Observe(b *testing.B) {
 }
 
 func TestRouteMetrics_ObserveAllocs(t *testing.T) {
-	m := newHTTPMetrics(prometheus.NewRegistry(), func() float64 { return 0 })
+	m, err := newHTTPMetrics(prometheus.NewRegistry(), func() float64 { return 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
 	rm := m.route("/products/{id}", "GET")
 	rm.observe(200, time.Millisecond) // resolves the 200 series
 	if n := testing.AllocsPerRun(1000, func() { rm.observe(200, time.Millisecond) }); n != 0 {
 		t.Fatalf("recording a request allocates %.1f times", n)
+	}
+}
+
+// A collector of another shape under one of the server's metric names is
+// New's error, not a panic; the same server twice on one registry shares
+// the series.
+func TestNew_MetricConflict(t *testing.T) {
+	for _, name := range []string{
+		"apiperf_http_requests_total", "apiperf_http_request_duration_seconds",
+		"apiperf_http_requests_in_flight", "apiperf_http_connections_rejected_total",
+	} {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: "another"}, []string{"x"}))
+		if s, err := New(Config{Registerer: reg}); err == nil || s != nil {
+			t.Errorf("%s: New returned %v, %v; want a conflict error", name, s, err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	for range 2 {
+		if _, err := New(Config{Registerer: reg}); err != nil {
+			t.Fatalf("the same server twice on one registry: %v", err)
+		}
 	}
 }

@@ -83,7 +83,7 @@ func TestOpenAPI_Document(t *testing.T) {
 func TestOpenAPI_RoutesDocumented(t *testing.T) {
 	ops := document(t).operations()
 	seen := map[server.Route]bool{}
-	for _, r := range server.New(docConfig()).Routes() {
+	for _, r := range newServer(t, docConfig()).Routes() {
 		if seen[r] {
 			t.Errorf("%s %s is registered twice", r.Method, r.Path)
 		}
@@ -100,7 +100,7 @@ func TestOpenAPI_RoutesDocumented(t *testing.T) {
 	// A server without a metrics handler must not register /metrics: the
 	// document then describes a route that answers 404, which its
 	// description announces.
-	if slices.Contains(server.New(server.Config{}).Routes(), server.Route{Method: "GET", Path: "/metrics"}) {
+	if slices.Contains(newServer(t, server.Config{}).Routes(), server.Route{Method: "GET", Path: "/metrics"}) {
 		t.Error("/metrics is registered without a metrics handler")
 	}
 	if len(seen) < 20 {

@@ -154,8 +154,9 @@ const (
 	DefaultIdleTimeout  = 90 * time.Second
 )
 
-// New builds a server and its routes.
-func New(cfg Config) *Server {
+// New builds a server and its routes. It fails only when its metrics
+// cannot be registered on cfg.Registerer (see promreg).
+func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -193,13 +194,20 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	s.base, s.cancelBase = context.WithCancel(context.Background())
-	s.metrics = newHTTPMetrics(cfg.Registerer, func() float64 { return float64(s.http.GetCurrentConcurrency()) })
+	var err error
+	if s.metrics, err = newHTTPMetrics(cfg.Registerer, func() float64 { return float64(s.http.GetCurrentConcurrency()) }); err != nil {
+		s.cancelBase()
+		return nil, fmt.Errorf("HTTP metrics: %w", err)
+	}
 	for _, k := range cfg.APIKeys {
 		s.keys = append(s.keys, newAPIKey(k))
 		s.scopes = append(s.scopes, scopeOf(k))
 	}
 	s.limits = limitClasses(&cfg)
-	s.edge = newConnLimits(s, cfg.Registerer)
+	if s.edge, err = newConnLimits(s, cfg.Registerer); err != nil {
+		s.cancelBase()
+		return nil, fmt.Errorf("connection metrics: %w", err)
+	}
 	if cfg.Limiter != nil && cfg.AuthFailureLimit != (apiperf.RatePolicy{}) {
 		s.authLimit = newLimitClass(cfg.AuthFailureLimit)
 	}
@@ -227,7 +235,7 @@ func New(cfg Config) *Server {
 		ErrorHandler:                  s.transportError,
 		Logger:                        s.FastHTTPLogger(),
 	}
-	return s
+	return s, nil
 }
 
 // Handler is the whole API as one fasthttp handler (the Lambda adapter and

@@ -111,7 +111,7 @@ func TestServer_Shutdown(t *testing.T) {
 // learn of an order that exists.
 func TestServer_ShutdownReturnsAfterResponsesAreWritten(t *testing.T) {
 	db, proxy, _ := openProxiedStore(t, testenv.Faults{MySQL: true}, 20*time.Second)
-	srv := server.New(server.Config{Products: db, Orders: db, AccessLog: "off"})
+	srv := newServer(t, server.Config{Products: db, Orders: db, AccessLog: "off"})
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

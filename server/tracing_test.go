@@ -9,7 +9,6 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/api-perf/api-perf/server"
 	"github.com/api-perf/api-perf/tracing"
 )
 
@@ -32,7 +31,7 @@ func tracedServer(b *testing.B, ratio string) fasthttp.RequestHandler {
 	b.Cleanup(func() { p.Shutdown(context.Background()) }) //nolint:errcheck // a sink
 	cfg := benchConfig(b, 100, true)
 	cfg.TracerProvider = p.TracerProvider()
-	return server.New(cfg).Handler()
+	return newServer(b, cfg).Handler()
 }
 
 // BenchmarkServer_GetProductTraced is the cached read with tracing on: 1%

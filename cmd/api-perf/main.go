@@ -207,7 +207,10 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 	if cfg.MetricsAddr == "" {
 		scfg.Metrics = metricsHandler
 	}
-	srv := server.New(scfg)
+	srv, err := server.New(scfg)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
 	go purgeIdempotencyRecords(ctx, db, logger)
 
 	if cfg.LambdaRuntimeAPI != "" {

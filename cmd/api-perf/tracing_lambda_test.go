@@ -40,8 +40,11 @@ func TestTracing_LambdaJoinsTrace(t *testing.T) {
 	}
 	defer db.Close()
 	stores := tracing.NewStores(db, db, tp.provider(), tracing.Database{System: db.Dialect()})
-	srv := server.New(server.Config{Products: stores, Orders: stores, TracerProvider: tp.provider(), Logger: logger,
+	srv, err := server.New(server.Config{Products: stores, Orders: stores, TracerProvider: tp.provider(), Logger: logger,
 		Invocation: lambda.InvocationContext})
+	if err != nil {
+		t.Fatal(err)
+	}
 	h := lambda.NewHandler(tp.flushing(srv.Handler()), lambda.Options{Logger: srv.FastHTTPLogger()})
 
 	for _, tc := range []struct {

@@ -39,7 +39,7 @@ func (f fixed) Get(context.Context, string, apiperf.LoadFunc) ([]byte, error) {
 func (fixed) Invalidate(context.Context, ...string) error { return nil }
 
 func main() {
-	srv := server.New(server.Config{
+	srv, err := server.New(server.Config{
 		Cache:        fixed(getenv("STATIC_BODY", defaultBody)),
 		Logger:       slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Registerer:   prometheus.NewRegistry(),
@@ -47,6 +47,9 @@ func main() {
 		WriteTimeout: timeout("HTTP_WRITE_TIMEOUT"),
 		IdleTimeout:  timeout("HTTP_IDLE_TIMEOUT"),
 	})
+	if err != nil {
+		log.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", getenv("HTTP_ADDR", "127.0.0.1:18093"))
 	if err != nil {
 		log.Fatal(err)

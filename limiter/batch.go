@@ -68,19 +68,27 @@ import (
 // batch before its slots pass (a crowd of clients at a few requests a
 // second each) would still need a call per request. With debt, a process
 // that has seen a reply for the bucket showing it at least half free
-// (counting the debt not yet charged) allows the request at once and sends
-// the charge in the background, coalesced with other calls; the script
-// adds the owed units to the TAT whatever the bucket holds. A charged unit
-// takes a slot no earlier than one interval after it was allowed, so the
-// only way it can break the slot argument above is by landing beyond the
-// window, and what lies beyond the window is at most the debt not yet
-// charged: Debt per process, because a process takes no new debt while a
-// call for the bucket is out or its last reply showed the bucket less than
-// half free. Hence across N processes at most Burst + t/T + N*Debt units
-// in any interval of length t, and a client's long-run rate is still the
-// policy's: it pays for what it was allowed with later refusals. Debt is
-// never taken for a bucket the process has no reply for (a new client's
-// first request is Redis's), nor while a call for it is in flight.
+// (counting the debt not yet charged) allows the request at once and
+// charges it later; the script adds the owed units to the TAT whatever the
+// bucket holds. A charged unit takes a slot no earlier than one interval
+// after it was allowed, so the only way it can break the slot argument
+// above is by landing beyond the window, and what lies beyond the window
+// is at most the debt not yet charged: at most debtCap per process,
+// because a process takes no new debt while a call for the bucket is out
+// or its last reply showed the bucket less than half free. Hence across N
+// processes at most Burst + t/T + N*debtCap units in any interval of
+// length t, and a client's long-run rate is still the policy's: it pays
+// for what it was allowed with later refusals. Debt is never taken for a
+// bucket the process has no reply for (a new client's first request is
+// Redis's), nor while a call for it is in flight.
+//
+// When the debt is charged does not enter that argument, only how much of
+// it there is, so the charge waits (see debt.go): debt below the cap goes
+// out with the next flush, every DebtDelay, in one coalesced round trip
+// with every other client's, and a client making a few requests a second
+// costs Redis one bucket update per flush instead of one per request. Debt
+// that reaches the cap goes out at once, with a request for a batch: the
+// client is busy enough to spend one.
 //
 // Concurrency. All requests of one process for one bucket share a single
 // in-flight script call: the first request that finds no usable token (or
@@ -160,6 +168,8 @@ type bucket struct {
 	// Debt: units allowed before Redis charged them; owed are not yet
 	// sent, owing are in the call now in flight.
 	owed, owing int
+	// queued says that the bucket waits in the debt queue for a flush.
+	queued bool
 }
 
 func (b *bucket) held() int { return b.cur.count + b.spare.count }
@@ -254,7 +264,7 @@ func (b *bucket) idle(now int64) bool {
 	}
 	defer b.mu.Unlock()
 	b.expire(now)
-	return b.inflight == nil && b.held() == 0 && now >= b.denyUntil && b.owed == 0 &&
+	return b.inflight == nil && b.held() == 0 && now >= b.denyUntil && b.owed == 0 && !b.queued &&
 		now-b.seen >= int64(sweepEvery)
 }
 
@@ -275,6 +285,25 @@ func (b *bucket) canOwe(now, t int64, burst, cost, max int) bool {
 }
 
 func max64(a, b int64) int64 { return max(a, b) }
+
+// debtCap is the most debt a process takes for one bucket of a policy
+// with burst: Debt, and never more than an eighth of the burst, so that a
+// small burst (failed authentications, say) is decided exactly.
+func (r *Redis) debtCap(burst int) int { return min(r.debt, burst/8) }
+
+// charge sends the debt just taken for b at once when it has reached the
+// cap, or when debt is never delayed, with a request for a batch: the
+// client is busy. Otherwise the bucket waits for the next flush. The
+// caller holds b.mu and has just allowed a request on debt.
+func (r *Redis) charge(b *bucket, name, key string, t int64, burst int) {
+	if r.debtDelay == 0 || b.owed+b.owing >= r.debtCap(burst) {
+		r.prefetch(b, name, key, t, burst, r.want(t, 1), nil)
+		return
+	}
+	if !b.queued {
+		r.debts.add(b, name, key, t, burst)
+	}
+}
 
 // owe allows a request of cost on debt. The caller holds b.mu and checked
 // canOwe.
@@ -352,10 +381,10 @@ func (r *Redis) tryAllow(key string, p apiperf.RatePolicy, cost int) (apiperf.Ra
 	res, ok := b.decide(now, t, p.Burst, cost)
 	switch {
 	case ok && res.Allowed && b.wantsPrefetch(now, r.batchWindow*250):
-		r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1))
-	case !ok && b.canOwe(now, t, p.Burst, cost, r.debt):
+		r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1), nil)
+	case !ok && b.canOwe(now, t, p.Burst, cost, r.debtCap(p.Burst)):
 		res, ok = b.owe(now, t, p.Burst, cost), true
-		r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1))
+		r.charge(b, p.Name, key, t, p.Burst)
 	}
 	b.mu.Unlock()
 	return res, ok, nil
@@ -371,14 +400,14 @@ func (r *Redis) allowBatched(ctx context.Context, key string, p *apiperf.RatePol
 		now := monoNanos()
 		if res, ok := b.decide(now, t, p.Burst, cost); ok {
 			if res.Allowed && b.wantsPrefetch(now, r.batchWindow*250) {
-				r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1))
+				r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1), nil)
 			}
 			b.mu.Unlock()
 			return res, nil
 		}
-		if b.canOwe(now, t, p.Burst, cost, r.debt) {
+		if b.canOwe(now, t, p.Burst, cost, r.debtCap(p.Burst)) {
 			res := b.owe(now, t, p.Burst, cost)
-			r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1))
+			r.charge(b, p.Name, key, t, p.Burst)
 			b.mu.Unlock()
 			return res, nil
 		}
@@ -454,8 +483,10 @@ func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *apiperf.Ra
 // stores its batch of slots behind those held: as the spare range, or as
 // the current one when none is held. The caller holds b.mu and has
 // checked wantsPrefetch, or has just allowed a request on debt with no
-// call in flight.
-func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int) {
+// call in flight, or is the debt flush, which passes its queue entry (want
+// is then 0: a charge only), so that a failed charge waits for the next
+// flush.
+func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int, retry *debtEntry) {
 	r.closeMu.RLock()
 	defer r.closeMu.RUnlock()
 	if r.closed {
@@ -478,7 +509,12 @@ func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int) 
 		close(ch)
 		b.settle(owed, err)
 		if err != nil {
-			return // the next request that runs out calls Redis itself
+			// The next request that runs out calls Redis itself; a
+			// debt that was not charged waits for the next flush.
+			if retry != nil && b.owed > 0 && !b.queued {
+				r.debts.add(b, retry.name, retry.key, retry.t, retry.burst)
+			}
+			return
 		}
 		b.known = true
 		b.tatNs = sent + rep.resetAfter*1000

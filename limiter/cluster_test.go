@@ -27,7 +27,7 @@ func TestRedisCluster_Exactness(t *testing.T) {
 	for _, mode := range append(redisModes, debtModes...) {
 		t.Run(mode.name, func(t *testing.T) {
 			limiters, prefix := replicaLimiters(t, mode.opts, addrs...)
-			exactness(t, limiters, "client-a", slack(mode.opts, len(limiters)))
+			exactness(t, limiters, "client-a", slack(mode.opts, len(limiters), exactnessBurst))
 
 			// Clients whose keys hash to every master are limited alike.
 			c := MustClient(t, addrs...)

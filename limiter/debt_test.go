@@ -9,6 +9,8 @@ import (
 	"time"
 
 	apiperf "github.com/api-perf/api-perf"
+	"github.com/api-perf/api-perf/internal/testenv"
+	"github.com/redis/rueidis"
 )
 
 // TestRedis_Debt checks requests allowed on debt on the machine's Redis.
@@ -191,6 +193,127 @@ func debt(t *testing.T, addrs ...string) {
 		}
 	})
 
+	// A slow policy: every request after a client's first goes on debt
+	// (its one-token batch is its own), and a charge moves the TAT by an
+	// interval per unit, six minutes, so nothing expires while we look.
+	slow := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Hour, Burst: 100}
+	// ahead is how many of slow's intervals the client's TAT is ahead.
+	ahead := func(t *testing.T, c rueidis.Client, prefix, client string) float64 {
+		t.Helper()
+		s, err := c.Do(ctx, c.B().Get().Key(prefix+"{read:"+client+"}").Build()).ToString()
+		if err != nil {
+			t.Fatalf("GET the TAT of %s: %v", client, err)
+		}
+		tat, _ := strconv.ParseInt(s, 10, 64)
+		return float64(tat-redisTimeMicros(t, c)) / float64(slow.Interval().Microseconds())
+	}
+	// settled fails unless every debt of the clients was charged.
+	settled := func(t *testing.T, r *Redis, clients int) {
+		t.Helper()
+		for i := range clients {
+			b := r.bucket("read", "slow"+strconv.Itoa(i), false)
+			b.mu.Lock()
+			owed, owing := b.owed, b.owing
+			b.mu.Unlock()
+			if owed != 0 || owing != 0 {
+				t.Fatalf("client %d: owed %d, owing %d after the flush", i, owed, owing)
+			}
+		}
+	}
+
+	// Debt below the cap waits for the flush: slow clients make no call
+	// per request, and one flush charges all of them in a few coalesced
+	// round trips (one per client on Cluster, where a batch is a pipeline).
+	t.Run("DelayedChargesShareRoundTrips", func(t *testing.T) {
+		c := MustClient(t, addrs...)
+		prefix := MustPrefix(t, c)
+		r := NewRedis(c, RedisOptions{Prefix: prefix, Debt: 8, DebtDelay: time.Hour})
+		defer r.Close()
+		const clients = 50
+		for i := range clients {
+			mustAllow(t, r, "slow"+strconv.Itoa(i), slow, 1)
+		}
+		r.wg.Wait()
+		before := r.calls.Load()
+		for range 5 {
+			for i := range clients {
+				if res := mustAllow(t, r, "slow"+strconv.Itoa(i), slow, 1); !res.Allowed {
+					t.Fatalf("client %d refused far from its limit: %+v", i, res)
+				}
+			}
+		}
+		if n := r.calls.Load() - before; n != 0 {
+			t.Fatalf("%d script calls for 250 requests on debt below the cap, want none before the flush", n)
+		}
+		if n := r.debts.len(); n != clients {
+			t.Fatalf("%d buckets wait for the flush, want %d", n, clients)
+		}
+		r.debts.flush(r)
+		r.wg.Wait()
+		calls := r.calls.Load() - before
+		if !r.co.cluster && calls > clients/2 {
+			t.Fatalf("the flush made %d round trips for %d clients: the charges were not coalesced", calls, clients)
+		}
+		settled(t, r, clients)
+		for i := range clients {
+			if a := ahead(t, c, prefix, "slow"+strconv.Itoa(i)); a < 5.9 || a > 6 {
+				t.Fatalf("client %d: TAT %.2f intervals ahead after 6 units, want 6", i, a)
+			}
+		}
+		if n := r.debts.len(); n != 0 {
+			t.Fatalf("%d buckets still queued after a flush that charged them", n)
+		}
+		t.Logf("250 requests on debt, charged in %d round trips", calls)
+	})
+
+	// Debt that reaches the cap goes out at once: the client is busy.
+	t.Run("CapSendsAtOnce", func(t *testing.T) {
+		c := MustClient(t, addrs...)
+		r := NewRedis(c, RedisOptions{Prefix: MustPrefix(t, c), Debt: 4, DebtDelay: time.Hour})
+		defer r.Close()
+		mustAllow(t, r, "slow0", slow, 1)
+		r.wg.Wait()
+		before := r.calls.Load()
+		for i := range 4 {
+			mustAllow(t, r, "slow0", slow, 1)
+			r.wg.Wait()
+			if n, want := r.calls.Load()-before, int64(i/3); n != want {
+				t.Fatalf("after %d units of debt (cap 4): %d calls, want %d", i+1, n, want)
+			}
+		}
+		settled(t, r, 1)
+	})
+
+	// A process owes at most an eighth of the burst: a burst under 8 is
+	// decided by Redis every time, whatever Debt says.
+	t.Run("SmallBurstTakesNoDebt", func(t *testing.T) {
+		c := MustClient(t, addrs...)
+		r := NewRedis(c, RedisOptions{Prefix: MustPrefix(t, c), Debt: 8, DebtDelay: time.Hour})
+		defer r.Close()
+		small := slow
+		small.Burst = 7
+		for range 5 {
+			mustAllow(t, r, "small", small, 1)
+		}
+		if n := r.refills.Load(); n != 5 {
+			t.Fatalf("%d of 5 requests waited for Redis with burst 7, want all: no debt under a burst of 8", n)
+		}
+	})
+
+	// Close charges the debt still waiting for a flush.
+	t.Run("CloseCharges", func(t *testing.T) {
+		c := MustClient(t, addrs...)
+		prefix := MustPrefix(t, c)
+		r := NewRedis(c, RedisOptions{Prefix: prefix, Debt: 8, DebtDelay: time.Hour})
+		for range 6 {
+			mustAllow(t, r, "slow0", slow, 1)
+		}
+		r.Close()
+		if a := ahead(t, c, prefix, "slow0"); a < 5.9 {
+			t.Fatalf("TAT %.2f intervals ahead after 6 units and Close, want 6", a)
+		}
+	})
+
 	// With one replica the last reply is the whole truth, and debt is
 	// taken only while the bucket stays at least half free: near the
 	// limit every decision is Redis's, and the limit is exact.
@@ -261,5 +384,48 @@ func TestRedis_BucketsExpire(t *testing.T) {
 			t.Fatalf("%d of 2000 idle clients still held after their reservations passed", n)
 		}
 		time.Sleep(50 * time.Millisecond) // a background charge may still be out
+	}
+}
+
+// TestRedis_DebtChargeRetried: a charge that fails (Redis unreachable)
+// leaves the debt owed and the bucket queued, and the next flush charges
+// it once Redis is back; nothing allowed is forgotten.
+func TestRedis_DebtChargeRetried(t *testing.T) {
+	verifyNoLeaks(t)
+	proxy := testenv.NewProxy(t, redisAddr)
+	direct := MustClient(t, redisAddr)
+	prefix := MustPrefix(t, direct)
+	r := NewRedis(MustClient(t, proxy.Addr()), RedisOptions{Prefix: prefix, Debt: 8, DebtDelay: time.Hour})
+	defer r.Close()
+	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Hour, Burst: 100}
+	for range 6 {
+		mustAllow(t, r, "c", p, 1)
+	}
+	proxy.Down()
+	r.debts.flush(r)
+	r.wg.Wait()
+	b := r.bucket("read", "c", false)
+	b.mu.Lock()
+	owed, queued := b.owed, b.queued
+	b.mu.Unlock()
+	if owed != 5 || !queued || r.debts.len() != 1 {
+		t.Fatalf("after a failed charge: owed %d, queued %v, %d in the queue; want 5, true, 1", owed, queued, r.debts.len())
+	}
+	proxy.Up()
+	r.debts.flush(r)
+	r.wg.Wait()
+	b.mu.Lock()
+	owed, owing := b.owed, b.owing
+	b.mu.Unlock()
+	if owed != 0 || owing != 0 {
+		t.Fatalf("after Redis came back and a flush: owed %d, owing %d", owed, owing)
+	}
+	s, err := direct.Do(context.Background(), direct.B().Get().Key(prefix+"{read:c}").Build()).ToString()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tat, _ := strconv.ParseInt(s, 10, 64)
+	if a := float64(tat-redisTimeMicros(t, direct)) / float64(p.Interval().Microseconds()); a < 5.9 {
+		t.Fatalf("TAT %.2f intervals ahead, want 6: the failed charge was lost", a)
 	}
 }

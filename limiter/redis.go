@@ -114,6 +114,9 @@ const DefaultPrefix = "apiperf:rl:"
 // one round trip when batching: 100ms worth of tokens.
 const DefaultBatchWindow = 100 * time.Millisecond
 
+// DefaultDebtDelay is how often debt waiting to be charged is sent.
+const DefaultDebtDelay = time.Second
+
 // RedisOptions configures NewRedis.
 type RedisOptions struct {
 	// Prefix starts every key; the full key is
@@ -137,10 +140,18 @@ type RedisOptions struct {
 	// before Redis has charged them, when its last reply for that client
 	// showed the bucket at least half free (see batch.go). Such a request
 	// waits for nothing; the charge goes out in the background, coalesced
-	// with others. Across N processes a client may then be allowed up to
-	// N*Debt more than burst + rate*t. Zero (the default) keeps every
-	// decision exact. It does nothing with Plain.
+	// with others. A process never owes more than an eighth of a policy's
+	// burst, so policies with a burst under 8 stay exact. Across N
+	// processes a client may then be allowed up to N*min(Debt, burst/8)
+	// more than burst + rate*t. Zero (the default) keeps every decision
+	// exact. It does nothing with Plain.
 	Debt int
+
+	// DebtDelay is how long debt may wait before it is charged, so that
+	// the requests of a slow client share one charge: debt goes out when it
+	// reaches the cap above or at the next flush, every DebtDelay. Zero
+	// means DefaultDebtDelay; a negative value charges every debt at once.
+	DebtDelay time.Duration
 
 	// MaxCoalesce is the most script calls, for different buckets, sent
 	// in one round trip (see coalesce.go). Zero means DefaultMaxCoalesce;
@@ -166,6 +177,9 @@ type Redis struct {
 	batchWindow int64 // microseconds
 	maxBatch    int
 	debt        int
+	debtDelay   time.Duration // 0: every debt is charged at once
+
+	debts debtQueue // buckets whose debt waits for the next flush
 
 	buckets table[*bucket]
 	co      *coalescer   // nil when every call goes on its own
@@ -196,6 +210,10 @@ func NewRedis(c rueidis.Client, opts RedisOptions) (*Redis, error) {
 		r.batchWindow = DefaultBatchWindow.Microseconds()
 	}
 	r.buckets.init()
+	if r.debt > 0 && !r.plain && opts.DebtDelay >= 0 {
+		r.debtDelay = cmp.Or(opts.DebtDelay, DefaultDebtDelay)
+		r.debts.start(r)
+	}
 	if opts.MaxCoalesce != 1 {
 		r.co = newCoalescer(r, cmp.Or(opts.MaxCoalesce, DefaultMaxCoalesce))
 	}
@@ -244,10 +262,11 @@ func (r *Redis) Preload(ctx context.Context) error {
 	return nil
 }
 
-// Close implements Limiter. It waits for background calls, forgets the
-// tokens reserved in process (they stay counted in Redis until their time
-// passes) and leaves the client open.
+// Close implements Limiter. It charges the debt waiting for a flush, waits
+// for background calls, forgets the tokens reserved in process (they stay
+// counted in Redis until their time passes) and leaves the client open.
 func (r *Redis) Close() {
+	r.debts.stop()
 	r.closeMu.Lock()
 	r.closed = true
 	r.closeMu.Unlock()

@@ -34,10 +34,12 @@ var debtModes = []struct {
 }{
 	{"Debt1", RedisOptions{Debt: 1}},
 	{"Debt3Wide", RedisOptions{Debt: 3, BatchWindow: 2 * time.Second}},
+	{"Debt8Delayed", RedisOptions{Debt: 8, DebtDelay: 50 * time.Millisecond}},
 }
 
-// slack is what a mode may allow beyond burst + rate x t with n replicas.
-func slack(opts RedisOptions, n int) int { return n * opts.Debt }
+// slack is what a mode may allow beyond burst + rate x t with n replicas
+// under a policy of burst.
+func slack(opts RedisOptions, n, burst int) int { return n * min(opts.Debt, burst/8) }
 
 // MustRedis returns a Redis limiter with a unique prefix on the shared
 // Redis, closed at the end of the test.
@@ -287,6 +289,9 @@ func replayOnRedis(t *testing.T, opts RedisOptions, p apiperf.RatePolicy, steps 
 	return maxLate, true
 }
 
+// exactnessBurst is the burst of exactness's policy.
+const exactnessBurst = 20
+
 // exactness sends 200 requests within one second, round robin over the
 // limiters (one goroutine each, as separate replicas would), under 10/1s
 // burst 20, and checks the global guarantee: at most 20 + 10 (+ extra, the
@@ -294,7 +299,7 @@ func replayOnRedis(t *testing.T, opts RedisOptions, p apiperf.RatePolicy, steps 
 // with a positive RetryAfter.
 func exactness(t *testing.T, limiters []Limiter, key string, extra int) {
 	t.Helper()
-	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Second, Burst: 20}
+	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Second, Burst: exactnessBurst}
 	var allowed, denied atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -349,7 +354,7 @@ func TestRedis_Exactness(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			verifyNoLeaks(t)
 			limiters, _ := replicaLimiters(t, mode.opts, redisAddr)
-			exactness(t, limiters, "client-a", slack(mode.opts, len(limiters)))
+			exactness(t, limiters, "client-a", slack(mode.opts, len(limiters), exactnessBurst))
 		})
 	}
 }
@@ -599,7 +604,7 @@ func hammer(t *testing.T, opts RedisOptions, p apiperf.RatePolicy) {
 	}
 	slices.SortFunc(spans, func(a, b span) int { return int(a.from - b.from) })
 	n := len(spans)
-	burst := p.Burst + slack(opts, len(limiters))
+	burst := p.Burst + slack(opts, len(limiters), p.Burst)
 	t.Logf("allowed %d of %d in %v (bound %d), %d script calls", n, requests.Load(), elapsed, burst+int(elapsed/time.Millisecond), calls)
 	if n > burst+int(elapsed/time.Millisecond) {
 		t.Fatalf("allowed %d in %v, more than burst + rate x time", n, elapsed)

@@ -131,7 +131,7 @@ func redisBackends(ctx context.Context, cfg config, client rueidis.Client, logge
 	if err != nil {
 		return nil, nil, fmt.Errorf("cache: %w", err)
 	}
-	rl, err := limiter.NewRedis(client, limiter.RedisOptions{Prefix: cfg.RedisKeyPrefix + "rl:", Debt: cfg.RateLimitDebt, Registerer: reg})
+	rl, err := limiter.NewRedis(client, limiter.RedisOptions{Prefix: cfg.RedisKeyPrefix + "rl:", Debt: cfg.RateLimitDebt, DebtDelay: cfg.RateLimitDebtDelay, Registerer: reg})
 	if err != nil {
 		c.Close()
 		return nil, nil, fmt.Errorf("rate limiter: %w", err)

@@ -20,52 +20,53 @@ import (
 // config is every setting, read once from the environment and validated;
 // an invalid value stops start-up with a message naming its variable.
 type config struct {
-	HTTPAddr          string
-	MetricsAddr       string
-	MySQLDSN          string
-	DataDir           string
-	SQLiteSynchronous string
-	RedisURL          string
-	RedisClientCache  bool
-	RedisKeyPrefix    string
-	CacheEnabled      bool
-	PprofAddr         string
-	CacheTTL          time.Duration
-	ReadPolicy        apiperf.RatePolicy // zero when RATE_LIMIT_READ=off
-	WritePolicy       apiperf.RatePolicy // zero when RATE_LIMIT_WRITE=off
-	AuthFailPolicy    apiperf.RatePolicy // zero when RATE_LIMIT_AUTH_FAILURES=off
-	IPv6Prefix        int
-	ForwardedHeader   server.ForwardedHeader
-	FailClosed        bool
-	RateLimitDebt     int
-	RedisTimeout      time.Duration
-	CacheTimeout      time.Duration
-	TrustedProxies    []netip.Prefix
-	APIKeys           []string
-	DBMaxOpenConns    int
-	DBMaxIdleConns    int
-	DBQueryTimeout    time.Duration
-	OrderBatching     bool
-	OrderLanes        int
-	OrderBatchMax     int
-	OrderQueueMax     int
-	ReplicaDSNs       []string
-	ReplicaMaxLag     time.Duration
-	ReplicaTimeout    time.Duration
-	ShutdownTimeout   time.Duration
-	RequestTimeout    time.Duration
-	ReadTimeout       time.Duration
-	WriteTimeout      time.Duration
-	IdleTimeout       time.Duration
-	LogLevel          slog.Level
-	LogFormat         string
-	AccessLog         string
-	MaxBodySize       int
-	MaxHeaderBytes    int
-	MaxConns          int
-	MaxConnsPerClient int
-	LambdaStripPrefix string
-	LambdaRuntimeAPI  string
+	HTTPAddr           string
+	MetricsAddr        string
+	MySQLDSN           string
+	DataDir            string
+	SQLiteSynchronous  string
+	RedisURL           string
+	RedisClientCache   bool
+	RedisKeyPrefix     string
+	CacheEnabled       bool
+	PprofAddr          string
+	CacheTTL           time.Duration
+	ReadPolicy         apiperf.RatePolicy // zero when RATE_LIMIT_READ=off
+	WritePolicy        apiperf.RatePolicy // zero when RATE_LIMIT_WRITE=off
+	AuthFailPolicy     apiperf.RatePolicy // zero when RATE_LIMIT_AUTH_FAILURES=off
+	IPv6Prefix         int
+	ForwardedHeader    server.ForwardedHeader
+	FailClosed         bool
+	RateLimitDebt      int
+	RateLimitDebtDelay time.Duration
+	RedisTimeout       time.Duration
+	CacheTimeout       time.Duration
+	TrustedProxies     []netip.Prefix
+	APIKeys            []string
+	DBMaxOpenConns     int
+	DBMaxIdleConns     int
+	DBQueryTimeout     time.Duration
+	OrderBatching      bool
+	OrderLanes         int
+	OrderBatchMax      int
+	OrderQueueMax      int
+	ReplicaDSNs        []string
+	ReplicaMaxLag      time.Duration
+	ReplicaTimeout     time.Duration
+	ShutdownTimeout    time.Duration
+	RequestTimeout     time.Duration
+	ReadTimeout        time.Duration
+	WriteTimeout       time.Duration
+	IdleTimeout        time.Duration
+	LogLevel           slog.Level
+	LogFormat          string
+	AccessLog          string
+	MaxBodySize        int
+	MaxHeaderBytes     int
+	MaxConns           int
+	MaxConnsPerClient  int
+	LambdaStripPrefix  string
+	LambdaRuntimeAPI   string
 
 	// Tracing is the OpenTelemetry setup; its Endpoint is empty when
 	// tracing is off (no OTLP endpoint, or OTEL_SDK_DISABLED=true).
@@ -175,7 +176,7 @@ var settings = []setting{
 		policy("read", func(c *config) *apiperf.RatePolicy { return &c.ReadPolicy })},
 	{"RATE_LIMIT_WRITE", "20/1s,burst=40", "GCRA limit per client on writes: `RATE/PERIOD[,burst=N]` or `off`.",
 		policy("write", func(c *config) *apiperf.RatePolicy { return &c.WritePolicy })},
-	{"RATE_LIMIT_DEBT", "1", "Requests per client a replica may allow before Redis has charged them, while the client's bucket is at least half full; `0` makes every decision wait for Redis. Across N replicas a client gets at most burst + rate × t + N × this.",
+	{"RATE_LIMIT_DEBT", "8", "Requests per client a replica may allow before Redis has charged them, while the client's bucket is at least half full, and never more than an eighth of the policy's burst (a burst under 8 is always exact); `0` makes every decision wait for Redis. Across N replicas a client gets at most burst + rate × t + N × min(this, burst/8).",
 		func(c *config, v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 || n > 1000 {
@@ -184,6 +185,8 @@ var settings = []setting{
 			c.RateLimitDebt = n
 			return nil
 		}},
+	{"RATE_LIMIT_DEBT_DELAY", "1s", "How long debt below `RATE_LIMIT_DEBT` may wait before it is charged, so that the requests of a slow client share one Redis call; debt that reaches the cap is charged at once. `0` or `off` charges every debt at once.",
+		durationOrOff(func(c *config) *time.Duration { return &c.RateLimitDebtDelay })},
 	{"RATE_LIMIT_AUTH_FAILURES", "10/1m,burst=10", "GCRA limit per address on failed authentications (when `API_KEYS` is set: writes without a valid key, and any request whose bearer token is no key); once spent they get 429 instead of 401. `off` leaves them unlimited.",
 		policy("auth", func(c *config) *apiperf.RatePolicy { return &c.AuthFailPolicy })},
 	{"RATE_LIMIT_IPV6_PREFIX", "64", "Prefix length that groups IPv6 clients for rate limiting: every address in one /64 (one subscriber's allocation) is one client. `128` limits each address.",

@@ -1,0 +1,114 @@
+package limiter
+
+import (
+	"strings"
+	"sync"
+	"time"
+)
+
+// The debt flush.
+//
+// Debt below the cap waits here for the next flush instead of costing a
+// script call per request (see batch.go for why that keeps the bound). A
+// bucket joins the queue when it takes its first debt since the last
+// flush; every DebtDelay the flush takes the whole queue and sends each
+// bucket's debt as a charge-only call, queued in the coalescer with every
+// other call, so the charges of a crowd go out in a few round trips. A
+// bucket whose call is still in flight stays for the next flush; a charge
+// that fails goes back into the queue. Close flushes once more, so a
+// process that stops cleanly leaves no debt uncharged.
+
+// debtEntry is one bucket waiting for the flush, with what its call needs.
+// The strings are the queue's own: a request's may point into its buffers.
+type debtEntry struct {
+	b         *bucket
+	name, key string
+	t         int64
+	burst     int
+}
+
+// debtQueue is the buckets waiting for the next flush.
+type debtQueue struct {
+	mu      sync.Mutex
+	entries []debtEntry
+
+	quit     chan struct{} // closed by stop
+	done     chan struct{} // closed when the flush loop has returned
+	stopOnce sync.Once
+}
+
+// start runs the flush loop for r, every r.debtDelay, until stop.
+func (q *debtQueue) start(r *Redis) {
+	q.quit, q.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(q.done)
+		tick := time.NewTicker(r.debtDelay)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				q.flush(r)
+			case <-q.quit:
+				q.flush(r)
+				return
+			}
+		}
+	}()
+}
+
+// stop ends the flush loop after one last flush; the calls that flush
+// queued are the limiter's background calls, which Close waits for. It
+// does nothing when the loop never started.
+func (q *debtQueue) stop() {
+	if q.quit == nil {
+		return
+	}
+	q.stopOnce.Do(func() { close(q.quit) })
+	<-q.done
+}
+
+// add queues b. The caller holds b.mu.
+func (q *debtQueue) add(b *bucket, name, key string, t int64, burst int) {
+	b.queued = true
+	e := debtEntry{b: b, name: strings.Clone(name), key: strings.Clone(key), t: t, burst: burst}
+	q.mu.Lock()
+	q.entries = append(q.entries, e)
+	q.mu.Unlock()
+}
+
+// len is the number of buckets waiting, for tests.
+func (q *debtQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.entries)
+}
+
+// flush sends the debt of every bucket in the queue.
+func (q *debtQueue) flush(r *Redis) {
+	q.mu.Lock()
+	entries := q.entries
+	q.entries = nil
+	q.mu.Unlock()
+	var later []debtEntry
+	for i := range entries {
+		e := &entries[i]
+		b := e.b
+		b.mu.Lock()
+		switch {
+		case b.owed == 0:
+			// Charged meanwhile by a call that reached the cap.
+			b.queued = false
+		case b.inflight != nil:
+			later = append(later, *e)
+		default:
+			b.queued = false
+			r.prefetch(b, e.name, e.key, e.t, e.burst, 0, e)
+		}
+		b.mu.Unlock()
+	}
+	if len(later) > 0 {
+		q.mu.Lock()
+		q.entries = append(q.entries, later...)
+		q.mu.Unlock()
+	}
+}

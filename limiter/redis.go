@@ -210,10 +210,6 @@ func NewRedis(c rueidis.Client, opts RedisOptions) (*Redis, error) {
 		r.batchWindow = DefaultBatchWindow.Microseconds()
 	}
 	r.buckets.init()
-	if r.debt > 0 && !r.plain && opts.DebtDelay >= 0 {
-		r.debtDelay = cmp.Or(opts.DebtDelay, DefaultDebtDelay)
-		r.debts.start(r)
-	}
 	if opts.MaxCoalesce != 1 {
 		r.co = newCoalescer(r, cmp.Or(opts.MaxCoalesce, DefaultMaxCoalesce))
 	}
@@ -227,6 +223,10 @@ func NewRedis(c rueidis.Client, opts RedisOptions) (*Redis, error) {
 		}, func() float64 { return float64(r.calls.Load()) })); err != nil {
 			return nil, err
 		}
+	}
+	if r.debt > 0 && !r.plain && opts.DebtDelay >= 0 {
+		r.debtDelay = cmp.Or(opts.DebtDelay, DefaultDebtDelay)
+		r.debts.start(r)
 	}
 	return r, nil
 }

@@ -51,7 +51,7 @@ func BenchmarkRedis_GetHitNoClientCache(b *testing.B) {
 
 // BenchmarkLocal_GetHit is the in-process cache of the embedded default.
 func BenchmarkLocal_GetHit(b *testing.B) {
-	l := NewLocal(Options{})
+	l := newLocal(b, Options{})
 	defer l.Close()
 	benchmarkGetHit(b, l)
 }

@@ -46,7 +46,7 @@ func openRedis(clientCache bool) func(*testing.T, int, Options) ([]Cache, []*pro
 func openLocal(t *testing.T, _ int, opts Options) ([]Cache, []*prometheus.Registry) {
 	reg := prometheus.NewRegistry()
 	opts.Registerer = reg
-	l := NewLocal(opts)
+	l := newLocal(t, opts)
 	t.Cleanup(l.Close)
 	return []Cache{l}, []*prometheus.Registry{reg}
 }

@@ -172,3 +172,13 @@ func captureLogger() (*slog.Logger, *testenv.Buffer) {
 	b := &testenv.Buffer{}
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
 }
+
+// newLocal is NewLocal for a test, which fails on its error.
+func newLocal(tb testing.TB, opts Options) *Local {
+	tb.Helper()
+	l, err := NewLocal(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return l
+}

@@ -51,17 +51,17 @@ const sweepEvery = time.Second
 
 // NewLocal returns an in-process cache and starts the goroutine of its
 // clock, which also drops expired entries; Close stops it. Options.Prefix,
-// Timeout and RetryInterval do not apply. It panics on Options that
-// withDefaults rejects or metrics that cannot be registered: both are
-// wiring mistakes, not runtime conditions.
-func NewLocal(opts Options) *Local {
+// Timeout and RetryInterval do not apply. It fails on Options that
+// withDefaults rejects and on metrics that cannot be registered (see
+// promreg), as NewRedis does.
+func NewLocal(opts Options) (*Local, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
-		panic(err)
+		return nil, err
 	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
-		panic(err)
+		return nil, err
 	}
 	shortest := opts.TTL
 	if opts.negativeEnabled() {
@@ -70,7 +70,7 @@ func NewLocal(opts Options) *Local {
 	l := &Local{opts: opts, m: m}
 	l.proto = newProtocol(l, m, &l.opts)
 	l.clock.start(min(max(shortest/20, time.Millisecond), 100*time.Millisecond), l.sweep)
-	return l
+	return l, nil
 }
 
 // Get implements Cache. A hit takes no lock and does not allocate.

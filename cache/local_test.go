@@ -3,8 +3,11 @@ package cache
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	apiperf "github.com/api-perf/api-perf"
 )
@@ -14,7 +17,7 @@ import (
 
 func TestLocal_MaxEntries(t *testing.T) {
 	verifyNoLeaks(t)
-	l := NewLocal(Options{MaxEntries: 100})
+	l := newLocal(t, Options{MaxEntries: 100})
 	defer l.Close()
 	src := newSource("v")
 	for i := 0; i < 1000; i++ {
@@ -34,7 +37,7 @@ func TestLocal_MaxEntries(t *testing.T) {
 
 func TestLocal_SweepsExpiredEntries(t *testing.T) {
 	verifyNoLeaks(t)
-	l := NewLocal(Options{TTL: 50 * time.Millisecond, NegativeTTL: 50 * time.Millisecond})
+	l := newLocal(t, Options{TTL: 50 * time.Millisecond, NegativeTTL: 50 * time.Millisecond})
 	defer l.Close()
 	src := newSource("v")
 	for i := 0; i < 50; i++ {
@@ -52,7 +55,7 @@ func TestLocal_SweepsExpiredEntries(t *testing.T) {
 
 func TestLocal_Close(t *testing.T) {
 	verifyNoLeaks(t)
-	l := NewLocal(Options{})
+	l := newLocal(t, Options{})
 	l.Close()
 	l.Close() // a second Close is harmless
 	if got := mustGet(t, l, "k", newSource("v").load); got != "v" {
@@ -60,14 +63,26 @@ func TestLocal_Close(t *testing.T) {
 	}
 }
 
-func TestNewLocal_PanicsOnBadOptions(t *testing.T) {
-	defer func() {
-		if recover() == nil {
-			t.Error("NewLocal accepted a negative TTL")
-		}
-	}()
-	l := NewLocal(Options{TTL: -time.Second})
-	l.Close()
+func TestNewLocal_BadOptions(t *testing.T) {
+	if l, err := NewLocal(Options{TTL: -time.Second}); err == nil {
+		l.Close()
+		t.Error("NewLocal accepted a negative TTL")
+	}
+}
+
+// A collector of another shape under one of the cache's metric names is
+// NewLocal's error, not a panic.
+func TestNewLocal_MetricConflict(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "apiperf_cache_requests_total", Help: "another"}))
+	l, err := NewLocal(Options{Registerer: reg})
+	if err == nil {
+		l.Close()
+		t.Fatal("NewLocal accepted a conflicting apiperf_cache_requests_total")
+	}
+	if !strings.Contains(err.Error(), "cache metrics") {
+		t.Errorf("the error %q does not say it is the cache's metrics", err)
+	}
 }
 
 // TestCache_HitAllocations holds the hit paths to their allocation budget:
@@ -109,7 +124,7 @@ func TestCache_HitAllocations(t *testing.T) {
 // of a load that panicked, as it does in Redis, so nothing is left behind.
 func TestLocal_PanickingLoaderReleasesItsLease(t *testing.T) {
 	verifyNoLeaks(t)
-	l := NewLocal(Options{})
+	l := newLocal(t, Options{})
 	defer l.Close()
 	func() {
 		defer func() {

@@ -3,6 +3,7 @@ package cache
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	apiperf "github.com/api-perf/api-perf"
 	"github.com/api-perf/api-perf/internal/promreg"
 )
 
@@ -45,8 +46,9 @@ type metrics struct {
 
 // newMetrics builds the counters and registers them with reg when it is not
 // nil. Several caches may share one registry: an already registered
-// collector of the same shape is reused.
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// collector of the same shape is reused; any other clash is the error.
+func newMetrics(reg prometheus.Registerer) (_ *metrics, err error) {
+	defer apiperf.Wrap(&err, "cache metrics")
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "apiperf_cache_requests_total",
 		Help: "Cache Gets by result: client_hit (process memory), redis_hit, miss, negative_hit.",
@@ -64,7 +66,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help: "Invalidate calls that could not reach Redis; the keys stay stale until their TTL.",
 	})
 	if reg != nil {
-		var err error
 		if requests, err = promreg.Register(reg, requests); err != nil {
 			return nil, err
 		}

@@ -469,7 +469,7 @@ func TestNewRedis_SharesARegistry(t *testing.T) {
 		defer r.Close()
 		caches = append(caches, r)
 	}
-	l := NewLocal(Options{Registerer: reg})
+	l := newLocal(t, Options{Registerer: reg})
 	defer l.Close()
 	caches = append(caches, l)
 	src := newSource("v")

@@ -118,7 +118,10 @@ func TestAPI_Orders_CommittedIsAnsweredCreated(t *testing.T) {
 	proxy := testenv.NewChaosProxy(t, cfg.Addr, testenv.Faults{MySQL: true})
 	cfg.Addr = proxy.Addr()
 	db := openStore(t, "mysql", cfg.FormatDSN())
-	c := cache.NewLocal(cache.Options{TTL: time.Minute})
+	c, err := cache.NewLocal(cache.Options{TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(c.Close)
 	ts := startServer(t, db, server.Config{Products: db, Orders: db, Cache: c})
 	ts.do(t, "POST", "/products", `{"name":"A","price":1,"stock":10}`).want(t, 201)

@@ -61,7 +61,10 @@ func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prom
 	b := &backends{}
 	copts := cacheOptions(cfg, logger, reg)
 	if cfg.RedisURL == "" {
-		c := cache.NewLocal(copts)
+		c, err := cache.NewLocal(copts)
+		if err != nil {
+			return nil, err
+		}
 		b.cache, b.closers = c, append(b.closers, c.Close)
 		// The in-process limiter never fails; the Fallback around it only
 		// counts decisions, so embedded mode has the same metrics.
@@ -129,7 +132,7 @@ func redisCheck(cfg config, p apiperf.Pinger) server.Check {
 func redisBackends(ctx context.Context, cfg config, client rueidis.Client, logger *slog.Logger, reg prometheus.Registerer) (*cache.Redis, *limiter.Fallback, error) {
 	c, err := cache.NewRedis(client, cacheOptions(cfg, logger, reg))
 	if err != nil {
-		return nil, nil, fmt.Errorf("cache: %w", err)
+		return nil, nil, err
 	}
 	rl, err := limiter.NewRedis(client, limiter.RedisOptions{Prefix: cfg.RedisKeyPrefix + "rl:", Debt: cfg.RateLimitDebt, DebtDelay: cfg.RateLimitDebtDelay, Registerer: reg})
 	if err != nil {

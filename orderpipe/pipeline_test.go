@@ -485,3 +485,13 @@ func TestPipeline_InvalidateOncePerBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestNew_MetricConflict: a collector of another shape under one of the
+// pipeline's metric names is New's error.
+func TestNew_MetricConflict(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "apiperf_order_queue_full_total", Help: "another"}))
+	if _, err := orderpipe.New(nil, orderpipe.Options{Registerer: reg}); err == nil {
+		t.Fatal("New accepted a conflicting apiperf_order_queue_full_total")
+	}
+}

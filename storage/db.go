@@ -143,7 +143,7 @@ func open(ctx context.Context, cfg Config, native func(ctx context.Context, dsn 
 		}
 	}
 	if d.metrics, err = newMetrics(cfg.Registerer, len(cfg.ReadDSNs) > 0); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	if len(cfg.ReadDSNs) > 0 {
 		// A replica read must leave the primary time for the retry.

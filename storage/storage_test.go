@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	apiperf "github.com/api-perf/api-perf"
 	"github.com/api-perf/api-perf/internal/testenv"
 	"github.com/api-perf/api-perf/storage"
@@ -393,6 +395,26 @@ func TestOpen_Unreachable(t *testing.T) {
 	_, err = storage.Open(context.Background(), storage.Config{MySQLDSN: "not a dsn"})
 	if err == nil {
 		t.Fatal("bad DSN accepted")
+	}
+}
+
+// TestOpen_MetricConflict: a collector of another shape under one of the
+// store's metric names is Open's error, and the same store twice on one
+// registry shares the series.
+func TestOpen_MetricConflict(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	for range 2 {
+		db, err := storage.Open(context.Background(), storage.Config{DataDir: t.TempDir(), Registerer: reg})
+		if err != nil {
+			t.Fatalf("the same store twice on one registry: %v", err)
+		}
+		db.Close()
+	}
+	reg = prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "apiperf_db_reads_total", Help: "another"}))
+	if db, err := storage.Open(context.Background(), storage.Config{DataDir: t.TempDir(), Registerer: reg}); err == nil {
+		db.Close()
+		t.Fatal("Open accepted a conflicting apiperf_db_reads_total")
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	apiperf "github.com/api-perf/api-perf"
+	"github.com/api-perf/api-perf/internal/promreg"
 	"github.com/api-perf/api-perf/orderpipe"
 	"github.com/api-perf/api-perf/server"
 	"github.com/api-perf/api-perf/server/lambda"
@@ -138,10 +139,8 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 	}
 	defer db.Close()
 
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewDBStatsCollector(db.SQL(), "apiperf"), newBuildInfoMetric(buildVersion()))
-	for name, pool := range db.ReplicaPools() {
-		reg.MustRegister(collectors.NewDBStatsCollector(pool, "apiperf-replica-"+name))
+	if err := registerRuntimeMetrics(reg, db); err != nil {
+		return err
 	}
 	metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 
@@ -275,6 +274,23 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, onListen listen
 	return nil
 }
 
+// registerRuntimeMetrics registers the Go runtime's, the process's, the
+// connection pools' and the build's metrics. Like every package's, they go
+// through promreg: a clash with another collector stops start-up.
+func registerRuntimeMetrics(reg prometheus.Registerer, db *storage.DB) error {
+	cs := []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewDBStatsCollector(db.SQL(), "apiperf"), newBuildInfoMetric(buildVersion())}
+	for name, pool := range db.ReplicaPools() {
+		cs = append(cs, collectors.NewDBStatsCollector(pool, "apiperf-replica-"+name))
+	}
+	for _, c := range cs {
+		if _, err := promreg.Register(reg, c); err != nil {
+			return fmt.Errorf("runtime metrics: %w", err)
+		}
+	}
+	return nil
+}
+
 // orderStore is db, behind the order pipeline unless ORDER_BATCHING is
 // off. The pipeline drops a batch's products from cache once per batch.
 func orderStore(db apiperf.OrderStore, c apiperf.Cache, cfg config, logger *slog.Logger, reg prometheus.Registerer) (apiperf.OrderStore, error) {
@@ -293,7 +309,11 @@ func orderStore(db apiperf.OrderStore, c apiperf.Cache, cfg config, logger *slog
 			}
 		}
 	}
-	return orderpipe.New(db, opts)
+	pl, err := orderpipe.New(db, opts)
+	if err != nil {
+		return nil, fmt.Errorf("order pipeline: %w", err)
+	}
+	return pl, nil
 }
 
 // readinessChecks are the database, the backends' (Redis), and the read

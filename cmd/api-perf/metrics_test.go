@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,7 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/api-perf/api-perf/internal/testenv"
+	"github.com/api-perf/api-perf/storage"
 )
 
 // documentedMetrics are the series README's metrics section promises;
@@ -109,5 +113,25 @@ func TestMetrics_BuildInfo(t *testing.T) {
 	want := fmt.Sprintf(`apiperf_build_info{goversion=%q,revision="feedface",version="v9.8.7"} 1`, runtime.Version())
 	if status != 200 || !strings.Contains(body, want+"\n") {
 		t.Fatalf("scrape (%d) lacks %s", status, want)
+	}
+}
+
+// TestRegisterRuntimeMetrics_Conflict: a collector of another shape under
+// a runtime metric's name is an error naming the runtime metrics, which
+// serve returns (start-up fails), not a panic.
+func TestRegisterRuntimeMetrics_Conflict(t *testing.T) {
+	db, err := storage.Open(context.Background(), storage.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := registerRuntimeMetrics(prometheus.NewRegistry(), db); err != nil {
+		t.Fatalf("an empty registry: %v", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "go_goroutines", Help: "another"}))
+	err = registerRuntimeMetrics(reg, db)
+	if err == nil || !strings.Contains(err.Error(), "runtime metrics") || !strings.Contains(err.Error(), "go_goroutines") {
+		t.Fatalf("a conflicting go_goroutines: %v, want an error naming the runtime metrics and go_goroutines", err)
 	}
 }

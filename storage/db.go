@@ -48,8 +48,8 @@ type Config struct {
 	// SkipMigrations leaves the schema alone (the caller ran them already).
 	SkipMigrations bool
 
-	// ReadDSNs are replicas of MySQLDSN (MYSQL_READ_DSN). List reads go to
-	// one of them while it is within MaxReplicaLag; see replicas.go.
+	// ReadDSNs are replicas of MySQLDSN. List reads go to one of them
+	// while it is within MaxReplicaLag; see replicas.go.
 	ReadDSNs []string
 	// MaxReplicaLag is how far behind a replica may be and still be read;
 	// zero means 1s.
@@ -84,7 +84,7 @@ type DB struct {
 	writers chan struct{}
 	// latest is the last migration this build knows: Ping's bar.
 	latest int
-	// replicas route list reads; nil without MYSQL_READ_DSN.
+	// replicas route list reads; nil without Config.ReadDSNs.
 	replicas *replicaSet
 	metrics  *metrics
 	// Path is the SQLite file in the embedded default, empty for MySQL.
@@ -114,7 +114,7 @@ func open(ctx context.Context, cfg Config, native func(ctx context.Context, dsn 
 		return nil, err
 	}
 	if len(cfg.ReadDSNs) > 0 && t.dialect != mysqlDialect {
-		return nil, errors.New("MYSQL_READ_DSN: read replicas need MYSQL_DSN (the embedded SQLite database has none)")
+		return nil, &ConfigError{Field: "ReadDSNs", Err: errors.New("read replicas need a MySQL primary (the embedded SQLite database has none)")}
 	}
 	d := &DB{timeout: cfg.QueryTimeout, dialect: t.dialect, Path: t.path, latest: latest(t.dialect.migrations())}
 	if d.timeout <= 0 {
@@ -247,6 +247,18 @@ func (d *DB) migrate(ctx context.Context, t target) error {
 	return err
 }
 
+// ConfigError is a Config field Open cannot use. Its message names the
+// field; a caller that took the value from a setting of its own can name
+// that setting instead (errors.As, then Field and Err).
+type ConfigError struct {
+	Field string // the Config field, such as "ReadDSNs"
+	Err   error
+}
+
+func (e *ConfigError) Error() string { return "Config." + e.Field + ": " + e.Err.Error() }
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
 // target is the database a Config names, resolved once: its dialect, the
 // DSN its driver opens, and for SQLite the file's path.
 type target struct {
@@ -255,10 +267,10 @@ type target struct {
 	path    string
 }
 
-// resolve checks cfg's DSN, or creates DATA_DIR for the SQLite file.
+// resolve checks cfg's DSN, or creates DataDir for the SQLite file.
 func resolve(cfg Config) (target, error) {
 	if cfg.MySQLDSN != "" {
-		dsn, err := normalizeDSN("MYSQL_DSN", cfg.MySQLDSN)
+		dsn, err := normalizeDSN("MySQLDSN", cfg.MySQLDSN)
 		return target{dialect: mysqlDialect, dsn: dsn}, err
 	}
 	dir := cfg.DataDir
@@ -266,7 +278,7 @@ func resolve(cfg Config) (target, error) {
 		dir = "data"
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return target{}, fmt.Errorf("cannot create DATA_DIR: %w", err)
+		return target{}, &ConfigError{Field: "DataDir", Err: fmt.Errorf("cannot create it: %w", err)}
 	}
 	path := filepath.Join(dir, "api-perf.db")
 	return target{dialect: sqliteDialect, dsn: sqliteDSN(path, cfg.SQLiteSynchronous), path: path}, nil
@@ -296,17 +308,18 @@ func retryUnavailable(ctx context.Context, fn func() error) error {
 	}
 }
 
-// normalizeDSN parses dsn (the value of the variable name) and sets what the stores rely on: times parsed as UTC,
+// normalizeDSN parses dsn (the value of Config's field) and sets what the
+// stores rely on: times parsed as UTC,
 // the session clock in UTC, a bounded dial, and affected-row counts that
 // count changed rows only (an idempotency upsert that finds its key taken
 // must report 0, not 1). Reads and writes need no
 // socket deadlines of their own: every call carries a context deadline,
 // which the driver enforces by closing the connection, and per-read
 // deadlines would cost timer updates on every packet.
-func normalizeDSN(name, dsn string) (string, error) {
+func normalizeDSN(field, dsn string) (string, error) {
 	c, err := mysql.ParseDSN(dsn)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", name, err)
+		return "", &ConfigError{Field: field, Err: err}
 	}
 	c.ParseTime = true
 	c.Loc = time.UTC

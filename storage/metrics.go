@@ -19,7 +19,7 @@ const (
 // that could have gone to a replica went to the primary.
 const (
 	// reasonLag: replicas answer their checks, but none is within
-	// MYSQL_READ_MAX_LAG.
+	// Config.MaxReplicaLag.
 	reasonLag = "lag"
 	// reasonDown: no replica answers its checks.
 	reasonDown = "down"
@@ -55,11 +55,11 @@ func newMetrics(reg prometheus.Registerer, withReplicas bool) (*metrics, error) 
 		}, []string{"replica"}),
 		healthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "apiperf_db_replica_healthy",
-			Help: "1 while list reads may go to the replica (it answers and is within MYSQL_READ_MAX_LAG), else 0.",
+			Help: "1 while list reads may go to the replica (it answers and is within the maximum lag), else 0.",
 		}, []string{"replica"}),
 		maxLag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "apiperf_db_replica_max_lag_seconds",
-			Help: "MYSQL_READ_MAX_LAG: a replica further behind is not read.",
+			Help: "The maximum replica lag: a replica further behind is not read.",
 		}),
 		heartbeatErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "apiperf_db_heartbeat_errors_total",

@@ -30,7 +30,7 @@ func (d *DB) Order(ctx context.Context, id int64) (_ *apiperf.Order, err error) 
 }
 
 // Orders lists orders in id order, filtered by status and product, from a
-// replica within MYSQL_READ_MAX_LAG when there is one (see listRead).
+// replica within Config.MaxReplicaLag when there is one (see listRead).
 func (d *DB) Orders(ctx context.Context, f apiperf.OrderFilter) (out []apiperf.Order, err error) {
 	defer apiperf.Wrap(&err, "Orders")
 	ctx, cancel := d.withTimeout(ctx)

@@ -57,7 +57,7 @@ func (d *DB) Product(ctx context.Context, id int64) (_ *apiperf.Product, err err
 }
 
 // Products returns one page of products in id order, from a replica
-// within MYSQL_READ_MAX_LAG when there is one (see listRead).
+// within Config.MaxReplicaLag when there is one (see listRead).
 func (d *DB) Products(ctx context.Context, page apiperf.Page) (out []apiperf.Product, err error) {
 	defer apiperf.Wrap(&err, "Products")
 	ctx, cancel := d.withTimeout(ctx)

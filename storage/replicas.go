@@ -18,7 +18,7 @@ import (
 	apiperf "github.com/api-perf/api-perf"
 )
 
-// Read replicas (MYSQL_READ_DSN). Lists are the only reads that go to a
+// Read replicas (Config.ReadDSNs). Lists are the only reads that go to a
 // replica; everything else (writes, transactions, the order path, and
 // reads by id, which fill the cache and answer If-Match) stays on the
 // primary, so no client ever sees its own acknowledged write undone.
@@ -46,9 +46,9 @@ const (
 	// always has a fresh measurement.
 	heartbeatInterval    = 250 * time.Millisecond
 	minHeartbeatInterval = 50 * time.Millisecond
-	// defaultMaxLag is MYSQL_READ_MAX_LAG's default.
+	// defaultMaxLag is Config.MaxReplicaLag's default.
 	defaultMaxLag = time.Second
-	// defaultReplicaTimeout is MYSQL_READ_TIMEOUT's default.
+	// defaultReplicaTimeout is Config.ReplicaTimeout's default.
 	defaultReplicaTimeout = 500 * time.Millisecond
 	// maxReplicaAttempts bounds the replicas one list read tries before
 	// the primary.
@@ -78,7 +78,7 @@ func (s replicaState) String() string {
 	return [...]string{"unknown", "healthy", "lagging", "down"}[s]
 }
 
-// replica is one MYSQL_READ_DSN server.
+// replica is one server of Config.ReadDSNs.
 type replica struct {
 	// name is host:port from the DSN: the metrics' label, the logs' key.
 	name string
@@ -148,13 +148,13 @@ func openReplicas(cfg Config, primaryDSN string, m *metrics) (_ *replicaSet, err
 	}()
 	seen := map[string]bool{}
 	for _, raw := range cfg.ReadDSNs {
-		dsn, err := normalizeDSN("MYSQL_READ_DSN", raw)
+		dsn, err := normalizeDSN("ReadDSNs", raw)
 		if err != nil {
 			return nil, err
 		}
 		c, _ := mysql.ParseDSN(dsn)
 		if seen[c.Addr] {
-			return nil, fmt.Errorf("MYSQL_READ_DSN: %s is listed twice", c.Addr)
+			return nil, &ConfigError{Field: "ReadDSNs", Err: fmt.Errorf("%s is listed twice", c.Addr)}
 		}
 		seen[c.Addr] = true
 		r := &replica{name: c.Addr}
@@ -296,7 +296,7 @@ func (s *replicaSet) checkReplica(ctx context.Context, r *replica) {
 	lag := max(time.Duration(us.Int64)*time.Microsecond, 0)
 	if lag > s.maxLag {
 		r.usableUntil.Store(0)
-		s.setState(r, stateLagging, fmt.Sprintf("%v behind, more than MYSQL_READ_MAX_LAG %v", lag.Round(time.Millisecond), s.maxLag), lag, true)
+		s.setState(r, stateLagging, fmt.Sprintf("%v behind, more than the maximum lag %v", lag.Round(time.Millisecond), s.maxLag), lag, true)
 		return
 	}
 	if r.gen.Load() != gen {
@@ -462,7 +462,7 @@ func (s *replicaSet) Ping(context.Context) error {
 		case r.state == stateHealthy:
 			// Its last measurement is too old to vouch for MaxLag now:
 			// the checker is late, or the replica is slow to answer.
-			st = r.name + ": lagging (no measurement within MYSQL_READ_MAX_LAG)"
+			st = r.name + ": lagging (no measurement within the maximum lag)"
 		case r.reason != "":
 			st += " (" + r.reason + ")"
 		}

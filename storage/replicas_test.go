@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -413,25 +414,26 @@ func testDownAtStart(t *testing.T) {
 	}
 }
 
-// TestOpen_ReadDSNs: bad replica settings stop Open with a message naming
-// MYSQL_READ_DSN.
+// TestOpen_ReadDSNs: bad replica settings stop Open with a ConfigError
+// naming Config.ReadDSNs.
 func TestOpen_ReadDSNs(t *testing.T) {
 	for name, c := range map[string]struct {
 		cfg  storage.Config
 		want string
 	}{
-		"SQLite":    {storage.Config{DataDir: t.TempDir(), ReadDSNs: []string{"root@tcp(127.0.0.1:3306)/x"}}, "MYSQL_READ_DSN: read replicas need MYSQL_DSN"},
-		"Malformed": {storage.Config{MySQLDSN: testenv.MySQLDSN(t), ReadDSNs: []string{"root@tcp(127.0.0.1:3306/x"}}, "MYSQL_READ_DSN: "},
+		"SQLite":    {storage.Config{DataDir: t.TempDir(), ReadDSNs: []string{"root@tcp(127.0.0.1:3306)/x"}}, "Config.ReadDSNs: read replicas need a MySQL primary"},
+		"Malformed": {storage.Config{MySQLDSN: testenv.MySQLDSN(t), ReadDSNs: []string{"root@tcp(127.0.0.1:3306/x"}}, "Config.ReadDSNs: "},
 		"Twice": {storage.Config{MySQLDSN: testenv.MySQLDSN(t),
-			ReadDSNs: []string{"root@tcp(10.0.0.1:3306)/x", "u@tcp(10.0.0.1:3306)/x"}}, "MYSQL_READ_DSN: 10.0.0.1:3306 is listed twice"},
+			ReadDSNs: []string{"root@tcp(10.0.0.1:3306)/x", "u@tcp(10.0.0.1:3306)/x"}}, "Config.ReadDSNs: 10.0.0.1:3306 is listed twice"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			db, err := storage.Open(context.Background(), c.cfg)
 			if err == nil {
 				db.Close()
 			}
-			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("Open = %v, want an error containing %q", err, c.want)
+			var ce *storage.ConfigError
+			if err == nil || !strings.Contains(err.Error(), c.want) || !errors.As(err, &ce) || ce.Field != "ReadDSNs" {
+				t.Fatalf("Open = %v, want a ConfigError for ReadDSNs containing %q", err, c.want)
 			}
 		})
 	}

@@ -2,6 +2,10 @@ package storage_test
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -395,6 +399,27 @@ func TestOpen_Unreachable(t *testing.T) {
 	_, err = storage.Open(context.Background(), storage.Config{MySQLDSN: "not a dsn"})
 	if err == nil {
 		t.Fatal("bad DSN accepted")
+	}
+}
+
+// TestOpen_DataDir: a data directory that cannot be created is a
+// ConfigError naming Config.DataDir.
+func TestOpen_DataDir(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := storage.Open(context.Background(), storage.Config{DataDir: filepath.Join(file, "data")})
+	if err == nil {
+		db.Close()
+	}
+	var ce *storage.ConfigError
+	if !errors.As(err, &ce) || ce.Field != "DataDir" || !strings.Contains(err.Error(), "Config.DataDir: cannot create it: ") {
+		t.Fatalf("Open under a file: %v, want a ConfigError for DataDir", err)
+	}
+	_, err = storage.Open(context.Background(), storage.Config{MySQLDSN: "u@tcp(p:3306/db"})
+	if !errors.As(err, &ce) || ce.Field != "MySQLDSN" {
+		t.Fatalf("Open with a malformed DSN: %v, want a ConfigError for MySQLDSN", err)
 	}
 }
 

@@ -121,7 +121,27 @@ func openDB(ctx context.Context, cfg config, logger *slog.Logger, reg prometheus
 	scfg.ReadDSNs, scfg.MaxReplicaLag, scfg.ReplicaTimeout = cfg.ReplicaDSNs, cfg.ReplicaMaxLag, cfg.ReplicaTimeout
 	scfg.Logger, scfg.Registerer = logger, reg
 	db, err := storage.Open(ctx, scfg)
-	return db, explainMigration(err)
+	return db, storageError(err)
+}
+
+// storageError puts an error of storage's in the user's words: a setting
+// it rejected by the variable's name, a dirty schema with what to do.
+func storageError(err error) error { return explainMigration(nameSetting(err)) }
+
+// storageSettings are the variables behind the storage.Config fields whose
+// values Open may reject.
+var storageSettings = map[string]string{"MySQLDSN": "MYSQL_DSN", "ReadDSNs": "MYSQL_READ_DSN", "DataDir": "DATA_DIR"}
+
+// nameSetting says a storage.ConfigError in the words of the variable the
+// user set, such as "MYSQL_READ_DSN: 10.0.0.1:3306 is listed twice".
+func nameSetting(err error) error {
+	var ce *storage.ConfigError
+	if errors.As(err, &ce) {
+		if name, ok := storageSettings[ce.Field]; ok {
+			return fmt.Errorf("%s: %w", name, ce.Err)
+		}
+	}
+	return err
 }
 
 // serve wires the stores, cache, limiter and metrics into the server, runs

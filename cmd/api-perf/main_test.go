@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +28,31 @@ func TestLoadConfig_Defaults(t *testing.T) {
 	if c.HTTPAddr != ":8080" || c.DataDir != "./data" || !c.RedisClientCache || c.CacheTTL != time.Minute ||
 		c.ReadPolicy.Name != "read" || c.ReadPolicy.Burst != 200 || c.WritePolicy.Burst != 40 || c.FailClosed || c.ShutdownTimeout != 15*time.Second {
 		t.Fatalf("defaults %+v", c)
+	}
+}
+
+// TestStart_StorageSettingsNamed: a value storage rejects is reported by
+// the variable the user set, not by storage's Config field, at start-up
+// and by migrate alike.
+func TestStart_StorageSettingsNamed(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		vars map[string]string
+		want string
+	}{
+		{nil, map[string]string{"DATA_DIR": filepath.Join(file, "data")}, "DATA_DIR: cannot create it: "},
+		{[]string{"migrate", "status"}, map[string]string{"DATA_DIR": filepath.Join(file, "data")}, "DATA_DIR: cannot create it: "},
+		{nil, map[string]string{"MYSQL_DSN": "u@tcp(p:3306/db"}, "MYSQL_DSN: "},
+	} {
+		c.vars["LOG_LEVEL"] = "error"
+		err := run(context.Background(), c.args, env(c.vars), io.Discard, io.Discard, nil)
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) || strings.Contains(err.Error(), "Config.") {
+			t.Errorf("%v with %v: %v, want an error starting %q", c.args, c.vars, err, c.want)
+		}
 	}
 }
 

@@ -38,7 +38,7 @@ func (p *program) migrate(args []string) error {
 	case "status":
 		st, err := storage.ReadMigrationStatus(p.ctx, cfg)
 		if err != nil {
-			return err
+			return storageError(err)
 		}
 		if err := printMigrationStatus(p.stdout, st); err != nil {
 			return err
@@ -51,7 +51,7 @@ func (p *program) migrate(args []string) error {
 		res, err := storage.Migrate(p.ctx, cfg)
 		printMigrated(p.stdout, res, "applied")
 		if err != nil {
-			return explainMigration(err)
+			return storageError(err)
 		}
 	case "down":
 		n, err := strconv.Atoi(args[0])
@@ -61,7 +61,7 @@ func (p *program) migrate(args []string) error {
 		res, err := storage.MigrateDown(p.ctx, cfg, n)
 		printMigrated(p.stdout, res, "undid")
 		if err != nil {
-			return explainMigration(err)
+			return storageError(err)
 		}
 	case "force":
 		v, err := strconv.Atoi(args[0])
@@ -69,13 +69,13 @@ func (p *program) migrate(args []string) error {
 			return fmt.Errorf("migrate force: %q is not a version (0 for none)", args[0])
 		}
 		if err := storage.ForceMigrationVersion(p.ctx, cfg, v); err != nil {
-			return err
+			return storageError(err)
 		}
 		fmt.Fprintf(p.stdout, "forced version %d, clean\n", v)
 	}
 	st, err := storage.ReadMigrationStatus(p.ctx, cfg)
 	if err != nil {
-		return err
+		return storageError(err)
 	}
 	fmt.Fprintf(p.stdout, "%s schema at version %d, %s\n", st.Dialect, st.Version, pendingSummary(st.Pending))
 	return nil

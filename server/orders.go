@@ -13,8 +13,9 @@ import (
 // createOrder reserves stock and creates a pending order. With an
 // Idempotency-Key, the response is stored with the key in the order's own
 // transaction and replayed for retries with the same body; see
-// docs/idempotency.md for the design.
-func (s *Server) createOrder(ctx *fasthttp.RequestCtx) {
+// docs/idempotency.md for the design. key is the index of the API key the
+// request authenticated with (see keyIndex), negative for none.
+func (s *Server) createOrder(ctx *fasthttp.RequestCtx, key int) {
 	var b orderBody
 	if !s.decodeBody(ctx, &b, false) {
 		return
@@ -25,12 +26,12 @@ func (s *Server) createOrder(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	p := &apiperf.OrderPlacement{In: in}
-	if key, present, reason := idempotencyKey(ctx); reason != "" {
+	if idem, present, reason := idempotencyKey(ctx); reason != "" {
 		s.writeProblem(ctx, Problem{Status: fasthttp.StatusBadRequest, Detail: "the Idempotency-Key header is invalid",
 			Errors: []apiperf.FieldError{{Field: "Idempotency-Key", Message: reason}}})
 		return
 	} else if present {
-		p.Key = &apiperf.IdempotencyKey{Scope: s.scope(ctx), Key: key, RequestHash: in.Digest()}
+		p.Key = &apiperf.IdempotencyKey{Scope: s.scope(key), Key: idem, RequestHash: in.Digest()}
 		// The response is rendered inside the store's transaction, so it
 		// captures copies, never the request context itself.
 		rid, path := requestID(ctx), string(ctx.Path())
@@ -87,12 +88,13 @@ func (s *Server) writeStored(ctx *fasthttp.RequestCtx, r *apiperf.StoredResponse
 	}
 }
 
-// scope is the idempotency scope of the request's client: its API key's
-// when keys are configured (writes are authorized by then), else the one
-// shared scope. docs/idempotency.md says why not the client's address.
-func (s *Server) scope(ctx *fasthttp.RequestCtx) apiperf.Scope {
-	if i := s.keyIndex(ctx); i >= 0 {
-		return s.scopes[i]
+// scope is the idempotency scope of the client holding the API key of
+// index key: that key's when keys are configured (writes are authorized by
+// then), else the one shared scope. docs/idempotency.md says why not the
+// client's address.
+func (s *Server) scope(key int) apiperf.Scope {
+	if key >= 0 {
+		return s.scopes[key]
 	}
 	return apiperf.SharedScope
 }

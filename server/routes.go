@@ -25,7 +25,7 @@ func (s *Server) routesSetup() {
 		s.api(fasthttp.MethodPut, prefix+"/products/{id}", s.replaceProduct)
 		s.api(fasthttp.MethodPatch, prefix+"/products/{id}", s.patchProduct)
 		s.api(fasthttp.MethodDelete, prefix+"/products/{id}", s.deleteProduct)
-		s.api(fasthttp.MethodPost, prefix+"/orders", s.createOrder)
+		s.apiKeyed(fasthttp.MethodPost, prefix+"/orders", s.createOrder)
 		s.api(fasthttp.MethodGet, prefix+"/orders", s.listOrders)
 		s.api(fasthttp.MethodGet, prefix+"/orders/{id}", s.getOrder)
 		s.api(fasthttp.MethodPatch, prefix+"/orders/{id}", s.patchOrder)
@@ -56,6 +56,18 @@ func (s *Server) routesSetup() {
 
 // api registers an API route: metrics, API-key check for writes, rate limit.
 func (s *Server) api(method, path string, h fasthttp.RequestHandler) {
+	s.apiRoute(method, path, h, nil)
+}
+
+// apiKeyed is api for a handler that needs to know which API key the
+// request authenticated with: it gets the index keyIndex found, so that
+// the token is hashed once per request.
+func (s *Server) apiKeyed(method, path string, h func(ctx *fasthttp.RequestCtx, key int)) {
+	s.apiRoute(method, path, nil, h)
+}
+
+// apiRoute registers h, or keyed when h is nil.
+func (s *Server) apiRoute(method, path string, h fasthttp.RequestHandler, keyed func(*fasthttp.RequestCtx, int)) {
 	class := classRead
 	if method != fasthttp.MethodGet && method != fasthttp.MethodHead {
 		class = classWrite
@@ -85,6 +97,10 @@ func (s *Server) api(method, path string, h fasthttp.RequestHandler) {
 		}
 		if class == classWrite && len(s.keys) > 0 && key < 0 {
 			s.authFailed(ctx)
+			return
+		}
+		if keyed != nil {
+			keyed(ctx, key)
 			return
 		}
 		h(ctx)

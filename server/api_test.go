@@ -163,6 +163,27 @@ func TestAPI_Orders(t *testing.T) {
 		}
 		ts.do(t, "GET", "/orders?status=nope", "").want(t, 422)
 		ts.do(t, "GET", "/orders?product_id=x", "").want(t, 422)
+
+		// Orders page as products do: limit=1 walks the three, one a page.
+		ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":1}`).want(t, 201)
+		ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":1}`).want(t, 201)
+		pages := 0
+		for path := "/orders?limit=1"; path != ""; pages++ {
+			if pages > 5 {
+				t.Fatal("pagination does not end")
+			}
+			r := ts.do(t, "GET", path, "").want(t, 200).JSON(t)
+			if n := len(r["items"].([]any)); n != 1 {
+				t.Fatalf("page %d has %d orders, want 1", pages, n)
+			}
+			path = ""
+			if c, ok := r["next_cursor"].(string); ok {
+				path = "/orders?limit=1&cursor=" + c
+			}
+		}
+		if pages != 3 {
+			t.Fatalf("paged over %d orders, want 3", pages)
+		}
 	})
 }
 

@@ -162,11 +162,6 @@ func idempotencyKey(ctx *fasthttp.RequestCtx) (key string, present bool, reason 
 	return string(buf), true, ""
 }
 
-type orderList struct {
-	Items      []apiperf.Order `json:"items"`
-	NextCursor *string         `json:"next_cursor"`
-}
-
 func (s *Server) listOrders(ctx *fasthttp.RequestCtx) {
 	var v validator
 	f := apiperf.OrderFilter{Page: page(ctx, &v)}
@@ -189,19 +184,13 @@ func (s *Server) listOrders(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	want := f.Limit
-	f.Limit++
+	f.Limit++ // one extra row tells whether another page exists
 	items, err := s.cfg.Orders.Orders(s.callContext(ctx), f)
 	if err != nil {
 		s.writeError(ctx, err)
 		return
 	}
-	out := orderList{Items: items}
-	if len(items) > want {
-		out.Items = items[:want]
-		c := encodeCursor(items[want-1].ID)
-		out.NextCursor = &c
-	}
-	s.writeJSON(ctx, fasthttp.StatusOK, out)
+	s.writeJSON(ctx, fasthttp.StatusOK, pageOf(items, want, func(o *apiperf.Order) int64 { return o.ID }))
 }
 
 func (s *Server) getOrder(ctx *fasthttp.RequestCtx) {

@@ -232,9 +232,24 @@ func page(ctx *fasthttp.RequestCtx, v *validator) apiperf.Page {
 	return p
 }
 
-type productList struct {
-	Items      []apiperf.Product `json:"items"`
-	NextCursor *string           `json:"next_cursor"`
+// listPage is one page of a list: its items and, when more follow, the
+// cursor of the next page.
+type listPage[T any] struct {
+	Items      []T     `json:"items"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+// pageOf is the page of a list read with one row more than want, that row
+// telling whether another page exists; id is an item's id, which the
+// cursor carries.
+func pageOf[T any](items []T, want int, id func(*T) int64) listPage[T] {
+	out := listPage[T]{Items: items}
+	if len(items) > want {
+		out.Items = items[:want]
+		c := encodeCursor(id(&items[want-1]))
+		out.NextCursor = &c
+	}
+	return out
 }
 
 // listProducts serves one keyset page. Lists are read from the database,
@@ -253,13 +268,7 @@ func (s *Server) listProducts(ctx *fasthttp.RequestCtx) {
 		s.writeError(ctx, err)
 		return
 	}
-	out := productList{Items: items}
-	if len(items) > want {
-		out.Items = items[:want]
-		c := encodeCursor(items[want-1].ID)
-		out.NextCursor = &c
-	}
-	s.writeJSON(ctx, fasthttp.StatusOK, out)
+	s.writeJSON(ctx, fasthttp.StatusOK, pageOf(items, want, func(p *apiperf.Product) int64 { return p.ID }))
 }
 
 // current loads a product and checks If-Match against its current body.

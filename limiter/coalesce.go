@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -115,6 +116,10 @@ type coalescer struct {
 	// maxFlushers is the package constant; tests lower it to 1 to line
 	// calls up behind a held batch.
 	maxFlushers int
+
+	// noscripts counts the Cluster pipelines that found a node without
+	// the script, for tests.
+	noscripts atomic.Int64
 
 	// beforeFlush, when set, runs before each batch is sent; tests use it
 	// to hold the flusher while they queue calls.
@@ -232,6 +237,8 @@ type flusher struct {
 	keys  []string
 	args  []string
 	execs []rueidis.LuaExec
+	cmds  rueidis.Commands
+	again []int // indexes of the calls a node answered NOSCRIPT
 }
 
 // flush sends one batch under the latest of its callers' deadlines and
@@ -254,14 +261,7 @@ func (co *coalescer) flush(f *flusher, batch []*scriptCall) {
 		// One pipeline; each call goes to its own slot's master, so each
 		// counts as a round trip of its own.
 		r.calls.Add(int64(len(batch)))
-		f.execs = f.execs[:0]
-		for _, c := range batch {
-			f.execs = append(f.execs, rueidis.LuaExec{Keys: c.keys[:], Args: c.args[:]})
-		}
-		for i, res := range gcraScript.ExecMulti(ctx, r.c, f.execs...) {
-			batch[i].rep, batch[i].err = decodeResult(res)
-		}
-		clear(f.execs)
+		co.evalshaMulti(ctx, f, batch)
 	default:
 		r.calls.Add(1)
 		f.keys, f.args = f.keys[:0], f.args[:0]
@@ -286,6 +286,39 @@ func (co *coalescer) flush(f *flusher, batch []*scriptCall) {
 	for _, c := range batch {
 		c.finish()
 	}
+}
+
+// evalshaMulti sends the calls of batch, one bucket each, as one pipeline
+// of EVALSHA. Preload put the script on every node, so rueidis's
+// ExecMulti, which sends SCRIPT LOAD to every node before each pipeline,
+// would double the work of every batch. A node that answers NOSCRIPT (it
+// restarted, failed over, or joined) ran nothing, so only its calls are
+// sent again, through ExecMulti, which loads the script everywhere first;
+// the calls other nodes ran are not sent twice.
+func (co *coalescer) evalshaMulti(ctx context.Context, f *flusher, batch []*scriptCall) {
+	c := co.r.c
+	f.cmds = f.cmds[:0]
+	for _, call := range batch {
+		f.cmds = append(f.cmds, c.B().Evalsha().Sha1(gcraSHA1).Numkeys(1).Key(call.keys[0]).Arg(call.args[:]...).Build())
+	}
+	f.again, f.execs = f.again[:0], f.execs[:0]
+	for i, res := range c.DoMulti(ctx, f.cmds...) {
+		if err, ok := rueidis.IsRedisErr(res.Error()); ok && err.IsNoScript() {
+			f.again = append(f.again, i)
+			f.execs = append(f.execs, rueidis.LuaExec{Keys: batch[i].keys[:], Args: batch[i].args[:]})
+			continue
+		}
+		batch[i].rep, batch[i].err = decodeResult(res)
+	}
+	clear(f.cmds)
+	if len(f.again) == 0 {
+		return
+	}
+	co.noscripts.Add(1)
+	for j, res := range gcraScript.ExecMulti(ctx, c, f.execs...) {
+		batch[f.again[j]].rep, batch[f.again[j]].err = decodeResult(res)
+	}
+	clear(f.execs)
 }
 
 // decodeResult decodes the reply of one single-bucket call.

@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	apiperf "github.com/api-perf/api-perf"
+	"github.com/redis/rueidis"
 )
 
 // TestRedis_Coalesce checks on the machine's Redis that concurrent script
@@ -195,4 +197,96 @@ func coalesced(t *testing.T, cluster bool, addrs ...string) {
 			t.Fatalf("after a call given up on: allowed %d with burst 3, want 3", n)
 		}
 	})
+
+	// On Cluster a batch is a pipeline of EVALSHA: no SCRIPT LOAD per
+	// batch once Preload ran, and a master that lost the script (here
+	// flushed; in life restarted or failed over) costs one reload, with
+	// only its own calls sent again, so no client is charged twice.
+	if cluster {
+		t.Run("EvalshaPipeline", func(t *testing.T) {
+			var nodes []rueidis.Client
+			for _, n := range c.Nodes() {
+				nodes = append(nodes, n)
+			}
+			loads := func() int {
+				n := 0
+				for _, node := range nodes {
+					info, err := node.Do(ctx, node.B().Info().Section("commandstats").Build()).ToString()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if m := regexp.MustCompile(`cmdstat_script\|load:calls=(\d+)`).FindStringSubmatch(info); m != nil {
+						k, _ := strconv.Atoi(m[1])
+						n += k
+					}
+				}
+				return n
+			}
+			p := apiperf.RatePolicy{Name: "read", Rate: 1, Period: time.Hour, Burst: 3}
+			// batch sends one call, holds it, queues 40 more behind it
+			// and lets both batches go; it returns the limiter, whose
+			// flushes are no longer held.
+			batch := func() *Redis {
+				r, entered, release := newHeld(t, RedisOptions{Plain: true})
+				var wg sync.WaitGroup
+				wg.Go(func() { mustAllow(t, r, "c0", p, 1) })
+				<-entered
+				for i := 1; i <= 40; i++ {
+					wg.Go(func() { mustAllow(t, r, "c"+strconv.Itoa(i), p, 1) })
+				}
+				waitQueued(t, r, 40)
+				close(release)
+				wg.Wait()
+				return r
+			}
+			// exact fails unless each client has exactly its burst less
+			// the one it used: a call sent twice would have taken two.
+			exact := func(r *Redis) {
+				for i := range 41 {
+					n := 1
+					for range 4 {
+						if mustAllow(t, r, "c"+strconv.Itoa(i), p, 1).Allowed {
+							n++
+						}
+					}
+					if n != 3 {
+						t.Fatalf("client %d: allowed %d in all with burst 3", i, n)
+					}
+				}
+			}
+			if err := newRedis(t, c, RedisOptions{}).Preload(ctx); err != nil {
+				t.Fatal(err)
+			}
+			before := loads()
+			r := batch()
+			if n := loads() - before; n != 0 || r.co.noscripts.Load() != 0 {
+				t.Fatalf("%d SCRIPT LOADs and %d NOSCRIPT pipelines for two batches after Preload, want none", n, r.co.noscripts.Load())
+			}
+			exact(r)
+			// Every node forgets its scripts. The first, held call goes
+			// out alone (EVALSHA, then EVAL on NOSCRIPT, which leaves the
+			// script on its master), so the 40 behind it find the script
+			// on one master and not on the others: a pipeline part run,
+			// part refused.
+			r, entered, release := newHeld(t, RedisOptions{Plain: true})
+			for _, node := range nodes {
+				if err := node.Do(ctx, node.B().ScriptFlush().Build()).Error(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var wg sync.WaitGroup
+			wg.Go(func() { mustAllow(t, r, "c0", p, 1) })
+			<-entered
+			for i := 1; i <= 40; i++ {
+				wg.Go(func() { mustAllow(t, r, "c"+strconv.Itoa(i), p, 1) })
+			}
+			waitQueued(t, r, 40)
+			close(release)
+			wg.Wait()
+			if r.co.noscripts.Load() == 0 {
+				t.Fatal("no batch saw NOSCRIPT after a master lost the script; the test proves nothing")
+			}
+			exact(r)
+		})
+	}
 }

@@ -3,6 +3,8 @@ package limiter
 import (
 	"cmp"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +49,8 @@ import (
 var (
 	gcraScript      = rueidis.NewLuaScript(gcraSource)
 	gcraMultiScript = rueidis.NewLuaScript(gcraMultiSource)
+	// gcraSHA1 names gcraScript for the EVALSHA pipelines on Cluster.
+	gcraSHA1 = func() string { h := sha1.Sum([]byte(gcraSource)); return hex.EncodeToString(h[:]) }()
 )
 
 // gcraFunc is the decision itself, shared by both scripts so that they

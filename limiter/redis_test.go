@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"math"
 	"regexp"
 	"slices"
 	"strconv"
@@ -292,11 +293,12 @@ func replayOnRedis(t *testing.T, opts RedisOptions, p apiperf.RatePolicy, steps 
 // exactnessBurst is the burst of exactness's policy.
 const exactnessBurst = 20
 
-// exactness sends 200 requests within one second, round robin over the
+// exactness sends 200 requests over about one second, round robin over the
 // limiters (one goroutine each, as separate replicas would), under 10/1s
-// burst 20, and checks the global guarantee: at most 20 + 10 (+ extra, the
-// debt the limiters may take) allowed, at least the burst, every refusal
-// with a positive RetryAfter.
+// burst 20, and checks the global guarantee: at most 20 + 10 per second the
+// decisions took (+ extra, the debt the limiters may take) allowed, at
+// least the burst, every refusal with a positive RetryAfter. A busy
+// machine that sends late only widens the bound by what it took.
 func exactness(t *testing.T, limiters []Limiter, key string, extra int) {
 	t.Helper()
 	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Second, Burst: exactnessBurst}
@@ -306,15 +308,9 @@ func exactness(t *testing.T, limiters []Limiter, key string, extra int) {
 	for k, l := range limiters {
 		wg.Go(func() {
 			for i := k; i < 200; i += len(limiters) {
-				// 4.9ms apart, the last at 975ms. A request a little late
-				// still fits the bound: at most 20 + 10 are allowed in any
-				// interval shorter than 1.1s.
+				// 4.9ms apart, the last at 975ms.
 				at := start.Add(time.Duration(i) * 4900 * time.Microsecond)
 				time.Sleep(time.Until(at))
-				if time.Since(start) >= 1090*time.Millisecond {
-					t.Errorf("request %d late: the machine is too slow for this schedule", i)
-					return
-				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 				res, err := l.Allow(ctx, key, p, 1)
 				cancel()
@@ -332,10 +328,13 @@ func exactness(t *testing.T, limiters []Limiter, key string, extra int) {
 		})
 	}
 	wg.Wait()
+	took := time.Since(start)
 	a, d := allowed.Load(), denied.Load()
-	t.Logf("allowed %d, refused %d in %v", a, d, time.Since(start))
-	if a > int64(30+extra) || a < 20 {
-		t.Fatalf("allowed %d requests in one second, want between 20 (the burst) and %d (burst + rate x 1s + %d of debt)", a, 30+extra, extra)
+	// Every decision lies within [start, start+took]: burst + took/T.
+	bound := int64(exactnessBurst) + int64(math.Ceil(took.Seconds()*10)) + int64(extra)
+	t.Logf("allowed %d, refused %d in %v (bound %d)", a, d, took, bound)
+	if a > bound || a < 20 {
+		t.Fatalf("allowed %d requests in %v, want between 20 (the burst) and %d (burst + rate x time + %d of debt)", a, took, bound, extra)
 	}
 	if a+d != 200 {
 		t.Fatalf("%d decisions, want 200", a+d)

@@ -297,7 +297,7 @@ func (r *Redis) debtCap(burst int) int { return min(r.debt, burst/8) }
 // caller holds b.mu and has just allowed a request on debt.
 func (r *Redis) charge(b *bucket, name, key string, t int64, burst int) {
 	if r.debtDelay == 0 || b.owed+b.owing >= r.debtCap(burst) {
-		r.prefetch(b, name, key, t, burst, r.want(t, 1), nil)
+		r.prefetch(b, name, key, t, burst, r.want(t, 1))
 		return
 	}
 	if !b.queued {
@@ -381,7 +381,7 @@ func (r *Redis) tryAllow(key string, p apiperf.RatePolicy, cost int) (apiperf.Ra
 	res, ok := b.decide(now, t, p.Burst, cost)
 	switch {
 	case ok && res.Allowed && b.wantsPrefetch(now, r.batchWindow*250):
-		r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1), nil)
+		r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1))
 	case !ok && b.canOwe(now, t, p.Burst, cost, r.debtCap(p.Burst)):
 		res, ok = b.owe(now, t, p.Burst, cost), true
 		r.charge(b, p.Name, key, t, p.Burst)
@@ -400,7 +400,7 @@ func (r *Redis) allowBatched(ctx context.Context, key string, p *apiperf.RatePol
 		now := monoNanos()
 		if res, ok := b.decide(now, t, p.Burst, cost); ok {
 			if res.Allowed && b.wantsPrefetch(now, r.batchWindow*250) {
-				r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1), nil)
+				r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1))
 			}
 			b.mu.Unlock()
 			return res, nil
@@ -451,6 +451,7 @@ func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *apiperf.Ra
 	b.settle(owed, err)
 	if err != nil {
 		b.cur, b.spare = cur, spare
+		r.requeue(b, p.Name, key, t, p.Burst)
 		return apiperf.RateDecision{}, err
 	}
 	b.known = true
@@ -479,14 +480,32 @@ func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *apiperf.Ra
 	}, nil
 }
 
+// requeue puts b back in the debt queue after a call that carried its
+// debt failed, whichever call it was (the flush's, the one sent at the
+// cap, a request's own), so that the debt goes out with the next flush
+// instead of waiting for the client's next request, which may never come.
+// The caller holds b.mu and has settled the call.
+func (r *Redis) requeue(b *bucket, name, key string, t int64, burst int) {
+	if b.owed > 0 && !b.queued {
+		r.debts.add(b, name, key, t, burst)
+	}
+}
+
+// splitKey returns the policy name and the client key of a bucket's
+// Redis key, prefix + "{" + name + ":" + client + "}", given the lengths
+// of the prefix and the name.
+func splitKey(full string, prefixLen, nameLen int) (name, key string) {
+	at := prefixLen + 1
+	return full[at : at+nameLen], full[at+nameLen+1 : len(full)-1]
+}
+
 // prefetch starts a background call that charges the bucket's debt and
 // stores its batch of slots behind those held: as the spare range, or as
 // the current one when none is held. The caller holds b.mu and has
 // checked wantsPrefetch, or has just allowed a request on debt with no
-// call in flight, or is the debt flush, which passes its queue entry (want
-// is then 0: a charge only), so that a failed charge waits for the next
-// flush.
-func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int, retry *debtEntry) {
+// call in flight, or is the debt flush (want is then 0: a charge only).
+// A debt the call fails to charge waits for the next flush.
+func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int) {
 	r.closeMu.RLock()
 	defer r.closeMu.RUnlock()
 	if r.closed {
@@ -502,6 +521,11 @@ func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int, 
 		need = 0
 	}
 	sent := monoNanos()
+	// A queued call keeps the bucket's key in its own buffer, while name
+	// and key may point into a request's, reused by the time the call
+	// fails: the names for the debt queue are read back from the call.
+	var call *scriptCall
+	nameLen := len(name)
 	done := func(rep reply, err error) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
@@ -511,8 +535,12 @@ func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int, 
 		if err != nil {
 			// The next request that runs out calls Redis itself; a
 			// debt that was not charged waits for the next flush.
-			if retry != nil && b.owed > 0 && !b.queued {
-				r.debts.add(b, retry.name, retry.key, retry.t, retry.burst)
+			if b.owed > 0 && !b.queued {
+				n, k := name, key
+				if call != nil {
+					n, k = splitKey(call.keys[0], len(r.prefix), nameLen)
+				}
+				r.requeue(b, n, k, t, burst)
 			}
 			return
 		}
@@ -537,6 +565,7 @@ func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int, 
 		// and no goroutine or timer is spent on this call alone.
 		c := callPool.Get().(*scriptCall)
 		c.format(r.prefix, name, key, t, burst, need, want, owed)
+		call = c
 		c.deadline = time.Now().Add(prefetchTimeout)
 		c.then = done
 		r.co.enqueue(c)

@@ -14,9 +14,12 @@ import (
 // flush; every DebtDelay the flush takes the whole queue and sends each
 // bucket's debt as a charge-only call, queued in the coalescer with every
 // other call, so the charges of a crowd go out in a few round trips. A
-// bucket whose call is still in flight stays for the next flush; a charge
-// that fails goes back into the queue. Close flushes once more, so a
-// process that stops cleanly leaves no debt uncharged.
+// bucket whose call is still in flight stays for the next flush; debt that
+// any call fails to charge (the flush's, the one sent at the cap, a
+// request's own) goes back into the queue. With debt charged at once (a
+// negative DebtDelay) the loop still runs, every DefaultDebtDelay, for
+// those retries. Close flushes once more, so a process that stops cleanly
+// leaves no debt uncharged.
 
 // debtEntry is one bucket waiting for the flush, with what its call needs.
 // The strings are the queue's own: a request's may point into its buffers.
@@ -37,12 +40,12 @@ type debtQueue struct {
 	stopOnce sync.Once
 }
 
-// start runs the flush loop for r, every r.debtDelay, until stop.
-func (q *debtQueue) start(r *Redis) {
+// start runs the flush loop for r, every period, until stop.
+func (q *debtQueue) start(r *Redis, period time.Duration) {
 	q.quit, q.done = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(q.done)
-		tick := time.NewTicker(r.debtDelay)
+		tick := time.NewTicker(period)
 		defer tick.Stop()
 		for {
 			select {
@@ -102,7 +105,7 @@ func (q *debtQueue) flush(r *Redis) {
 			later = append(later, *e)
 		default:
 			b.queued = false
-			r.prefetch(b, e.name, e.key, e.t, e.burst, 0, e)
+			r.prefetch(b, e.name, e.key, e.t, e.burst, 0)
 		}
 		b.mu.Unlock()
 	}

@@ -438,3 +438,131 @@ func TestRedis_DebtChargeRetried(t *testing.T) {
 		t.Fatalf("TAT %.2f intervals ahead, want 6: the failed charge was lost", a)
 	}
 }
+
+// TestRedis_DebtChargeRetriedFromAnyCall: debt can leave in a call that is
+// not the flush's (the one that reaches the cap, or a request's own call
+// for a batch); when that call fails, the debt must wait for the next flush
+// like a failed flush charge, not sit owed until the client happens to come
+// back. A client that never comes back would otherwise keep its debt
+// uncharged and its entry in memory for ever (idle buckets with debt are
+// never swept).
+func TestRedis_DebtChargeRetriedFromAnyCall(t *testing.T) {
+	verifyNoLeaks(t)
+	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Hour, Burst: 100} // cap min(Debt, 12)
+	for _, tc := range []struct {
+		name string
+		opts RedisOptions
+		// spend takes debt and makes the call that carries it fail.
+		spend func(t *testing.T, r *Redis, proxy *testenv.Proxy) (owed int)
+	}{
+		{"CostAtTheCap", RedisOptions{Debt: 4, DebtDelay: time.Hour}, func(t *testing.T, r *Redis, proxy *testenv.Proxy) int {
+			proxy.Down()
+			mustAllow(t, r, "c", p, 4) // the whole cap in one request: charged at once
+			r.wg.Wait()
+			return 4
+		}},
+		{"CapOfOne", RedisOptions{Debt: 1, DebtDelay: time.Hour}, func(t *testing.T, r *Redis, proxy *testenv.Proxy) int {
+			proxy.Down()
+			mustAllow(t, r, "c", p, 1) // every unit of debt is at the cap
+			r.wg.Wait()
+			return 1
+		}},
+		{"RequestsCall", RedisOptions{Debt: 4, DebtDelay: time.Hour}, func(t *testing.T, r *Redis, proxy *testenv.Proxy) int {
+			for range 2 {
+				mustAllow(t, r, "c", p, 1) // queued for the flush
+			}
+			// A request too big for the debt left makes its own call,
+			// which carries the debt; the flush comes while it is out
+			// and finds nothing owed.
+			proxy.Down()
+			var once sync.Once
+			r.co.beforeFlush = func() { once.Do(func() { r.debts.flush(r) }) }
+			defer func() { r.co.beforeFlush = nil }()
+			if _, err := r.Allow(context.Background(), "c", p, 3); err == nil {
+				t.Fatal("a request's call through a proxy that is down succeeded")
+			}
+			return 2
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			proxy := testenv.NewProxy(t, redisAddr)
+			direct := MustClient(t, redisAddr)
+			tc.opts.Prefix = MustPrefix(t, direct)
+			r := newRedis(t, MustClient(t, proxy.Addr()), tc.opts)
+			defer r.Close()
+			mustAllow(t, r, "c", p, 1) // Redis's; the bucket is known
+			r.wg.Wait()
+			owed := tc.spend(t, r, proxy)
+			b := r.bucket("read", "c", false)
+			b.mu.Lock()
+			gotOwed, queued := b.owed, b.queued
+			b.mu.Unlock()
+			if gotOwed != owed || !queued || r.debts.len() != 1 {
+				t.Fatalf("after a failed charge: owed %d, queued %v, %d in the queue; want %d, true, 1", gotOwed, queued, r.debts.len(), owed)
+			}
+			proxy.Up()
+			for attempt := 0; ; attempt++ {
+				r.debts.flush(r)
+				r.wg.Wait()
+				b.mu.Lock()
+				gotOwed = b.owed + b.owing
+				b.mu.Unlock()
+				if gotOwed == 0 {
+					break
+				}
+				if attempt == 100 {
+					t.Fatalf("owed %d after %d flushes with Redis back", gotOwed, attempt+1)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			s, err := direct.Do(context.Background(), direct.B().Get().Key(tc.opts.Prefix+"{read:c}").Build()).ToString()
+			if err != nil {
+				t.Fatal(err)
+			}
+			tat, _ := strconv.ParseInt(s, 10, 64)
+			if a := float64(tat-redisTimeMicros(t, direct)) / float64(p.Interval().Microseconds()); a < float64(1+owed)-0.1 {
+				t.Fatalf("TAT %.2f intervals ahead, want %d: the failed charge was lost", a, 1+owed)
+			}
+		})
+	}
+}
+
+// TestRedis_DebtChargedAtOnceRetried: with debt charged at once (a negative
+// DebtDelay) there is no flush to wait for, but a charge that fails must
+// still be retried: the loop runs for the retries alone.
+func TestRedis_DebtChargedAtOnceRetried(t *testing.T) {
+	verifyNoLeaks(t)
+	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Hour, Burst: 100}
+	proxy := testenv.NewProxy(t, redisAddr)
+	direct := MustClient(t, redisAddr)
+	prefix := MustPrefix(t, direct)
+	r := newRedis(t, MustClient(t, proxy.Addr()), RedisOptions{Prefix: prefix, Debt: 4, DebtDelay: -1})
+	defer r.Close()
+	mustAllow(t, r, "c", p, 1)
+	proxy.Down()
+	mustAllow(t, r, "c", p, 1) // on debt, charged at once, and the charge fails
+	r.wg.Wait()
+	proxy.Up()
+	b := r.bucket("read", "c", false)
+	deadline := time.Now().Add(8 * time.Second) // a few retries, a second apart
+	for {
+		b.mu.Lock()
+		owed := b.owed + b.owing
+		b.mu.Unlock()
+		if owed == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("owed %d: a failed charge made at once was never retried", owed)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s, err := direct.Do(context.Background(), direct.B().Get().Key(prefix+"{read:c}").Build()).ToString()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tat, _ := strconv.ParseInt(s, 10, 64)
+	if a := float64(tat-redisTimeMicros(t, direct)) / float64(p.Interval().Microseconds()); a < 1.9 {
+		t.Fatalf("TAT %.2f intervals ahead, want 2", a)
+	}
+}

@@ -154,7 +154,8 @@ type RedisOptions struct {
 	// DebtDelay is how long debt may wait before it is charged, so that
 	// the requests of a slow client share one charge: debt goes out when it
 	// reaches the cap above or at the next flush, every DebtDelay. Zero
-	// means DefaultDebtDelay; a negative value charges every debt at once.
+	// means DefaultDebtDelay; a negative value charges every debt at once
+	// (a charge that fails is then retried every DefaultDebtDelay).
 	DebtDelay time.Duration
 
 	// MaxCoalesce is the most script calls, for different buckets, sent
@@ -228,9 +229,14 @@ func NewRedis(c rueidis.Client, opts RedisOptions) (*Redis, error) {
 			return nil, err
 		}
 	}
-	if r.debt > 0 && !r.plain && opts.DebtDelay >= 0 {
-		r.debtDelay = cmp.Or(opts.DebtDelay, DefaultDebtDelay)
-		r.debts.start(r)
+	if r.debt > 0 && !r.plain {
+		// With debt charged at once the loop only retries failed charges.
+		period := DefaultDebtDelay
+		if opts.DebtDelay >= 0 {
+			r.debtDelay = cmp.Or(opts.DebtDelay, DefaultDebtDelay)
+			period = r.debtDelay
+		}
+		r.debts.start(r, period)
 	}
 	return r, nil
 }

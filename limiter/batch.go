@@ -233,7 +233,8 @@ func (b *bucket) estimate(now int64, t int64, burst int, r apiperf.RateDecision)
 	return r
 }
 
-// bucket returns the process's bucket for (name, key), creating it if asked.
+// bucket returns the process's bucket for (name, key), creating it if
+// asked and there is room under MaxClients; nil when there is none.
 func (r *Redis) bucket(name, key string, create bool) *bucket {
 	var buf [128]byte
 	id := appendBucketID(buf[:0], name, key)
@@ -241,9 +242,12 @@ func (r *Redis) bucket(name, key string, create bool) *bucket {
 	sh.mu.Lock()
 	b := sh.m[string(id)]
 	if b == nil && create {
-		sh.sweep(monoNanos(), int64(sweepEvery))
-		b = &bucket{}
-		sh.m[string(id)] = b
+		now := monoNanos()
+		sh.sweep(now, int64(sweepEvery))
+		if sh.room(r.shardCap, now, int64(time.Second)) {
+			b = &bucket{}
+			sh.m[string(id)] = b
+		}
 	}
 	sh.mu.Unlock()
 	return b
@@ -394,6 +398,12 @@ func (r *Redis) tryAllow(key string, p apiperf.RatePolicy, cost int) (apiperf.Ra
 // the policy and the cost.
 func (r *Redis) allowBatched(ctx context.Context, key string, p *apiperf.RatePolicy, t int64, cost int) (apiperf.RateDecision, error) {
 	b := r.bucket(p.Name, key, true)
+	if b == nil {
+		// The process keeps MaxClients buckets already: this client is
+		// decided by Redis alone, exactly, and costs a call per request.
+		r.untracked.Add(1)
+		return r.plainAllow(ctx, key, p, t, cost)
+	}
 	b.mu.Lock()
 	b.seen = monoNanos()
 	for {

@@ -566,3 +566,56 @@ func TestRedis_DebtChargedAtOnceRetried(t *testing.T) {
 		t.Fatalf("TAT %.2f intervals ahead, want 2", a)
 	}
 }
+
+// TestRedis_MaxClients: a flood of distinct clients leaves a process with
+// at most MaxClients buckets; the clients beyond it are decided by Redis
+// alone, one call each, and exactly.
+func TestRedis_MaxClients(t *testing.T) {
+	verifyNoLeaks(t)
+	const max = 640 // ten a shard
+	r, _ := MustRedis(t, RedisOptions{Debt: 8, MaxClients: max})
+	p := apiperf.RatePolicy{Name: "read", Rate: 1, Period: time.Hour, Burst: 3}
+	for i := range 3000 {
+		if res := mustAllow(t, r, "flood"+strconv.Itoa(i), p, 1); !res.Allowed {
+			t.Fatalf("client %d refused on its first request: %+v", i, res)
+		}
+	}
+	if n := r.buckets.len(); n > max {
+		t.Fatalf("%d buckets kept for 3000 clients, cap %d", n, max)
+	}
+	untracked := r.untracked.Load()
+	if untracked < 3000-max {
+		t.Fatalf("%d decisions without a bucket, want at least %d", untracked, 3000-max)
+	}
+	// An untracked client still gets exactly its burst: two more of its
+	// three, then refusals.
+	for i := range 3000 {
+		key := "flood" + strconv.Itoa(i)
+		if r.bucket("read", key, false) != nil {
+			continue
+		}
+		n := 1
+		for range 4 {
+			if mustAllow(t, r, key, p, 1).Allowed {
+				n++
+			}
+		}
+		if n != 3 {
+			t.Fatalf("untracked client %d: allowed %d in all with burst 3", i, n)
+		}
+		break
+	}
+	t.Logf("%d buckets kept, %d decisions by Redis alone", r.buckets.len(), r.untracked.Load())
+	// Once the kept clients have been quiet for a sweep interval, a full
+	// shard makes room by forgetting them.
+	later := monoNanos() + int64(sweepEvery)
+	for i := range r.buckets.shards {
+		sh := &r.buckets.shards[i]
+		sh.mu.Lock()
+		ok := sh.room(r.shardCap, later, 0)
+		sh.mu.Unlock()
+		if !ok {
+			t.Fatalf("shard %d still full of clients quiet for %v", i, sweepEvery)
+		}
+	}
+}

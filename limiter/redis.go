@@ -118,6 +118,10 @@ const DefaultPrefix = "apiperf:rl:"
 // one round trip when batching: 100ms worth of tokens.
 const DefaultBatchWindow = 100 * time.Millisecond
 
+// DefaultMaxClients is the default RedisOptions.MaxClients: about 250 bytes
+// each, some 50 MB at most.
+const DefaultMaxClients = 200_000
+
 // DefaultDebtDelay is how often debt waiting to be charged is sent.
 const DefaultDebtDelay = time.Second
 
@@ -158,6 +162,13 @@ type RedisOptions struct {
 	// (a charge that fails is then retried every DefaultDebtDelay).
 	DebtDelay time.Duration
 
+	// MaxClients caps the buckets a process keeps (reservations, last
+	// reply, debt), so that a flood of distinct clients cannot grow its
+	// memory without end. Beyond it, a new client is decided by one script
+	// call per request, exactly, until idle buckets make room. Zero means
+	// DefaultMaxClients; negative means no cap.
+	MaxClients int
+
 	// MaxCoalesce is the most script calls, for different buckets, sent
 	// in one round trip (see coalesce.go). Zero means DefaultMaxCoalesce;
 	// 1 sends every call on its own.
@@ -183,6 +194,7 @@ type Redis struct {
 	maxBatch    int
 	debt        int
 	debtDelay   time.Duration // 0: every debt is charged at once
+	shardCap    int           // buckets per table shard; 0: no cap
 
 	debts debtQueue // buckets whose debt waits for the next flush
 
@@ -190,9 +202,11 @@ type Redis struct {
 	co      *coalescer   // nil when every call goes on its own
 	calls   atomic.Int64 // script round trips, for tests and benchmarks
 	refills atomic.Int64 // the calls a request waited for
-	closeMu sync.RWMutex // orders prefetch starts before Close's wait
-	closed  bool
-	wg      sync.WaitGroup // background prefetches
+	// untracked counts the decisions made without a bucket, over MaxClients.
+	untracked atomic.Int64
+	closeMu   sync.RWMutex // orders prefetch starts before Close's wait
+	closed    bool
+	wg        sync.WaitGroup // background prefetches
 }
 
 var _ Limiter = (*Redis)(nil)
@@ -215,6 +229,9 @@ func NewRedis(c rueidis.Client, opts RedisOptions) (*Redis, error) {
 		r.batchWindow = DefaultBatchWindow.Microseconds()
 	}
 	r.buckets.init()
+	if maxClients := cmp.Or(opts.MaxClients, DefaultMaxClients); maxClients > 0 {
+		r.shardCap = (maxClients + tableShards - 1) / tableShards
+	}
 	if opts.MaxCoalesce != 1 {
 		r.co = newCoalescer(r, cmp.Or(opts.MaxCoalesce, DefaultMaxCoalesce))
 	}
@@ -226,6 +243,18 @@ func NewRedis(c rueidis.Client, opts RedisOptions) (*Redis, error) {
 			Name: "apiperf_ratelimit_redis_calls_total",
 			Help: "Round trips of the rate limiter to Redis (script calls, each deciding one or more requests).",
 		}, func() float64 { return float64(r.calls.Load()) })); err != nil {
+			return nil, err
+		}
+		if _, err := promreg.Register(opts.Registerer, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "apiperf_ratelimit_clients",
+			Help: "Clients the rate limiter keeps in process (reservations, last reply, debt), at most RATE_LIMIT_MAX_CLIENTS.",
+		}, func() float64 { return float64(r.buckets.len()) })); err != nil {
+			return nil, err
+		}
+		if _, err := promreg.Register(opts.Registerer, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "apiperf_ratelimit_untracked_total",
+			Help: "Rate-limit decisions made by one Redis call each because the process already keeps RATE_LIMIT_MAX_CLIENTS clients.",
+		}, func() float64 { return float64(r.untracked.Load()) })); err != nil {
 			return nil, err
 		}
 	}
@@ -248,13 +277,18 @@ func (r *Redis) Allow(ctx context.Context, key string, p apiperf.RatePolicy, cos
 		return apiperf.RateDecision{}, err
 	}
 	if r.plain {
-		rep, err := r.eval(ctx, p.Name, key, t, p.Burst, cost, cost, 0)
-		if err != nil {
-			return apiperf.RateDecision{}, err
-		}
-		return rep.result(p.Burst), nil
+		return r.plainAllow(ctx, key, &p, t, cost)
 	}
 	return r.allowBatched(ctx, key, &p, t, cost)
+}
+
+// plainAllow decides one request with one script call and keeps nothing.
+func (r *Redis) plainAllow(ctx context.Context, key string, p *apiperf.RatePolicy, t int64, cost int) (apiperf.RateDecision, error) {
+	rep, err := r.eval(ctx, p.Name, key, t, p.Burst, cost, cost, 0)
+	if err != nil {
+		return apiperf.RateDecision{}, err
+	}
+	return rep.result(p.Burst), nil
 }
 
 // Preload loads the script on every Redis node, so that the first

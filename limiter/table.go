@@ -32,7 +32,8 @@ type tableShard[V idler] struct {
 	mu        sync.Mutex
 	m         map[string]V
 	lastSweep int64
-	_         [40]byte // keeps neighbouring shard locks off one cache line
+	lastFull  int64    // when a full shard was last swept to make room
+	_         [32]byte // keeps neighbouring shard locks off one cache line
 }
 
 // init makes the shards' maps; a table is used in place, not copied.
@@ -54,11 +55,31 @@ func (sh *tableShard[V]) sweep(now, every int64) {
 		return
 	}
 	sh.lastSweep = now
+	sh.forgetIdle(now)
+}
+
+// forgetIdle deletes the idle entries. The caller holds sh.mu.
+func (sh *tableShard[V]) forgetIdle(now int64) {
 	for k, v := range sh.m {
 		if v.idle(now) {
 			delete(sh.m, k)
 		}
 	}
+}
+
+// room reports whether the shard may take one more entry under a cap of
+// max entries per shard (0: no cap). A full shard is swept to make room,
+// at most once per every; the entries in use stay, so a shard full of
+// active clients stays full. The caller holds sh.mu.
+func (sh *tableShard[V]) room(max int, now, every int64) bool {
+	if max == 0 || len(sh.m) < max {
+		return true
+	}
+	if now-sh.lastFull >= every {
+		sh.lastFull, sh.lastSweep = now, now
+		sh.forgetIdle(now)
+	}
+	return len(sh.m) < max
 }
 
 // clear forgets every entry.
@@ -71,7 +92,7 @@ func (t *table[V]) clear() {
 	}
 }
 
-// len counts the entries held, for tests of the idle expiry.
+// len counts the entries held, for tests and the clients gauge.
 func (t *table[V]) len() int {
 	n := 0
 	for i := range t.shards {

@@ -134,7 +134,7 @@ func redisBackends(ctx context.Context, cfg config, client rueidis.Client, logge
 	if err != nil {
 		return nil, nil, err
 	}
-	rl, err := limiter.NewRedis(client, limiter.RedisOptions{Prefix: cfg.RedisKeyPrefix + "rl:", Debt: cfg.RateLimitDebt, DebtDelay: cfg.RateLimitDebtDelay, Registerer: reg})
+	rl, err := limiter.NewRedis(client, limiter.RedisOptions{Prefix: cfg.RedisKeyPrefix + "rl:", Debt: cfg.RateLimitDebt, DebtDelay: cfg.RateLimitDebtDelay, MaxClients: maxClients(cfg.RateLimitMaxClients), Registerer: reg})
 	if err != nil {
 		c.Close()
 		return nil, nil, fmt.Errorf("rate limiter: %w", err)
@@ -292,3 +292,12 @@ func (unreachable) Allow(context.Context, string, apiperf.RatePolicy, int) (apip
 }
 
 func (unreachable) Close() {}
+
+// maxClients maps RATE_LIMIT_MAX_CLIENTS, where 0 is no cap, onto
+// RedisOptions.MaxClients, where that is a negative number.
+func maxClients(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}

@@ -20,53 +20,54 @@ import (
 // config is every setting, read once from the environment and validated;
 // an invalid value stops start-up with a message naming its variable.
 type config struct {
-	HTTPAddr           string
-	MetricsAddr        string
-	MySQLDSN           string
-	DataDir            string
-	SQLiteSynchronous  string
-	RedisURL           string
-	RedisClientCache   bool
-	RedisKeyPrefix     string
-	CacheEnabled       bool
-	PprofAddr          string
-	CacheTTL           time.Duration
-	ReadPolicy         apiperf.RatePolicy // zero when RATE_LIMIT_READ=off
-	WritePolicy        apiperf.RatePolicy // zero when RATE_LIMIT_WRITE=off
-	AuthFailPolicy     apiperf.RatePolicy // zero when RATE_LIMIT_AUTH_FAILURES=off
-	IPv6Prefix         int
-	ForwardedHeader    server.ForwardedHeader
-	FailClosed         bool
-	RateLimitDebt      int
-	RateLimitDebtDelay time.Duration
-	RedisTimeout       time.Duration
-	CacheTimeout       time.Duration
-	TrustedProxies     []netip.Prefix
-	APIKeys            []string
-	DBMaxOpenConns     int
-	DBMaxIdleConns     int
-	DBQueryTimeout     time.Duration
-	OrderBatching      bool
-	OrderLanes         int
-	OrderBatchMax      int
-	OrderQueueMax      int
-	ReplicaDSNs        []string
-	ReplicaMaxLag      time.Duration
-	ReplicaTimeout     time.Duration
-	ShutdownTimeout    time.Duration
-	RequestTimeout     time.Duration
-	ReadTimeout        time.Duration
-	WriteTimeout       time.Duration
-	IdleTimeout        time.Duration
-	LogLevel           slog.Level
-	LogFormat          string
-	AccessLog          string
-	MaxBodySize        int
-	MaxHeaderBytes     int
-	MaxConns           int
-	MaxConnsPerClient  int
-	LambdaStripPrefix  string
-	LambdaRuntimeAPI   string
+	HTTPAddr            string
+	MetricsAddr         string
+	MySQLDSN            string
+	DataDir             string
+	SQLiteSynchronous   string
+	RedisURL            string
+	RedisClientCache    bool
+	RedisKeyPrefix      string
+	CacheEnabled        bool
+	PprofAddr           string
+	CacheTTL            time.Duration
+	ReadPolicy          apiperf.RatePolicy // zero when RATE_LIMIT_READ=off
+	WritePolicy         apiperf.RatePolicy // zero when RATE_LIMIT_WRITE=off
+	AuthFailPolicy      apiperf.RatePolicy // zero when RATE_LIMIT_AUTH_FAILURES=off
+	IPv6Prefix          int
+	ForwardedHeader     server.ForwardedHeader
+	FailClosed          bool
+	RateLimitDebt       int
+	RateLimitDebtDelay  time.Duration
+	RateLimitMaxClients int
+	RedisTimeout        time.Duration
+	CacheTimeout        time.Duration
+	TrustedProxies      []netip.Prefix
+	APIKeys             []string
+	DBMaxOpenConns      int
+	DBMaxIdleConns      int
+	DBQueryTimeout      time.Duration
+	OrderBatching       bool
+	OrderLanes          int
+	OrderBatchMax       int
+	OrderQueueMax       int
+	ReplicaDSNs         []string
+	ReplicaMaxLag       time.Duration
+	ReplicaTimeout      time.Duration
+	ShutdownTimeout     time.Duration
+	RequestTimeout      time.Duration
+	ReadTimeout         time.Duration
+	WriteTimeout        time.Duration
+	IdleTimeout         time.Duration
+	LogLevel            slog.Level
+	LogFormat           string
+	AccessLog           string
+	MaxBodySize         int
+	MaxHeaderBytes      int
+	MaxConns            int
+	MaxConnsPerClient   int
+	LambdaStripPrefix   string
+	LambdaRuntimeAPI    string
 
 	// Tracing is the OpenTelemetry setup; its Endpoint is empty when
 	// tracing is off (no OTLP endpoint, or OTEL_SDK_DISABLED=true).
@@ -185,6 +186,8 @@ var settings = []setting{
 			c.RateLimitDebt = n
 			return nil
 		}},
+	{"RATE_LIMIT_MAX_CLIENTS", strconv.Itoa(limiter.DefaultMaxClients), "Clients a replica keeps rate-limit state for in process (about 250 bytes each); beyond it a new client is decided by one Redis call per request, exactly, until idle clients make room. `0` removes the cap.",
+		integer(0, 100_000_000, func(c *config) *int { return &c.RateLimitMaxClients })},
 	{"RATE_LIMIT_DEBT_DELAY", "1s", "How long debt below `RATE_LIMIT_DEBT` may wait before it is charged, so that the requests of a slow client share one Redis call; debt that reaches the cap is charged at once. `0` or `off` charges every debt at once.",
 		durationOrOff(func(c *config) *time.Duration { return &c.RateLimitDebtDelay })},
 	{"RATE_LIMIT_AUTH_FAILURES", "10/1m,burst=10", "GCRA limit per address on failed authentications (when `API_KEYS` is set: writes without a valid key, and any request whose bearer token is no key); once spent they get 429 instead of 401. `off` leaves them unlimited.",

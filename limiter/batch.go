@@ -149,8 +149,11 @@ type bucket struct {
 	// client is from its limit.
 	lastGrant int
 
-	// tatNs is Redis's TAT after the last call, mapped onto the local clock;
-	// it only feeds the Remaining and ResetAfter estimates.
+	// tatNs is Redis's TAT after the last call, mapped onto the local clock
+	// at the reply's arrival, which is no earlier than the moment Redis
+	// read TIME: the view is never fuller of free tokens than Redis was. It
+	// decides whether a request may go on debt, seeds the fallback, and
+	// feeds the Remaining and ResetAfter estimates.
 	tatNs int64
 
 	// A request of cost >= denyCost is refused until denyUntil.
@@ -465,7 +468,7 @@ func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *apiperf.Ra
 		return apiperf.RateDecision{}, err
 	}
 	b.known = true
-	b.tatNs = sent + rep.resetAfter*1000
+	b.tatNs = monoNanos() + rep.resetAfter*1000
 	if rep.granted == 0 {
 		b.cur, b.spare = cur, spare
 		b.denyUntil = sent + rep.retryAfter*1000
@@ -555,7 +558,7 @@ func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int) 
 			return
 		}
 		b.known = true
-		b.tatNs = sent + rep.resetAfter*1000
+		b.tatNs = monoNanos() + rep.resetAfter*1000
 		if rep.granted == 0 {
 			b.denyUntil = sent + rep.retryAfter*1000
 			b.denyCost = 1

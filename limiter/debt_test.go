@@ -619,3 +619,42 @@ func TestRedis_MaxClients(t *testing.T) {
 		}
 	}
 }
+
+// TestRedis_DebtViewNotOlderThanTheReply: the view debt is judged by is
+// Redis's TAT as of the reply. A call that waited before Redis ran it (a
+// queue of other calls, a slow link) read a later TIME than the moment it
+// was sent; anchoring the TAT at the send time shows the bucket fuller than
+// it was by that wait, and one replica alone then allows on debt a request
+// that lands past the window: more than the burst, which one replica must
+// never allow.
+func TestRedis_DebtViewNotOlderThanTheReply(t *testing.T) {
+	verifyNoLeaks(t)
+	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Second, Burst: 16} // T = 100ms, debt cap 2
+	r, c := MustRedis(t, RedisOptions{Debt: 2, DebtDelay: time.Hour})
+	if err := r.Preload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The first call, the whole burst, waits 900ms before it is sent.
+	var once sync.Once
+	r.co.beforeFlush = func() { once.Do(func() { time.Sleep(900 * time.Millisecond) }) }
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := r.Allow(ctx, "c", p, p.Burst)
+	if err != nil || !res.Allowed {
+		t.Fatalf("the burst on a full bucket: %+v, %v", res, err)
+	}
+	// The bucket is empty: the next request is Redis's, and refused.
+	res, err = r.Allow(ctx, "c", p, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close() // charges any debt taken
+	ahead := float64(0)
+	if s, err := c.Do(ctx, c.B().Get().Key(r.prefix+"{read:c}").Build()).ToString(); err == nil {
+		tat, _ := strconv.ParseInt(s, 10, 64)
+		ahead = float64(tat-redisTimeMicros(t, c)) / float64(p.Interval().Microseconds())
+	}
+	if res.Allowed || ahead > float64(p.Burst) {
+		t.Fatalf("after the whole burst, the next request %+v; the TAT %.2f intervals ahead, past the window of %d", res, ahead, p.Burst)
+	}
+}

@@ -31,6 +31,10 @@ import (
 // as one pipeline of single-bucket calls (rueidis routes each to its
 // master), which saves the process's wake-ups but not Redis's dispatches.
 //
+// Calls no request waits for (prefetches, the debt flush's charges) queue
+// apart and fill the room a batch has left after the requests' calls, so a
+// flush that queues a charge for every client of a crowd delays no request.
+//
 // A request whose deadline passes while its call is queued or out gives up
 // with EUNAVAILABLE; the call still runs when its batch goes out, and
 // whatever it reserved is then lost (too few allowed, never too many).
@@ -110,9 +114,13 @@ type coalescer struct {
 	max     int
 	cluster bool
 
-	mu       sync.Mutex
-	pending  []*scriptCall
-	flushers int // running flushLoops
+	mu sync.Mutex
+	// pending are the calls requests wait for; background are the calls
+	// no request waits for (prefetches, debt charges), which a batch takes
+	// only when it has room left: a flush queues a charge for every client
+	// with debt at once, and a request must not wait behind them all.
+	pending, background []*scriptCall
+	flushers            int // running flushLoops
 	// maxFlushers is the package constant; tests lower it to 1 to line
 	// calls up behind a held batch.
 	maxFlushers int
@@ -137,7 +145,7 @@ func (co *coalescer) submit(ctx context.Context, c *scriptCall) (reply, error) {
 	} else {
 		c.deadline = time.Now().Add(prefetchTimeout)
 	}
-	start := co.push(c)
+	start := co.push(c, &co.pending)
 	if start && !co.r.startBackground(co.flushLoop) {
 		// Closed: nobody will flush, so this caller does it itself.
 		co.flushLoop()
@@ -155,7 +163,7 @@ func (co *coalescer) submit(ctx context.Context, c *scriptCall) (reply, error) {
 // enqueue queues a call whose outcome goes to c.then, without waiting.
 // The caller holds r.closeMu for reading and has seen r.closed false.
 func (co *coalescer) enqueue(c *scriptCall) {
-	if co.push(c) {
+	if co.push(c, &co.background) {
 		co.r.wg.Add(1)
 		go func() {
 			defer co.r.wg.Done()
@@ -164,12 +172,12 @@ func (co *coalescer) enqueue(c *scriptCall) {
 	}
 }
 
-// push queues c and reports whether the caller must start a flushLoop,
-// which it then counts as running.
-func (co *coalescer) push(c *scriptCall) bool {
+// push queues c on q, one of co's queues, and reports whether the caller
+// must start a flushLoop, which it then counts as running.
+func (co *coalescer) push(c *scriptCall, q *[]*scriptCall) bool {
 	co.mu.Lock()
 	defer co.mu.Unlock()
-	co.pending = append(co.pending, c)
+	*q = append(*q, c)
 	if co.flushers >= co.maxFlushers {
 		return false
 	}
@@ -191,7 +199,18 @@ func (c *scriptCall) finish() {
 func (co *coalescer) queued() int {
 	co.mu.Lock()
 	defer co.mu.Unlock()
-	return len(co.pending)
+	return len(co.pending) + len(co.background)
+}
+
+// take moves up to n calls from the front of q to batch. The caller holds
+// co.mu.
+func take(batch []*scriptCall, q *[]*scriptCall, n int) []*scriptCall {
+	n = min(n, len(*q))
+	batch = append(batch, (*q)[:n]...)
+	rest := copy(*q, (*q)[n:])
+	clear((*q)[rest:])
+	*q = (*q)[:rest]
+	return batch
 }
 
 // flushLoop sends batches until the queue is empty.
@@ -199,16 +218,14 @@ func (co *coalescer) flushLoop() {
 	var f flusher
 	for {
 		co.mu.Lock()
-		n := min(len(co.pending), co.max)
-		if n == 0 {
+		if len(co.pending)+len(co.background) == 0 {
 			co.flushers--
 			co.mu.Unlock()
 			return
 		}
-		f.batch = append(f.batch[:0], co.pending[:n]...)
-		rest := copy(co.pending, co.pending[n:])
-		clear(co.pending[rest:])
-		co.pending = co.pending[:rest]
+		// Requests' calls first, then background ones in the room left.
+		f.batch = take(f.batch[:0], &co.pending, co.max)
+		f.batch = take(f.batch, &co.background, co.max-len(f.batch))
 		co.mu.Unlock()
 		if co.beforeFlush != nil {
 			co.beforeFlush()

@@ -658,3 +658,74 @@ func TestRedis_DebtViewNotOlderThanTheReply(t *testing.T) {
 		t.Fatalf("after the whole burst, the next request %+v; the TAT %.2f intervals ahead, past the window of %d", res, ahead, p.Burst)
 	}
 }
+
+// TestRedis_FlushDoesNotDelayRequests: a flush queues a charge for every
+// client with debt, thousands in a crowd, at once. A request's own call
+// queued behind them would wait for all of them, far past the fallback's
+// few milliseconds; it goes out in the next batch instead, ahead of the
+// background calls.
+func TestRedis_FlushDoesNotDelayRequests(t *testing.T) {
+	verifyNoLeaks(t)
+	slow := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Hour, Burst: 100}
+	r, _ := MustRedis(t, RedisOptions{Debt: 8, DebtDelay: time.Hour})
+	const clients = 200 // four batches of charges
+	for i := range clients {
+		mustAllow(t, r, "slow"+strconv.Itoa(i), slow, 1)
+		mustAllow(t, r, "slow"+strconv.Itoa(i), slow, 1) // on debt, queued
+	}
+	r.wg.Wait()
+	// One flusher, stopped before each batch until the test steps it.
+	entered, step := make(chan int, 16), make(chan struct{})
+	var batches atomic.Int32
+	r.co.maxFlushers = 1
+	r.co.beforeFlush = func() {
+		entered <- int(batches.Add(1))
+		<-step
+	}
+	released := false
+	defer func() {
+		if !released {
+			close(step)
+		}
+	}()
+	r.debts.flush(r) // 200 charges queued; the first 64 are taken and held
+	<-entered
+	fg := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := r.Allow(ctx, "new", slow, 1) // a new client: Redis decides
+		fg <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.co.queued() < clients-r.co.max+1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls queued, want the %d charges left and the request", r.co.queued(), clients-r.co.max)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	step <- struct{}{} // the held batch of charges goes
+	<-entered          // the second batch is taken
+	step <- struct{}{}
+	<-entered // the third is taken: the second has been answered
+	select {
+	case err := <-fg:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the request's call was not in the batch after the one held: it waits behind %d background charges", r.co.queued())
+	}
+	released = true
+	close(step)
+	r.wg.Wait()
+	for i := range clients {
+		b := r.bucket("read", "slow"+strconv.Itoa(i), false)
+		b.mu.Lock()
+		owed := b.owed + b.owing
+		b.mu.Unlock()
+		if owed != 0 {
+			t.Fatalf("client %d: %d still owed after the flush", i, owed)
+		}
+	}
+}

@@ -90,5 +90,28 @@ if [[ "$which" == "all" ]]; then
 	start_server RATE_LIMIT_READ='5/1s,burst=10' RATE_LIMIT_WRITE=off
 	"$k6" run --quiet -e BASE_URL="$base_url" -e LIMIT_RATE=5 -e LIMIT_BURST=10 k6/ratelimit.js
 	stop_server
+
+	# The crowd needs Redis; make test and .ci/run start it.
+	if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+		echo "== k6 crowd (200 clients behind a trusted proxy, Redis limiter, 1000/s each)"
+		start_server REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="k6crowd-$$-$RANDOM:" \
+			RATE_LIMIT_READ=1000/1s TRUSTED_PROXIES=127.0.0.1
+		"$k6" run --quiet -e BASE_URL="$base_url" -e PROFILE=ci -e CLIENTS=200 k6/crowd.js
+		metrics="$(curl -fsS "$base_url/metrics")"
+		stop_server
+		# Requests on debt wait for the once-a-second flush: the 200
+		# clients' first requests and about one flush a second are all
+		# the round trips, far fewer than one per request.
+		awk '
+			/^apiperf_ratelimit_redis_calls_total / { calls = $2 }
+			/^apiperf_http_requests_total\{.*route="\/products\/\{id\}"/ { reqs += $2 }
+			END {
+				if (reqs == 0) { print "k6-smoke: no crowd requests counted"; exit 1 }
+				printf "k6-smoke: crowd: %d requests, %d Redis round trips (%.3f a request)\n", reqs, calls, calls / reqs
+				if (calls / reqs > 0.5) { print "k6-smoke: the crowd cost Redis more than half a round trip a request"; exit 1 }
+			}' <<<"$metrics"
+	else
+		echo "== k6 crowd skipped: no Redis on 127.0.0.1:6379"
+	fi
 fi
 echo "k6-smoke: passed"

@@ -270,6 +270,7 @@ func (co *coalescer) flush(f *flusher, batch []*scriptCall) {
 	ctx, cancel := context.WithDeadline(context.Background(), dl)
 	defer cancel()
 	r := co.r
+	r.updates.Add(int64(len(batch)))
 	switch {
 	case len(batch) == 1:
 		r.calls.Add(1)

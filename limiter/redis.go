@@ -202,6 +202,9 @@ type Redis struct {
 	co      *coalescer   // nil when every call goes on its own
 	calls   atomic.Int64 // script round trips, for tests and benchmarks
 	refills atomic.Int64 // the calls a request waited for
+	// updates counts the buckets the script calls decided or charged,
+	// several to a call when coalesced: Redis's work, for benchmarks.
+	updates atomic.Int64
 	// untracked counts the decisions made without a bucket, over MaxClients.
 	untracked atomic.Int64
 	closeMu   sync.RWMutex // orders prefetch starts before Close's wait
@@ -361,6 +364,7 @@ func (r *Redis) eval(ctx context.Context, name, client string, t int64, burst, n
 	c.format(r.prefix, name, client, t, burst, need, want, owed)
 	if r.co == nil {
 		r.calls.Add(1)
+		r.updates.Add(1)
 		rep, err := r.exec1(ctx, c)
 		if err != nil {
 			// After a failure (a deadline above all) the command may still

@@ -223,11 +223,12 @@ func coalesced(t *testing.T, cluster bool, addrs ...string) {
 				return n
 			}
 			p := apiperf.RatePolicy{Name: "read", Rate: 1, Period: time.Hour, Burst: 3}
-			// batch sends one call, holds it, queues 40 more behind it
-			// and lets both batches go; it returns the limiter, whose
-			// flushes are no longer held.
-			batch := func() *Redis {
+			// batch runs prepare, then sends one call on a new limiter,
+			// holds it, queues 40 more behind it and lets both batches go;
+			// it returns the limiter, whose flushes are no longer held.
+			batch := func(prepare func()) *Redis {
 				r, entered, release := newHeld(t, RedisOptions{Plain: true})
+				prepare()
 				var wg sync.WaitGroup
 				wg.Go(func() { mustAllow(t, r, "c0", p, 1) })
 				<-entered
@@ -258,7 +259,7 @@ func coalesced(t *testing.T, cluster bool, addrs ...string) {
 				t.Fatal(err)
 			}
 			before := loads()
-			r := batch()
+			r := batch(func() {})
 			if n := loads() - before; n != 0 || r.co.noscripts.Load() != 0 {
 				t.Fatalf("%d SCRIPT LOADs and %d NOSCRIPT pipelines for two batches after Preload, want none", n, r.co.noscripts.Load())
 			}
@@ -268,21 +269,13 @@ func coalesced(t *testing.T, cluster bool, addrs ...string) {
 			// script on its master), so the 40 behind it find the script
 			// on one master and not on the others: a pipeline part run,
 			// part refused.
-			r, entered, release := newHeld(t, RedisOptions{Plain: true})
-			for _, node := range nodes {
-				if err := node.Do(ctx, node.B().ScriptFlush().Build()).Error(); err != nil {
-					t.Fatal(err)
+			r = batch(func() {
+				for _, node := range nodes {
+					if err := node.Do(ctx, node.B().ScriptFlush().Build()).Error(); err != nil {
+						t.Fatal(err)
+					}
 				}
-			}
-			var wg sync.WaitGroup
-			wg.Go(func() { mustAllow(t, r, "c0", p, 1) })
-			<-entered
-			for i := 1; i <= 40; i++ {
-				wg.Go(func() { mustAllow(t, r, "c"+strconv.Itoa(i), p, 1) })
-			}
-			waitQueued(t, r, 40)
-			close(release)
-			wg.Wait()
+			})
 			if r.co.noscripts.Load() == 0 {
 				t.Fatal("no batch saw NOSCRIPT after a master lost the script; the test proves nothing")
 			}

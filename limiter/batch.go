@@ -307,8 +307,9 @@ func (r *Redis) charge(b *bucket, name, key string, t int64, burst int) {
 		r.prefetch(b, name, key, t, burst, r.want(t, 1))
 		return
 	}
-	if !b.queued {
-		r.debts.add(b, name, key, t, burst)
+	if !b.queued && !r.debts.add(b, name, key, t, burst) {
+		// Close has run the last flush.
+		r.prefetch(b, name, key, t, burst, r.want(t, 1))
 	}
 }
 

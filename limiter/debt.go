@@ -34,6 +34,9 @@ type debtEntry struct {
 type debtQueue struct {
 	mu      sync.Mutex
 	entries []debtEntry
+	// stopped says that the last flush has run: a bucket is no longer
+	// queued but charged at once.
+	stopped bool
 
 	quit     chan struct{} // closed by stop
 	done     chan struct{} // closed when the flush loop has returned
@@ -60,23 +63,33 @@ func (q *debtQueue) start(r *Redis, period time.Duration) {
 }
 
 // stop ends the flush loop after one last flush; the calls that flush
-// queued are the limiter's background calls, which Close waits for. It
-// does nothing when the loop never started.
-func (q *debtQueue) stop() {
-	if q.quit == nil {
-		return
+// queued are the limiter's background calls, which Close waits for. Debt
+// queued meanwhile, by requests still running, is flushed after it, and
+// from then on add refuses, so that debt is charged at once instead of
+// waiting for a flush that will not come.
+func (q *debtQueue) stop(r *Redis) {
+	if q.quit != nil {
+		q.stopOnce.Do(func() { close(q.quit) })
+		<-q.done
 	}
-	q.stopOnce.Do(func() { close(q.quit) })
-	<-q.done
+	q.mu.Lock()
+	q.stopped = true
+	q.mu.Unlock()
+	q.flush(r)
 }
 
-// add queues b. The caller holds b.mu.
-func (q *debtQueue) add(b *bucket, name, key string, t int64, burst int) {
-	b.queued = true
+// add queues b and reports whether it did: after stop it does not. The
+// caller holds b.mu.
+func (q *debtQueue) add(b *bucket, name, key string, t int64, burst int) bool {
 	e := debtEntry{b: b, name: strings.Clone(name), key: strings.Clone(key), t: t, burst: burst}
 	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.stopped {
+		return false
+	}
+	b.queued = true
 	q.entries = append(q.entries, e)
-	q.mu.Unlock()
+	return true
 }
 
 // len is the number of buckets waiting, for tests.

@@ -729,3 +729,27 @@ func TestRedis_FlushDoesNotDelayRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestRedis_DebtDuringClose: a request that takes debt while Close runs,
+// after its last flush, is charged before Close returns, not queued for a
+// flush that will never come.
+func TestRedis_DebtDuringClose(t *testing.T) {
+	verifyNoLeaks(t)
+	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Hour, Burst: 100}
+	direct := MustClient(t, redisAddr)
+	prefix := MustPrefix(t, direct)
+	r := newRedis(t, direct, RedisOptions{Prefix: prefix, Debt: 8, DebtDelay: time.Hour})
+	mustAllow(t, r, "c", p, 1)
+	mustAllow(t, r, "c", p, 1) // on debt, charged by the last flush
+	r.debts.stop(r)            // Close's first step: the last flush
+	mustAllow(t, r, "c", p, 1) // on debt after it
+	r.Close()
+	s, err := direct.Do(context.Background(), direct.B().Get().Key(prefix+"{read:c}").Build()).ToString()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tat, _ := strconv.ParseInt(s, 10, 64)
+	if a := float64(tat-redisTimeMicros(t, direct)) / float64(p.Interval().Microseconds()); a < 2.9 {
+		t.Fatalf("TAT %.2f intervals ahead after 3 units and Close, want 3: debt taken during Close was not charged", a)
+	}
+}

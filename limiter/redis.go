@@ -313,7 +313,7 @@ func (r *Redis) Preload(ctx context.Context) error {
 // for background calls, forgets the tokens reserved in process (they stay
 // counted in Redis until their time passes) and leaves the client open.
 func (r *Redis) Close() {
-	r.debts.stop()
+	r.debts.stop(r)
 	r.closeMu.Lock()
 	r.closed = true
 	r.closeMu.Unlock()

@@ -177,7 +177,7 @@ var settings = []setting{
 		policy("read", func(c *config) *apiperf.RatePolicy { return &c.ReadPolicy })},
 	{"RATE_LIMIT_WRITE", "20/1s,burst=40", "GCRA limit per client on writes: `RATE/PERIOD[,burst=N]` or `off`.",
 		policy("write", func(c *config) *apiperf.RatePolicy { return &c.WritePolicy })},
-	{"RATE_LIMIT_DEBT", "8", "Requests per client a replica may allow before Redis has charged them, while the client's bucket is at least half full, and never more than an eighth of the policy's burst (a burst under 8 is always exact); `0` makes every decision wait for Redis. Across N replicas a client gets at most burst + rate × t + N × min(this, burst/8).",
+	{"RATE_LIMIT_DEBT", "8", "Requests per client a replica may allow before Redis has charged them, while the client's bucket is at least half full, and never more than an eighth of the policy's burst (a burst under 8 is always exact); `0` makes every decision wait for Redis, the default on Lambda. Across N replicas a client gets at most burst + rate × t + N × min(this, burst/8).",
 		func(c *config, v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 || n > 1000 {
@@ -342,6 +342,14 @@ func loadConfig(getenv func(string) string) (config, error) {
 	// that arrived meanwhile. Unless told otherwise, every read asks Redis.
 	if c.LambdaRuntimeAPI != "" && getenv("REDIS_CLIENT_CACHE") == "" {
 		c.RedisClientCache = false
+	}
+	// Debt pays off for a process serving many clients at once; a Lambda
+	// environment serves one request at a time, there may be hundreds of
+	// them (the bound grows by a debt per environment), and one frozen or
+	// reclaimed between invocations charges its debt late or never. Unless
+	// told otherwise, every decision on Lambda is Redis's.
+	if c.LambdaRuntimeAPI != "" && getenv("RATE_LIMIT_DEBT") == "" {
+		c.RateLimitDebt = 0
 	}
 	if len(c.ReplicaDSNs) > 0 && c.MySQLDSN == "" {
 		errs = append(errs, "MYSQL_READ_DSN: read replicas need MYSQL_DSN (the embedded SQLite database has none)")

@@ -56,16 +56,20 @@ func TestStart_StorageSettingsNamed(t *testing.T) {
 	}
 }
 
-// TestLoadConfig_Lambda: on Lambda the data directory moves to /tmp and
-// client-side caching is off unless REDIS_CLIENT_CACHE says otherwise.
+// TestLoadConfig_Lambda: on Lambda the data directory moves to /tmp, and
+// client-side caching and rate-limit debt are off, unless the settings
+// say otherwise.
 func TestLoadConfig_Lambda(t *testing.T) {
 	c, err := loadConfig(env(map[string]string{"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001"}))
-	if err != nil || c.DataDir != "/tmp/data" || c.RedisClientCache {
-		t.Fatalf("Lambda defaults: data dir %q, client cache %v, %v", c.DataDir, c.RedisClientCache, err)
+	if err != nil || c.DataDir != "/tmp/data" || c.RedisClientCache || c.RateLimitDebt != 0 {
+		t.Fatalf("Lambda defaults: data dir %q, client cache %v, debt %d, %v", c.DataDir, c.RedisClientCache, c.RateLimitDebt, err)
 	}
-	c, err = loadConfig(env(map[string]string{"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001", "REDIS_CLIENT_CACHE": "on", "DATA_DIR": "/mnt/efs"}))
-	if err != nil || c.DataDir != "/mnt/efs" || !c.RedisClientCache {
-		t.Fatalf("explicit settings on Lambda: data dir %q, client cache %v, %v", c.DataDir, c.RedisClientCache, err)
+	c, err = loadConfig(env(map[string]string{"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001", "REDIS_CLIENT_CACHE": "on", "DATA_DIR": "/mnt/efs", "RATE_LIMIT_DEBT": "8"}))
+	if err != nil || c.DataDir != "/mnt/efs" || !c.RedisClientCache || c.RateLimitDebt != 8 {
+		t.Fatalf("explicit settings on Lambda: data dir %q, client cache %v, debt %d, %v", c.DataDir, c.RedisClientCache, c.RateLimitDebt, err)
+	}
+	if c, err := loadConfig(env(nil)); err != nil || c.RateLimitDebt != 8 {
+		t.Fatalf("off Lambda: debt %d, %v; want the default 8", c.RateLimitDebt, err)
 	}
 }
 

@@ -3,6 +3,7 @@ package limiter
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -37,6 +38,8 @@ type debtQueue struct {
 	// stopped says that the last flush has run: a bucket is no longer
 	// queued but charged at once.
 	stopped bool
+	// flushes counts the flushes run, for tests.
+	flushes atomic.Int64
 
 	quit     chan struct{} // closed by stop
 	done     chan struct{} // closed when the flush loop has returned
@@ -101,6 +104,7 @@ func (q *debtQueue) len() int {
 
 // flush sends the debt of every bucket in the queue.
 func (q *debtQueue) flush(r *Redis) {
+	q.flushes.Add(1)
 	q.mu.Lock()
 	entries := q.entries
 	q.entries = nil

@@ -753,3 +753,18 @@ func TestRedis_DebtDuringClose(t *testing.T) {
 		t.Fatalf("TAT %.2f intervals ahead after 3 units and Close, want 3: debt taken during Close was not charged", a)
 	}
 }
+
+// TestRedis_TinyDebtDelay: a DebtDelay of a nanosecond does not run the
+// flush loop without pause; it flushes at most once a millisecond.
+func TestRedis_TinyDebtDelay(t *testing.T) {
+	verifyNoLeaks(t)
+	c := MustClient(t, redisAddr)
+	start := time.Now()
+	r := newRedis(t, c, RedisOptions{Prefix: MustPrefix(t, c), Debt: 8, DebtDelay: time.Nanosecond})
+	time.Sleep(50 * time.Millisecond)
+	r.Close()
+	elapsed := time.Since(start)
+	if n, most := r.debts.flushes.Load(), int64(elapsed/time.Millisecond)+2; n > most {
+		t.Fatalf("%d flushes in %v with DebtDelay 1ns, want at most one a millisecond (%d)", n, elapsed, most)
+	}
+}

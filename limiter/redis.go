@@ -125,6 +125,10 @@ const DefaultMaxClients = 200_000
 // DefaultDebtDelay is how often debt waiting to be charged is sent.
 const DefaultDebtDelay = time.Second
 
+// minDebtDelay is the shortest DebtDelay: a shorter one (1ns, say) would
+// run the flush loop without pause, a core's worth of CPU for nothing.
+const minDebtDelay = time.Millisecond
+
 // RedisOptions configures NewRedis.
 type RedisOptions struct {
 	// Prefix starts every key; the full key is
@@ -159,7 +163,8 @@ type RedisOptions struct {
 	// the requests of a slow client share one charge: debt goes out when it
 	// reaches the cap above or at the next flush, every DebtDelay. Zero
 	// means DefaultDebtDelay; a negative value charges every debt at once
-	// (a charge that fails is then retried every DefaultDebtDelay).
+	// (a charge that fails is then retried every DefaultDebtDelay). A
+	// positive value under a millisecond counts as a millisecond.
 	DebtDelay time.Duration
 
 	// MaxClients caps the buckets a process keeps (reservations, last
@@ -265,7 +270,7 @@ func NewRedis(c rueidis.Client, opts RedisOptions) (*Redis, error) {
 		// With debt charged at once the loop only retries failed charges.
 		period := DefaultDebtDelay
 		if opts.DebtDelay >= 0 {
-			r.debtDelay = cmp.Or(opts.DebtDelay, DefaultDebtDelay)
+			r.debtDelay = max(cmp.Or(opts.DebtDelay, DefaultDebtDelay), minDebtDelay)
 			period = r.debtDelay
 		}
 		r.debts.start(r, period)

@@ -188,7 +188,7 @@ var settings = []setting{
 		}},
 	{"RATE_LIMIT_MAX_CLIENTS", strconv.Itoa(limiter.DefaultMaxClients), "Clients a replica keeps rate-limit state for in process (about 250 bytes each); beyond it a new client is decided by one Redis call per request, exactly, until idle clients make room. `0` removes the cap.",
 		integer(0, 100_000_000, func(c *config) *int { return &c.RateLimitMaxClients })},
-	{"RATE_LIMIT_DEBT_DELAY", "1s", "How long debt below `RATE_LIMIT_DEBT` may wait before it is charged, so that the requests of a slow client share one Redis call; debt that reaches the cap is charged at once. `0` or `off` charges every debt at once.",
+	{"RATE_LIMIT_DEBT_DELAY", "1s", "How long debt below `RATE_LIMIT_DEBT` may wait before it is charged, so that the requests of a slow client share one Redis call; debt that reaches the cap is charged at once. `0` or `off` charges every debt at once; under `1ms` counts as `1ms`.",
 		durationOrOff(func(c *config) *time.Duration { return &c.RateLimitDebtDelay })},
 	{"RATE_LIMIT_AUTH_FAILURES", "10/1m,burst=10", "GCRA limit per address on failed authentications (when `API_KEYS` is set: writes without a valid key, and any request whose bearer token is no key); once spent they get 429 instead of 401. `off` leaves them unlimited.",
 		policy("auth", func(c *config) *apiperf.RatePolicy { return &c.AuthFailPolicy })},

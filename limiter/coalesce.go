@@ -32,8 +32,10 @@ import (
 // master), which saves the process's wake-ups but not Redis's dispatches.
 //
 // Calls no request waits for (prefetches, the debt flush's charges) queue
-// apart and fill the room a batch has left after the requests' calls, so a
-// flush that queues a charge for every client of a crowd delays no request.
+// apart and fill the room a batch has left after the requests' calls, and
+// at least a quarter of it, so a flush that queues a charge for every
+// client of a crowd delays no request, and a stream of requests does not
+// hold the charges back.
 //
 // A request whose deadline passes while its call is queued or out gives up
 // with EUNAVAILABLE; the call still runs when its batch goes out, and
@@ -117,8 +119,9 @@ type coalescer struct {
 	mu sync.Mutex
 	// pending are the calls requests wait for; background are the calls
 	// no request waits for (prefetches, debt charges), which a batch takes
-	// only when it has room left: a flush queues a charge for every client
-	// with debt at once, and a request must not wait behind them all.
+	// in the room left and in a quarter kept for them: a flush queues a
+	// charge for every client with debt at once, and a request must not
+	// wait behind them all.
 	pending, background []*scriptCall
 	flushers            int // running flushLoops
 	// maxFlushers is the package constant; tests lower it to 1 to line
@@ -223,8 +226,12 @@ func (co *coalescer) flushLoop() {
 			co.mu.Unlock()
 			return
 		}
-		// Requests' calls first, then background ones in the room left.
-		f.batch = take(f.batch[:0], &co.pending, co.max)
+		// Requests' calls first, then background ones in the room left;
+		// a quarter of a batch is kept for background calls waiting, so
+		// that a stream of requests cannot hold them back for ever (a
+		// request for a bucket whose charge is queued waits for it).
+		keep := min(len(co.background), co.max/4)
+		f.batch = take(f.batch[:0], &co.pending, co.max-keep)
 		f.batch = take(f.batch, &co.background, co.max-len(f.batch))
 		co.mu.Unlock()
 		if co.beforeFlush != nil {

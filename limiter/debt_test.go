@@ -768,3 +768,65 @@ func TestRedis_TinyDebtDelay(t *testing.T) {
 		t.Fatalf("%d flushes in %v with DebtDelay 1ns, want at most one a millisecond (%d)", n, elapsed, most)
 	}
 }
+
+// TestRedis_RequestsDoNotStarveCharges: requests' calls go first, but not
+// all of a batch: a charge queued behind a stream of requests goes out in
+// the next batch, so a request for its bucket, which waits for the charge,
+// does not wait for the stream.
+func TestRedis_RequestsDoNotStarveCharges(t *testing.T) {
+	verifyNoLeaks(t)
+	slow := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Hour, Burst: 100}
+	r, _ := MustRedis(t, RedisOptions{Debt: 8, DebtDelay: time.Hour})
+	mustAllow(t, r, "owes", slow, 1)
+	mustAllow(t, r, "owes", slow, 1) // on debt, queued
+	r.wg.Wait()
+	entered, step := make(chan int, 16), make(chan struct{})
+	var batches atomic.Int32
+	r.co.maxFlushers = 1
+	r.co.beforeFlush = func() {
+		entered <- int(batches.Add(1))
+		<-step
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	released := false
+	defer func() {
+		if !released {
+			close(step)
+		}
+	}()
+	ask := func(client string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := r.Allow(ctx, client, slow, 1); err != nil {
+			t.Error(err)
+		}
+	}
+	wg.Go(func() { ask("first") })
+	<-entered // the first request's batch is held
+	const stream = 2 * DefaultMaxCoalesce
+	for i := range stream {
+		wg.Go(func() { ask("new" + strconv.Itoa(i)) })
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.co.queued() < stream {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls queued, want %d", r.co.queued(), stream)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	r.debts.flush(r) // the charge queues behind the stream
+	step <- struct{}{}
+	<-entered // the second batch is taken
+	step <- struct{}{}
+	<-entered // the third: the second has been answered
+	b := r.bucket("read", "owes", false)
+	b.mu.Lock()
+	owed, out := b.owed+b.owing, b.inflight != nil
+	b.mu.Unlock()
+	if owed != 0 || out {
+		t.Fatalf("after the first batch behind the stream: owed %d, charge still out %v; the stream held the charge back", owed, out)
+	}
+	released = true
+	close(step)
+}

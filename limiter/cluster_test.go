@@ -3,6 +3,8 @@ package limiter
 import (
 	"context"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -104,4 +106,115 @@ func slotOwner(t *testing.T, c rueidis.Client, slot int64) string {
 	}
 	t.Fatalf("no master serves slot %d", slot)
 	return ""
+}
+
+// TestRedisCluster_ChargeFollowsMigratedSlot: a flush's charges go out as
+// one EVALSHA pipeline; when a client's slot has moved to another master
+// meanwhile (MOVED), or is moving with its key already gone (ASK), the
+// charge follows it and lands once: the TAT on the new owner counts every
+// unit, none lost, none twice.
+func TestRedisCluster_ChargeFollowsMigratedSlot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a Redis Cluster; skipped with -short")
+	}
+	verifyNoLeaks(t)
+	addrs := testenv.StartRedisCluster(t)
+	ctx := context.Background()
+	c := MustClient(t, addrs...)
+	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Hour, Burst: 100}
+	nodes := c.Nodes()
+	ids := map[string]string{}
+	for addr, n := range nodes {
+		id, err := n.Do(ctx, n.B().ClusterMyid().Build()).ToString()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[addr] = id
+	}
+	do := func(addr string, args ...string) {
+		t.Helper()
+		n := nodes[addr]
+		if err := n.Do(ctx, n.B().Arbitrary(args[0]).Args(args[1:]...).Build()).Error(); err != nil {
+			t.Fatalf("%s %v: %v", addr, args, err)
+		}
+	}
+	for _, ask := range []bool{false, true} {
+		name := map[bool]string{false: "Moved", true: "Asked"}[ask]
+		t.Run(name, func(t *testing.T) {
+			prefix := MustPrefix(t, c)
+			r := newRedis(t, MustClient(t, addrs...), RedisOptions{Prefix: prefix, Debt: 8, DebtDelay: time.Hour})
+			defer r.Close()
+			if err := r.Preload(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Six clients, each with 3 units of debt waiting for the flush;
+			// the last one's slot moves.
+			moving := name + "5"
+			for i := range 6 {
+				for range 4 {
+					mustAllow(t, r, name+strconv.Itoa(i), p, 1)
+				}
+			}
+			r.wg.Wait()
+			key := prefix + "{read:" + moving + "}"
+			slot, err := c.Do(ctx, c.B().ClusterKeyslot().Key(key).Build()).AsInt64()
+			if err != nil {
+				t.Fatal(err)
+			}
+			src, dst := slotOwner(t, c, slot), ""
+			for addr := range nodes {
+				if addr != src {
+					dst = addr
+					break
+				}
+			}
+			s := strconv.FormatInt(slot, 10)
+			do(dst, "CLUSTER", "SETSLOT", s, "IMPORTING", ids[src])
+			do(src, "CLUSTER", "SETSLOT", s, "MIGRATING", ids[dst])
+			host, port, _ := strings.Cut(dst, ":")
+			do(src, "MIGRATE", host, port, "", "0", "5000", "KEYS", key)
+			assign := func() {
+				for addr := range nodes {
+					do(addr, "CLUSTER", "SETSLOT", s, "NODE", ids[dst])
+				}
+			}
+			if !ask {
+				assign()
+			}
+			// One flusher, whose first batch (one call) waits for the
+			// other five to queue: they go out as one pipeline.
+			r.co.maxFlushers = 1
+			var once sync.Once
+			r.co.beforeFlush = func() {
+				once.Do(func() {
+					for r.co.queued() < 5 {
+						time.Sleep(time.Millisecond)
+					}
+				})
+			}
+			r.debts.flush(r)
+			r.wg.Wait()
+			if ask {
+				assign()
+			}
+			for i := range 6 {
+				b := r.bucket("read", name+strconv.Itoa(i), false)
+				b.mu.Lock()
+				owed := b.owed + b.owing
+				b.mu.Unlock()
+				if owed != 0 {
+					t.Fatalf("client %d: %d owed after the flush", i, owed)
+				}
+			}
+			n := nodes[dst]
+			v, err := n.Do(ctx, n.B().Get().Key(key).Build()).ToString()
+			if err != nil {
+				t.Fatalf("GET %s on the new owner: %v", key, err)
+			}
+			tat, _ := strconv.ParseInt(v, 10, 64)
+			if a := float64(tat-redisTimeMicros(t, c)) / float64(p.Interval().Microseconds()); a < 3.9 || a > 4 {
+				t.Fatalf("the moved client's TAT is %.2f intervals ahead on the new owner, want 4 (1 decided, 3 charged once)", a)
+			}
+		})
+	}
 }

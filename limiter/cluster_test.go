@@ -181,18 +181,27 @@ func TestRedisCluster_ChargeFollowsMigratedSlot(t *testing.T) {
 			if !ask {
 				assign()
 			}
-			// One flusher, whose first batch (one call) waits for the
-			// other five to queue: they go out as one pipeline.
+			// One flusher, held on a request's call while the flush
+			// queues the six charges: they go out as one pipeline.
 			r.co.maxFlushers = 1
+			entered, gate := make(chan struct{}), make(chan struct{})
 			var once sync.Once
 			r.co.beforeFlush = func() {
 				once.Do(func() {
-					for r.co.queued() < 5 {
-						time.Sleep(time.Millisecond)
-					}
+					close(entered)
+					<-gate
 				})
 			}
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				if _, err := r.Allow(ctx, "holder", p, 1); err != nil {
+					t.Error(err)
+				}
+			})
+			<-entered
 			r.debts.flush(r)
+			close(gate)
+			wg.Wait()
 			r.wg.Wait()
 			if ask {
 				assign()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	apiperf "github.com/api-perf/api-perf"
@@ -166,8 +167,9 @@ type bucket struct {
 
 	// known says that a reply has been seen, so tatNs means something.
 	known bool
-	// seen is when a request last used the bucket.
-	seen int64
+	// seen is when a request last looked the bucket up; set under the
+	// table shard's lock, read by the sweep.
+	seen atomic.Int64
 	// Debt: units allowed before Redis charged them; owed are not yet
 	// sent, owing are in the call now in flight.
 	owed, owing int
@@ -244,13 +246,20 @@ func (r *Redis) bucket(name, key string, create bool) *bucket {
 	sh := r.buckets.shard(id)
 	sh.mu.Lock()
 	b := sh.m[string(id)]
+	now := monoNanos()
 	if b == nil && create {
-		now := monoNanos()
 		sh.sweep(now, int64(sweepEvery))
 		if sh.room(r.shardCap, now, int64(time.Second)) {
 			b = &bucket{}
 			sh.m[string(id)] = b
 		}
+	}
+	// Marked as used under the shard's lock, so that no sweep forgets it
+	// between this lookup and the caller's use of it: a request deciding on
+	// a forgotten bucket while the next one makes a new one would let the
+	// process owe the client twice its debt cap.
+	if b != nil {
+		b.seen.Store(now)
 	}
 	sh.mu.Unlock()
 	return b
@@ -272,7 +281,7 @@ func (b *bucket) idle(now int64) bool {
 	defer b.mu.Unlock()
 	b.expire(now)
 	return b.inflight == nil && b.held() == 0 && now >= b.denyUntil && b.owed == 0 && !b.queued &&
-		now-b.seen >= int64(sweepEvery)
+		now-b.seen.Load() >= int64(sweepEvery)
 }
 
 // canOwe says whether a request of cost may be allowed on debt at now:
@@ -385,7 +394,6 @@ func (r *Redis) tryAllow(key string, p apiperf.RatePolicy, cost int) (apiperf.Ra
 	}
 	b.mu.Lock()
 	now := monoNanos()
-	b.seen = now
 	res, ok := b.decide(now, t, p.Burst, cost)
 	switch {
 	case ok && res.Allowed && b.wantsPrefetch(now, r.batchWindow*250):
@@ -409,7 +417,6 @@ func (r *Redis) allowBatched(ctx context.Context, key string, p *apiperf.RatePol
 		return r.plainAllow(ctx, key, p, t, cost)
 	}
 	b.mu.Lock()
-	b.seen = monoNanos()
 	for {
 		now := monoNanos()
 		if res, ok := b.decide(now, t, p.Burst, cost); ok {

@@ -830,3 +830,25 @@ func TestRedis_RequestsDoNotStarveCharges(t *testing.T) {
 	released = true
 	close(step)
 }
+
+// TestRedis_LookupKeepsTheBucket: a request that has looked up a client's
+// bucket, idle for longer than a sweep interval, is not left deciding on a
+// bucket a sweep forgets before it uses it. With the bucket forgotten, the
+// next request makes a new one, and the process may owe the client its
+// debt cap on each.
+func TestRedis_LookupKeepsTheBucket(t *testing.T) {
+	verifyNoLeaks(t)
+	r, _ := MustRedis(t, RedisOptions{Debt: 8})
+	b := r.bucket("read", "c", true)
+	b.seen.Store(monoNanos() - 2*int64(sweepEvery)) // quiet for two intervals
+	got := r.bucket("read", "c", false)             // a request looks it up
+	for i := range r.buckets.shards {               // and a sweep runs before it locks it
+		sh := &r.buckets.shards[i]
+		sh.mu.Lock()
+		sh.sweep(monoNanos(), 0)
+		sh.mu.Unlock()
+	}
+	if now := r.bucket("read", "c", false); now != got {
+		t.Fatalf("the bucket a request had just looked up was forgotten by a sweep (now %p, the request's %p)", now, got)
+	}
+}

@@ -48,18 +48,7 @@ func debt(t *testing.T, addrs ...string) {
 		// The background calls charged every request allowed on debt:
 		// the debt was sent, none is left.
 		r.Close()
-		for i := range 50 {
-			b := r.bucket("read", "crowd"+strconv.Itoa(i), false)
-			if b == nil {
-				continue
-			}
-			b.mu.Lock()
-			owed, owing := b.owed, b.owing
-			b.mu.Unlock()
-			if owed != 0 || owing != 0 {
-				t.Fatalf("client %d: owed %d, owing %d after the background calls ended", i, owed, owing)
-			}
-		}
+		settled(t, r, "crowd", 50)
 	})
 
 	// Three replicas, a policy that does not refill within the test, and
@@ -200,25 +189,7 @@ func debt(t *testing.T, addrs ...string) {
 	// ahead is how many of slow's intervals the client's TAT is ahead.
 	ahead := func(t *testing.T, c rueidis.Client, prefix, client string) float64 {
 		t.Helper()
-		s, err := c.Do(ctx, c.B().Get().Key(prefix+"{read:"+client+"}").Build()).ToString()
-		if err != nil {
-			t.Fatalf("GET the TAT of %s: %v", client, err)
-		}
-		tat, _ := strconv.ParseInt(s, 10, 64)
-		return float64(tat-redisTimeMicros(t, c)) / float64(slow.Interval().Microseconds())
-	}
-	// settled fails unless every debt of the clients was charged.
-	settled := func(t *testing.T, r *Redis, clients int) {
-		t.Helper()
-		for i := range clients {
-			b := r.bucket("read", "slow"+strconv.Itoa(i), false)
-			b.mu.Lock()
-			owed, owing := b.owed, b.owing
-			b.mu.Unlock()
-			if owed != 0 || owing != 0 {
-				t.Fatalf("client %d: owed %d, owing %d after the flush", i, owed, owing)
-			}
-		}
+		return intervalsAhead(t, c, prefix+"{read:"+client+"}", slow)
 	}
 
 	// Debt below the cap waits for the flush: slow clients make no call
@@ -254,7 +225,7 @@ func debt(t *testing.T, addrs ...string) {
 		if !r.co.cluster && calls > clients/2 {
 			t.Fatalf("the flush made %d round trips for %d clients: the charges were not coalesced", calls, clients)
 		}
-		settled(t, r, clients)
+		settled(t, r, "slow", clients)
 		for i := range clients {
 			if a := ahead(t, c, prefix, "slow"+strconv.Itoa(i)); a < 5.9 || a > 6 {
 				t.Fatalf("client %d: TAT %.2f intervals ahead after 6 units, want 6", i, a)
@@ -281,7 +252,7 @@ func debt(t *testing.T, addrs ...string) {
 				t.Fatalf("after %d units of debt (cap 4): %d calls, want %d", i+1, n, want)
 			}
 		}
-		settled(t, r, 1)
+		settled(t, r, "slow", 1)
 	})
 
 	// A process owes at most an eighth of the burst: a burst under 8 is
@@ -429,12 +400,7 @@ func TestRedis_DebtChargeRetried(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	s, err := direct.Do(context.Background(), direct.B().Get().Key(prefix+"{read:c}").Build()).ToString()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tat, _ := strconv.ParseInt(s, 10, 64)
-	if a := float64(tat-redisTimeMicros(t, direct)) / float64(p.Interval().Microseconds()); a < 5.9 {
+	if a := intervalsAhead(t, direct, prefix+"{read:c}", p); a < 5.9 {
 		t.Fatalf("TAT %.2f intervals ahead, want 6: the failed charge was lost", a)
 	}
 }
@@ -515,12 +481,7 @@ func TestRedis_DebtChargeRetriedFromAnyCall(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
-			s, err := direct.Do(context.Background(), direct.B().Get().Key(tc.opts.Prefix+"{read:c}").Build()).ToString()
-			if err != nil {
-				t.Fatal(err)
-			}
-			tat, _ := strconv.ParseInt(s, 10, 64)
-			if a := float64(tat-redisTimeMicros(t, direct)) / float64(p.Interval().Microseconds()); a < float64(1+owed)-0.1 {
+			if a := intervalsAhead(t, direct, tc.opts.Prefix+"{read:c}", p); a < float64(1+owed)-0.1 {
 				t.Fatalf("TAT %.2f intervals ahead, want %d: the failed charge was lost", a, 1+owed)
 			}
 		})
@@ -557,12 +518,7 @@ func TestRedis_DebtChargedAtOnceRetried(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	s, err := direct.Do(context.Background(), direct.B().Get().Key(prefix+"{read:c}").Build()).ToString()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tat, _ := strconv.ParseInt(s, 10, 64)
-	if a := float64(tat-redisTimeMicros(t, direct)) / float64(p.Interval().Microseconds()); a < 1.9 {
+	if a := intervalsAhead(t, direct, prefix+"{read:c}", p); a < 1.9 {
 		t.Fatalf("TAT %.2f intervals ahead, want 2", a)
 	}
 }
@@ -744,12 +700,7 @@ func TestRedis_DebtDuringClose(t *testing.T) {
 	r.debts.stop(r)            // Close's first step: the last flush
 	mustAllow(t, r, "c", p, 1) // on debt after it
 	r.Close()
-	s, err := direct.Do(context.Background(), direct.B().Get().Key(prefix+"{read:c}").Build()).ToString()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tat, _ := strconv.ParseInt(s, 10, 64)
-	if a := float64(tat-redisTimeMicros(t, direct)) / float64(p.Interval().Microseconds()); a < 2.9 {
+	if a := intervalsAhead(t, direct, prefix+"{read:c}", p); a < 2.9 {
 		t.Fatalf("TAT %.2f intervals ahead after 3 units and Close, want 3: debt taken during Close was not charged", a)
 	}
 }
@@ -850,5 +801,36 @@ func TestRedis_LookupKeepsTheBucket(t *testing.T) {
 	}
 	if now := r.bucket("read", "c", false); now != got {
 		t.Fatalf("the bucket a request had just looked up was forgotten by a sweep (now %p, the request's %p)", now, got)
+	}
+}
+
+// intervalsAhead is how many of p's intervals the TAT stored at key is
+// ahead of Redis's clock: the units Redis holds charged and not yet
+// refilled.
+func intervalsAhead(t *testing.T, c rueidis.Client, key string, p apiperf.RatePolicy) float64 {
+	t.Helper()
+	s, err := c.Do(context.Background(), c.B().Get().Key(key).Build()).ToString()
+	if err != nil {
+		t.Fatalf("GET the TAT at %s: %v", key, err)
+	}
+	tat, _ := strconv.ParseInt(s, 10, 64)
+	return float64(tat-redisTimeMicros(t, c)) / float64(p.Interval().Microseconds())
+}
+
+// settled fails unless every debt of the clients named prefix0, prefix1, ...
+// that r still keeps was charged.
+func settled(t *testing.T, r *Redis, prefix string, clients int) {
+	t.Helper()
+	for i := range clients {
+		b := r.bucket("read", prefix+strconv.Itoa(i), false)
+		if b == nil {
+			continue
+		}
+		b.mu.Lock()
+		owed, owing := b.owed, b.owing
+		b.mu.Unlock()
+		if owed != 0 || owing != 0 {
+			t.Fatalf("client %d: owed %d, owing %d after the charges", i, owed, owing)
+		}
 	}
 }

@@ -57,3 +57,30 @@ func TestNew_MetricConflict(t *testing.T) {
 		}
 	}
 }
+
+// A New that fails after registering its HTTP metrics leaves them on the
+// registry: scraping it then must not call into the server that was never
+// built (its in-flight gauge read a nil fasthttp.Server and panicked).
+func TestNew_FailedNewLeavesAScrapableRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "apiperf_http_connections_rejected_total", Help: "another"}, []string{"x"}))
+	if _, err := New(Config{Registerer: reg}); err == nil {
+		t.Fatal("New accepted a conflicting connection metric")
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() == "apiperf_http_requests_in_flight" {
+			found = true
+			if v := mf.GetMetric()[0].GetGauge().GetValue(); v != 0 {
+				t.Fatalf("in flight %v for a server that never ran", v)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no in-flight gauge gathered")
+	}
+}

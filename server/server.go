@@ -108,6 +108,10 @@ type Server struct {
 	handler fasthttp.RequestHandler
 	metrics *httpMetrics
 	http    *fasthttp.Server
+	// built is http once New has succeeded: the in-flight gauge reads it,
+	// and a scrape may come before then, or after a New that failed with
+	// the gauge already registered (0 in flight either way).
+	built atomic.Pointer[fasthttp.Server]
 	// tracer makes the request spans; nil when tracing is off.
 	tracer trace.Tracer
 	keys   []apiKey
@@ -195,7 +199,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	var err error
-	if s.metrics, err = newHTTPMetrics(cfg.Registerer, func() float64 { return float64(s.http.GetCurrentConcurrency()) }); err != nil {
+	if s.metrics, err = newHTTPMetrics(cfg.Registerer, s.inFlight); err != nil {
 		s.cancelBase()
 		return nil, fmt.Errorf("HTTP metrics: %w", err)
 	}
@@ -235,7 +239,16 @@ func New(cfg Config) (*Server, error) {
 		ErrorHandler:                  s.transportError,
 		Logger:                        s.FastHTTPLogger(),
 	}
+	s.built.Store(s.http)
 	return s, nil
+}
+
+// inFlight is the requests the server is serving, for the metrics.
+func (s *Server) inFlight() float64 {
+	if h := s.built.Load(); h != nil {
+		return float64(h.GetCurrentConcurrency())
+	}
+	return 0
 }
 
 // Handler is the whole API as one fasthttp handler (the Lambda adapter and

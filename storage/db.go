@@ -341,6 +341,8 @@ func normalizeDSN(field, dsn string) (string, error) {
 // synchronous is FULL unless the caller asks for NORMAL: in WAL mode NORMAL
 // skips the sync at each commit, so a power loss can lose commits whose
 // clients were already answered, which an orders API must not do by default.
+// The path is escaped for the file: URI: a '?', '#' or '%' in it would
+// otherwise start the query, start a fragment or be decoded.
 func sqliteDSN(path, synchronous string) string {
 	sync := "synchronous(FULL)"
 	if strings.EqualFold(synchronous, "normal") {
@@ -351,8 +353,11 @@ func sqliteDSN(path, synchronous string) string {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
-	return "file:" + path + "?" + q.Encode()
+	return "file:" + uriPath.Replace(path) + "?" + q.Encode()
 }
+
+// uriPath escapes what a file: URI's path cannot hold as itself.
+var uriPath = strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23")
 
 // SQL exposes the pool, for tests and the database-stats metrics collector.
 func (d *DB) SQL() *sql.DB { return d.db }

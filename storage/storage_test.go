@@ -461,3 +461,32 @@ func TestSQLite_Synchronous(t *testing.T) {
 		}
 	}
 }
+
+// TestOpen_DataDirOfURICharacters: a data directory whose name holds '?',
+// '#' or '%' is where the database is, with its settings. The path went
+// into the driver's file: URI unescaped, so "a?b" opened a file "a" beside
+// it without busy_timeout, "a#b" a file "a", and "a%20b" failed.
+func TestOpen_DataDirOfURICharacters(t *testing.T) {
+	for _, name := range []string{"a?b", "a#b", "a%20b", "a?x=1&b#c%"} {
+		dir := filepath.Join(t.TempDir(), name)
+		db, err := storage.Open(context.Background(), storage.Config{DataDir: dir})
+		if err != nil {
+			t.Errorf("%q: %v", name, err)
+			continue
+		}
+		if want := filepath.Join(dir, "api-perf.db"); db.Path != want {
+			t.Errorf("%q: Path %s, want %s", name, db.Path, want)
+		}
+		if _, err := os.Stat(db.Path); err != nil {
+			t.Errorf("%q: the database is not in the directory: %v", name, err)
+		}
+		var busy, fk int
+		if err := db.SQL().QueryRow("PRAGMA busy_timeout").Scan(&busy); err != nil || busy != 10000 {
+			t.Errorf("%q: busy_timeout %d (%v), want 10000", name, busy, err)
+		}
+		if err := db.SQL().QueryRow("PRAGMA foreign_keys").Scan(&fk); err != nil || fk != 1 {
+			t.Errorf("%q: foreign_keys %d (%v), want 1", name, fk, err)
+		}
+		db.Close()
+	}
+}

@@ -494,6 +494,10 @@ func TestOpenAPI_ResponsesMatchDocument_AuthAndLimits(t *testing.T) {
 	lim.set(true, apiperf.Errorf(apiperf.EUNAVAILABLE, "the rate limiter is unavailable"))
 	ts.do(t, "DELETE", "/products/1", "", "Authorization", "Bearer secret").want(t, 503)
 	lim.set(true, nil)
+	// Headers over the limit are refused before routing, on any operation.
+	big := strings.Repeat("a", 64<<10)
+	ts.do(t, "GET", "/api/v1/products/1", "", "X-Big", big).want(t, 431)
+	ts.do(t, "POST", "/orders", `{"product_id":1,"quantity":1}`, "X-Big", big).want(t, 431)
 	ts.do(t, "GET", "/healthz", "").want(t, 200)
 	ts.do(t, "GET", "/readyz", "").want(t, 200)
 	ts.do(t, "GET", "/metrics", "").want(t, 200)

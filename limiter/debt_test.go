@@ -631,13 +631,7 @@ func TestRedis_FlushDoesNotDelayRequests(t *testing.T) {
 	}
 	r.wg.Wait()
 	// One flusher, stopped before each batch until the test steps it.
-	entered, step := make(chan int, 16), make(chan struct{})
-	var batches atomic.Int32
-	r.co.maxFlushers = 1
-	r.co.beforeFlush = func() {
-		entered <- int(batches.Add(1))
-		<-step
-	}
+	entered, step := stepFlusher(r)
 	released := false
 	defer func() {
 		if !released {
@@ -731,13 +725,7 @@ func TestRedis_RequestsDoNotStarveCharges(t *testing.T) {
 	mustAllow(t, r, "owes", slow, 1)
 	mustAllow(t, r, "owes", slow, 1) // on debt, queued
 	r.wg.Wait()
-	entered, step := make(chan int, 16), make(chan struct{})
-	var batches atomic.Int32
-	r.co.maxFlushers = 1
-	r.co.beforeFlush = func() {
-		entered <- int(batches.Add(1))
-		<-step
-	}
+	entered, step := stepFlusher(r)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	released := false
@@ -833,4 +821,17 @@ func settled(t *testing.T, r *Redis, prefix string, clients int) {
 			t.Fatalf("client %d: owed %d, owing %d after the charges", i, owed, owing)
 		}
 	}
+}
+
+// stepFlusher leaves r one flusher, which before each batch sends the
+// batch's number (from 1) on entered and waits for a value on step.
+func stepFlusher(r *Redis) (entered chan int, step chan struct{}) {
+	entered, step = make(chan int, 16), make(chan struct{})
+	var batches atomic.Int32
+	r.co.maxFlushers = 1
+	r.co.beforeFlush = func() {
+		entered <- int(batches.Add(1))
+		<-step
+	}
+	return entered, step
 }

@@ -94,12 +94,7 @@ func coalesced(t *testing.T, cluster bool, addrs ...string) {
 				// what it used (one, or a batch in batched mode) and
 				// exactly its burst in all.
 				for i := range 41 {
-					n := 1
-					for range 5 {
-						if mustAllow(t, r, "c"+strconv.Itoa(i), p, 1).Allowed {
-							n++
-						}
-					}
+					n := 1 + allowedOf(t, r, "c"+strconv.Itoa(i), p, 5)
 					if n != 3 {
 						t.Fatalf("client %d: allowed %d in all with burst 3", i, n)
 					}
@@ -187,12 +182,7 @@ func coalesced(t *testing.T, cluster bool, addrs ...string) {
 		wg.Wait()
 		// The call given up on was not sent when its batch went out, as
 		// its deadline had passed: the client still has its whole burst.
-		n := 0
-		for range 5 {
-			if mustAllow(t, r, "late", p, 1).Allowed {
-				n++
-			}
-		}
+		n := allowedOf(t, r, "late", p, 5)
 		if n != 3 {
 			t.Fatalf("after a call given up on: allowed %d with burst 3, want 3", n)
 		}
@@ -244,12 +234,7 @@ func coalesced(t *testing.T, cluster bool, addrs ...string) {
 			// the one it used: a call sent twice would have taken two.
 			exact := func(r *Redis) {
 				for i := range 41 {
-					n := 1
-					for range 4 {
-						if mustAllow(t, r, "c"+strconv.Itoa(i), p, 1).Allowed {
-							n++
-						}
-					}
+					n := 1 + allowedOf(t, r, "c"+strconv.Itoa(i), p, 4)
 					if n != 3 {
 						t.Fatalf("client %d: allowed %d in all with burst 3", i, n)
 					}

@@ -293,12 +293,7 @@ func debt(t *testing.T, addrs ...string) {
 		r := newRedis(t, c, RedisOptions{Prefix: MustPrefix(t, c), Debt: 5})
 		defer r.Close()
 		p := apiperf.RatePolicy{Name: "read", Rate: 1, Period: time.Hour, Burst: 4}
-		n := 0
-		for range 10 {
-			if mustAllow(t, r, "near", p, 1).Allowed {
-				n++
-			}
-		}
+		n := allowedOf(t, r, "near", p, 10)
 		if n != 4 {
 			t.Fatalf("allowed %d with burst 4 near the limit, want exactly 4", n)
 		}
@@ -550,12 +545,7 @@ func TestRedis_MaxClients(t *testing.T) {
 		if r.bucket("read", key, false) != nil {
 			continue
 		}
-		n := 1
-		for range 4 {
-			if mustAllow(t, r, key, p, 1).Allowed {
-				n++
-			}
-		}
+		n := 1 + allowedOf(t, r, key, p, 4)
 		if n != 3 {
 			t.Fatalf("untracked client %d: allowed %d in all with burst 3", i, n)
 		}

@@ -30,6 +30,19 @@ func mustAllow(t *testing.T, l Limiter, key string, p apiperf.RatePolicy, cost i
 	return r
 }
 
+// allowedOf asks l tries times for one unit for key under p and counts
+// the requests allowed.
+func allowedOf(t *testing.T, l Limiter, key string, p apiperf.RatePolicy, tries int) int {
+	t.Helper()
+	n := 0
+	for range tries {
+		if mustAllow(t, l, key, p, 1).Allowed {
+			n++
+		}
+	}
+	return n
+}
+
 func TestLocal_Allow(t *testing.T) {
 	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Second, Burst: 20} // T = 100ms
 

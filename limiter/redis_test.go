@@ -520,16 +520,8 @@ func expiredReservations(t *testing.T, c rueidis.Client) (na, nb int, judged boo
 		return 0, 0, false
 	}
 	time.Sleep(time.Until(start.Add(1050 * time.Millisecond)))
-	count := func(l *Redis) (n int) {
-		for range 30 {
-			if mustAllow(t, l, "hoard", p, 1).Allowed {
-				n++
-			}
-		}
-		return n
-	}
-	nb = count(b)
-	na = count(a)
+	nb = allowedOf(t, b, "hoard", p, 30)
+	na = allowedOf(t, a, "hoard", p, 30)
 	return na, nb, time.Since(start) < 1200*time.Millisecond
 }
 

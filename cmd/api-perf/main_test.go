@@ -181,11 +181,16 @@ func startRunLogs(t *testing.T, vars map[string]string, hook listening, logs io.
 	return base, stop
 }
 
-func call(t *testing.T, method, url, body string) (int, string) {
+// call sends one request, with a JSON body when body is not empty and the
+// header pairs that follow it, and returns the status and the body.
+func call(t *testing.T, method, url, body string, header ...string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {

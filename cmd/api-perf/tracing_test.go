@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -29,21 +28,10 @@ func startTraced(t *testing.T, vars map[string]string) (base string, stop func()
 // callTraced sends a request with a traceparent header (none when empty).
 func callTraced(t *testing.T, method, url, body, traceparent string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, url, strings.NewReader(body))
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
+	if traceparent == "" {
+		return call(t, method, url, body)
 	}
-	if traceparent != "" {
-		req.Header.Set("traceparent", traceparent)
-		req.Header.Set("tracestate", "vendor=opaque")
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res.StatusCode, string(b)
+	return call(t, method, url, body, "traceparent", traceparent, "tracestate", "vendor=opaque")
 }
 
 // TestTracing_OTLP: with OTEL_EXPORTER_OTLP_ENDPOINT set, a request that

@@ -556,13 +556,11 @@ func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int) 
 		if err != nil {
 			// The next request that runs out calls Redis itself; a
 			// debt that was not charged waits for the next flush.
-			if b.owed > 0 && !b.queued {
-				n, k := name, key
-				if call != nil {
-					n, k = splitKey(call.keys[0], len(r.prefix), nameLen)
-				}
-				r.requeue(b, n, k, t, burst)
+			n, k := name, key
+			if call != nil {
+				n, k = splitKey(call.keys[0], len(r.prefix), nameLen)
 			}
+			r.requeue(b, n, k, t, burst)
 			return
 		}
 		b.known = true

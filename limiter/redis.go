@@ -244,26 +244,26 @@ func NewRedis(c rueidis.Client, opts RedisOptions) (*Redis, error) {
 		r.co = newCoalescer(r, cmp.Or(opts.MaxCoalesce, DefaultMaxCoalesce))
 	}
 	if opts.Registerer != nil {
-		// A CounterFunc reads the atomic counter the hot path already
-		// keeps, so the metric costs the requests nothing.
-		// A second limiter on the same registry shares the first's series.
-		if _, err := promreg.Register(opts.Registerer, prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "apiperf_ratelimit_redis_calls_total",
-			Help: "Round trips of the rate limiter to Redis (script calls, each deciding one or more requests).",
-		}, func() float64 { return float64(r.calls.Load()) })); err != nil {
-			return nil, err
-		}
-		if _, err := promreg.Register(opts.Registerer, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "apiperf_ratelimit_clients",
-			Help: "Clients the rate limiter keeps in process (reservations, last reply, debt), at most RATE_LIMIT_MAX_CLIENTS.",
-		}, func() float64 { return float64(r.buckets.len()) })); err != nil {
-			return nil, err
-		}
-		if _, err := promreg.Register(opts.Registerer, prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "apiperf_ratelimit_untracked_total",
-			Help: "Rate-limit decisions made by one Redis call each because the process already keeps RATE_LIMIT_MAX_CLIENTS clients.",
-		}, func() float64 { return float64(r.untracked.Load()) })); err != nil {
-			return nil, err
+		// Func metrics read what the limiter already keeps, so they cost
+		// the requests nothing. A second limiter on the same registry
+		// shares the first's series.
+		for _, c := range []prometheus.Collector{
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "apiperf_ratelimit_redis_calls_total",
+				Help: "Round trips of the rate limiter to Redis (script calls, each deciding one or more requests).",
+			}, func() float64 { return float64(r.calls.Load()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "apiperf_ratelimit_clients",
+				Help: "Clients the rate limiter keeps in process (reservations, last reply, debt), at most RATE_LIMIT_MAX_CLIENTS.",
+			}, func() float64 { return float64(r.buckets.len()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "apiperf_ratelimit_untracked_total",
+				Help: "Rate-limit decisions made by one Redis call each because the process already keeps RATE_LIMIT_MAX_CLIENTS clients.",
+			}, func() float64 { return float64(r.untracked.Load()) }),
+		} {
+			if _, err := promreg.Register(opts.Registerer, c); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if r.debt > 0 && !r.plain {

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/api-perf/api-perf/internal/procsignal"
 )
 
 // Binaries are the programs a server needs, found on PATH or in the
@@ -242,7 +244,7 @@ func (s *Server) Signal(sig os.Signal) error {
 	if s.cmd == nil {
 		return fmt.Errorf("%s is not running", s.Name)
 	}
-	return s.cmd.Process.Signal(sig)
+	return procsignal.Signal(s.cmd.Process, sig)
 }
 
 // Running reports whether the server process is alive.

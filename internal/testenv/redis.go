@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/api-perf/api-perf/internal/procsignal"
 )
 
 // RedisServer is a redis-server child process owned by one test, on a
@@ -94,7 +96,7 @@ func (s *RedisServer) Signal(sig os.Signal) error {
 	if s.cmd == nil {
 		return fmt.Errorf("redis-server on port %d is not running", s.port)
 	}
-	return s.cmd.Process.Signal(sig)
+	return procsignal.Signal(s.cmd.Process, sig)
 }
 
 // StartRedisCluster builds a three-master Redis Cluster on loopback ports

@@ -106,6 +106,9 @@ func (c *lazyConn) Write(b []byte) (int, error) {
 	}
 }
 
+// lingerOnClose passes the request on to the connection underneath.
+func (c *lazyConn) lingerOnClose() { lingerOnClose(c.Conn) }
+
 // lazyListener hands out lazyConns.
 type lazyListener struct{ net.Listener }
 

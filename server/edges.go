@@ -29,17 +29,13 @@ const (
 	DefaultMaxHeaderBytes    = 8 << 10
 )
 
-// maxRejecting bounds the connections being turned away at once; beyond
-// it, a rejected connection is closed without an answer.
-const maxRejecting = 64
-
 // connLimits counts open connections, in total and per client address.
 type connLimits struct {
 	s         *Server
 	total     atomic.Int64
 	mu        sync.Mutex
 	perClient map[netip.Addr]int
-	rejecting chan struct{}
+	lingering chan struct{}
 	rejected  *prometheus.CounterVec
 	// answer is the whole HTTP response of a rejected connection.
 	answer []byte
@@ -50,7 +46,7 @@ func newConnLimits(s *Server, reg prometheus.Registerer) (*connLimits, error) {
 	l := &connLimits{
 		s:         s,
 		perClient: make(map[netip.Addr]int),
-		rejecting: make(chan struct{}, maxRejecting),
+		lingering: make(chan struct{}, maxLingering),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "apiperf_http_connections_rejected_total",
 			Help: "Connections answered 503 and closed on accepting them, by the cap they exceeded (total, client).",
@@ -143,43 +139,95 @@ func (l *connLimits) release(cc *countedConn) {
 	l.mu.Unlock()
 }
 
-// reject answers c with the 503 and closes it, off the accept loop. It
-// reads what the client sent meanwhile, briefly, so that closing does not
-// reset the connection before the client has read the answer.
+// reject answers c with the 503 and closes it, off the accept loop.
 func (l *connLimits) reject(c net.Conn, cap string) {
 	l.rejected.WithLabelValues(cap).Inc()
+	l.linger(c, l.answer, nil)
+}
+
+// Lingering close. Closing a socket whose receive buffer still holds
+// unread bytes makes the kernel reset the connection, and a reset can
+// destroy the answer before the client reads it: a client still sending
+// 64 KiB of headers sees "broken pipe" instead of its 431. So a connection
+// the server gives up on while the client may still be sending (turned
+// away at accept, or after a transport error) is closed in stages: the
+// answer, then a FIN (CloseWrite), then what the client still sends is
+// read and dropped until it closes too, up to lingerBytes or lingerTime.
+// At most maxLingering connections linger at once, each in a goroutine of
+// its own, outside fasthttp's workers; past that they are closed at once.
+const (
+	maxLingering = 64
+	lingerTime   = time.Second
+	lingerBytes  = 1 << 20
+)
+
+// linger writes answer (if any) to c, then closes it in stages off the
+// caller's goroutine, and calls done (if any) once c is closed.
+func (l *connLimits) linger(c net.Conn, answer []byte, done func()) {
 	select {
-	case l.rejecting <- struct{}{}:
+	case l.lingering <- struct{}{}:
 	default:
 		c.Close()
+		if done != nil {
+			done()
+		}
 		return
 	}
 	go func() {
-		defer func() { <-l.rejecting }()
+		defer func() { <-l.lingering }()
+		if done != nil {
+			defer done()
+		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(time.Second)) //nolint:errcheck // a closed socket fails the write below
-		if _, err := c.Write(l.answer); err != nil {
-			return
+		c.SetDeadline(time.Now().Add(lingerTime)) //nolint:errcheck // a closed socket fails the write or read below
+		if len(answer) > 0 {
+			if _, err := c.Write(answer); err != nil {
+				return
+			}
 		}
 		if cw, ok := c.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite() //nolint:errcheck // the close below ends it anyway
+			cw.CloseWrite() //nolint:errcheck // the close above ends it anyway
 		}
-		io.Copy(io.Discard, io.LimitReader(c, 64<<10)) //nolint:errcheck // until EOF, the deadline or the limit
+		io.Copy(io.Discard, io.LimitReader(c, lingerBytes)) //nolint:errcheck // until EOF, the deadline or the limit
 	}()
 }
 
-// countedConn gives its place back when closed, once.
+// countedConn gives its place back when closed, once. Marked by
+// lingerOnClose, it closes in stages (see linger) and gives its place back
+// only then.
 type countedConn struct {
 	net.Conn
-	l       *connLimits
-	client  netip.Addr
-	counted bool
-	closed  atomic.Bool
+	l         *connLimits
+	client    netip.Addr
+	counted   bool
+	closed    atomic.Bool
+	lingerReq atomic.Bool
 }
 
+// lingerOnClose asks for a lingering close: the client may still be
+// sending. fasthttp calls it, through the error handler, from the
+// goroutine that later closes the connection.
+func (c *countedConn) lingerOnClose() { c.lingerReq.Store(true) }
+
 func (c *countedConn) Close() error {
-	if c.closed.CompareAndSwap(false, true) {
-		c.l.release(c)
+	if !c.closed.CompareAndSwap(false, true) {
+		return c.Conn.Close()
 	}
+	if c.lingerReq.Load() {
+		c.l.linger(c.Conn, nil, func() { c.l.release(c) })
+		return nil
+	}
+	c.l.release(c)
 	return c.Conn.Close()
+}
+
+// lingerer is a connection that can be asked for a lingering close.
+type lingerer interface{ lingerOnClose() }
+
+// lingerOnClose marks c, or the connection it wraps, for a lingering
+// close; connections of other kinds (Lambda's) are left alone.
+func lingerOnClose(c net.Conn) {
+	if l, ok := c.(lingerer); ok {
+		l.lingerOnClose()
+	}
 }

@@ -334,6 +334,9 @@ func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 		s.problem(ctx, fasthttp.StatusBadRequest, "the request is malformed")
 	}
 	ctx.SetConnectionClose()
+	// The client may still be sending (the rest of its headers or body):
+	// close in stages so that it reads this answer (see linger).
+	lingerOnClose(ctx.Conn())
 }
 
 // FastHTTPLogger is where fasthttp's own log lines go (at Debug, on the

@@ -192,6 +192,10 @@ func (l *connLimits) linger(c net.Conn, answer []byte, done func()) {
 	}()
 }
 
+// lingeringConns is how many connections are closing in stages now; each
+// is closed, and has given its place back, before it stops counting.
+func (l *connLimits) lingeringConns() int { return len(l.lingering) }
+
 // countedConn gives its place back when closed, once. Marked by
 // lingerOnClose, it closes in stages (see linger) and gives its place back
 // only then.

@@ -1,8 +1,12 @@
 package server_test
 
 import (
+	"bufio"
+	"context"
+	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -38,5 +42,37 @@ func TestTransportErrors_AnsweredWhileTheClientStillSends(t *testing.T) {
 		} else if res.Body.Close(); res.StatusCode != 413 {
 			t.Fatalf("request %d with a 512 KiB body: %d, want 413", i, res.StatusCode)
 		}
+	}
+}
+
+// Shutdown returns only once the connections closing in stages have
+// closed: its caller exits next, and the exit would reset a connection
+// still lingering, under an answer its client may not have read yet.
+func TestShutdown_WaitsForLingeringConnections(t *testing.T) {
+	ts := startServer(t, openStore(t, "sqlite", ""), docConfig())
+	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
+	// Headers over the limit, and then the client neither sends nor closes:
+	// the server's side lingers for the whole lingerTime.
+	go io.WriteString(conn, "GET /products/1 HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 64<<10)+"\r\n\r\n") //nolint:errcheck
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 431 {
+		t.Fatalf("status %d, want 431", res.StatusCode)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ts.Srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if n := ts.Srv.ClientConns(netip.MustParseAddr("127.0.0.1")); n != 0 {
+		t.Fatalf("Shutdown returned with %d connection still open", n)
 	}
 }

@@ -275,29 +275,35 @@ func (s *Server) Serve(ln net.Listener) error {
 // calls end and their transactions roll back (a COMMIT already sent is
 // waited for, briefly, so a committed order is still answered as one).
 // Shutdown returns once every handler has returned and every answer has
-// been written (each connection closes after its answer), or drainGrace
-// after the cancellation with an error naming what is left; only then may
-// the caller close the stores, the cache and the limiter, and exit.
+// been written and every connection has closed, lingering ones included
+// (see linger), or drainGrace after the drain with an error naming what
+// is left; only then may the caller close the stores, the cache and the
+// limiter, and exit.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	err := s.http.ShutdownWithContext(ctx)
-	if err == nil && s.running.Load() == 0 {
-		return nil
+	if err != nil || s.running.Load() > 0 {
+		s.cancelBase()
 	}
-	s.cancelBase()
 	// The answers of the cancelled requests are written after their
 	// handlers return, and each connection then closes (draining asks it
-	// to), so the wait lasts until both counts reach zero: the caller exits
-	// next, and an unwritten 201 would die with the process.
+	// to), so the wait lasts until the counts reach zero: the caller exits
+	// next, and an unwritten 201 would die with the process. Even with
+	// nothing cancelled, fasthttp counts a connection out just before it
+	// closes it, and one closed after a transport error lingers for up to
+	// lingerTime; exiting under it would reset it (see linger).
 	deadline := time.Now().Add(drainGrace)
-	for (s.running.Load() > 0 || s.conns.Load() > 0) && time.Now().Before(deadline) {
+	for (s.running.Load() > 0 || s.conns.Load() > 0 || s.edge.lingeringConns() > 0) && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	if n := s.running.Load(); n > 0 {
 		return fmt.Errorf("%d requests still running %v after they were cancelled", n, drainGrace)
 	}
 	if n := s.conns.Load(); n > 0 {
-		return fmt.Errorf("%d connections still open %v after the requests were cancelled", n, drainGrace)
+		return fmt.Errorf("%d connections still open %v after the drain", n, drainGrace)
+	}
+	if n := s.edge.lingeringConns(); n > 0 {
+		return fmt.Errorf("%d connections still closing %v after the drain", n, drainGrace)
 	}
 	return err
 }

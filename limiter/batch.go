@@ -75,13 +75,16 @@ import (
 // after it was allowed, so the only way it can break the slot argument
 // above is by landing beyond the window, and what lies beyond the window
 // is at most the debt not yet charged: at most debtCap per process,
-// because a process takes no new debt while a call for the bucket is out
-// or its last reply showed the bucket less than half free. Hence across N
+// because a process counts the units in a call still in flight as
+// uncharged, never holds more than debtCap of them, and takes none while
+// its last reply showed the bucket less than half free. Hence across N
 // processes at most Burst + t/T + N*debtCap units in any interval of
 // length t, and a client's long-run rate is still the policy's: it pays
 // for what it was allowed with later refusals. Debt is never taken for a
 // bucket the process has no reply for (a new client's first request is
-// Redis's), nor while a call for it is in flight.
+// Redis's). It is taken while a call for the bucket is in flight (the
+// flush puts one in flight for every client at once), and what was taken
+// meanwhile is charged or queued when that call returns.
 //
 // When the debt is charged does not enter that argument, only how much of
 // it there is, so the charge waits (see debt.go): debt below the cap goes
@@ -285,14 +288,16 @@ func (b *bucket) idle(now int64) bool {
 }
 
 // canOwe says whether a request of cost may be allowed on debt at now:
-// debt is on, no call for the bucket is in flight (a request waits for
-// it, and a debt is sent the moment it is taken), the last reply showed
-// the bucket at least half free even counting the debt not yet charged,
-// and that debt stays within max. The caller holds b.mu and found no
-// reserved slot and no cached refusal.
+// debt is on, the last reply showed the bucket at least half free even
+// counting the debt not yet charged, and that debt, the part in a call
+// now in flight included, stays within max. A call in flight does not
+// stop it: the debt flush puts a call in flight for every client at once,
+// and a crowd that waited for those would stall the whole server once per
+// flush. The caller holds b.mu and found no reserved slot and no cached
+// refusal.
 func (b *bucket) canOwe(now, t int64, burst, cost, max int) bool {
 	debt := b.owed + b.owing + cost
-	if max == 0 || !b.known || b.inflight != nil || debt > max {
+	if max == 0 || !b.known || debt > max {
 		return false
 	}
 	tNs := t * 1000
@@ -309,9 +314,14 @@ func (r *Redis) debtCap(burst int) int { return min(r.debt, burst/8) }
 
 // charge sends the debt just taken for b at once when it has reached the
 // cap, or when debt is never delayed, with a request for a batch: the
-// client is busy. Otherwise the bucket waits for the next flush. The
-// caller holds b.mu and has just allowed a request on debt.
+// client is busy. Otherwise the bucket waits for the next flush. While a
+// call for b is in flight nothing is sent: chargeLeft sends it when that
+// call returns. The caller holds b.mu and has just allowed a request on
+// debt.
 func (r *Redis) charge(b *bucket, name, key string, t int64, burst int) {
+	if b.inflight != nil {
+		return
+	}
 	if r.debtDelay == 0 || b.owed+b.owing >= r.debtCap(burst) {
 		r.prefetch(b, name, key, t, burst, r.want(t, 1))
 		return
@@ -319,6 +329,25 @@ func (r *Redis) charge(b *bucket, name, key string, t int64, burst int) {
 	if !b.queued && !r.debts.add(b, name, key, t, burst) {
 		// Close has run the last flush.
 		r.prefetch(b, name, key, t, burst, r.want(t, 1))
+	}
+}
+
+// chargeLeft deals with the debt taken while a call for b was in flight,
+// once that call has succeeded: as charge would have when it was taken.
+// A background call's completion, which Close waits for, starts the next
+// call even once Close has begun (background), so that no debt is left
+// behind; a request's call leaves that to charge's rules. The caller
+// holds b.mu and has applied the call's outcome.
+func (r *Redis) chargeLeft(b *bucket, name, key string, t int64, burst int, background bool) {
+	if b.owed == 0 || b.inflight != nil {
+		return
+	}
+	if !background {
+		r.charge(b, name, key, t, burst)
+		return
+	}
+	if r.debtDelay == 0 || b.owed+b.owing >= r.debtCap(burst) || (!b.queued && !r.debts.add(b, name, key, t, burst)) {
+		r.send(b, name, key, t, burst, r.want(t, 1))
 	}
 }
 
@@ -481,6 +510,7 @@ func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *apiperf.Ra
 		b.cur, b.spare = cur, spare
 		b.denyUntil = sent + rep.retryAfter*1000
 		b.denyCost = cost
+		r.chargeLeft(b, p.Name, key, t, p.Burst, false)
 		res := b.estimate(sent, t, p.Burst, apiperf.RateDecision{RetryAfter: micros(rep.retryAfter)})
 		res.Remaining = int(rep.remaining)
 		return res, nil
@@ -493,6 +523,7 @@ func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *apiperf.Ra
 	b.cur = slotRange{next: sent + (rep.tat+need*t-rep.now)*1000, count: int(rep.granted - need), step: t * 1000}
 	b.lastGrant = int(rep.granted)
 	b.denyUntil = 0
+	r.chargeLeft(b, p.Name, key, t, p.Burst, false)
 	return apiperf.RateDecision{
 		Allowed:    true,
 		Limit:      p.Burst,
@@ -532,6 +563,13 @@ func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int) 
 	if r.closed {
 		return
 	}
+	r.send(b, name, key, t, burst, want)
+}
+
+// send starts the call prefetch describes. The caller holds b.mu, and
+// either holds r.closeMu for reading and has seen r.closed false, or runs
+// in a background call that Close waits for.
+func (r *Redis) send(b *bucket, name, key string, t int64, burst, want int) {
 	ch := make(chan struct{})
 	b.inflight = ch
 	owed := b.takeOwed()
@@ -565,6 +603,13 @@ func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int) 
 		}
 		b.known = true
 		b.tatNs = monoNanos() + rep.resetAfter*1000
+		defer func() {
+			n, k := name, key
+			if call != nil {
+				n, k = splitKey(call.keys[0], len(r.prefix), nameLen)
+			}
+			r.chargeLeft(b, n, k, t, burst, true)
+		}()
 		if rep.granted == 0 {
 			b.denyUntil = sent + rep.retryAfter*1000
 			b.denyCost = 1

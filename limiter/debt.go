@@ -15,9 +15,9 @@ import (
 // flush; every DebtDelay the flush takes the whole queue and sends each
 // bucket's debt as a charge-only call, queued in the coalescer with every
 // other call, so the charges of a crowd go out in a few round trips. A
-// bucket whose call is still in flight stays for the next flush; debt that
-// any call fails to charge (the flush's, the one sent at the cap, a
-// request's own) goes back into the queue. With debt charged at once (a
+// bucket whose call is still in flight is charged when that call returns;
+// debt that any call fails to charge (the flush's, the one sent at the
+// cap, a request's own) goes back into the queue. With debt charged at once (a
 // negative DebtDelay) the loop still runs, every DefaultDebtDelay, for
 // those retries. Close flushes once more, so a process that stops cleanly
 // leaves no debt uncharged.
@@ -109,26 +109,17 @@ func (q *debtQueue) flush(r *Redis) {
 	entries := q.entries
 	q.entries = nil
 	q.mu.Unlock()
-	var later []debtEntry
 	for i := range entries {
 		e := &entries[i]
 		b := e.b
 		b.mu.Lock()
-		switch {
-		case b.owed == 0:
-			// Charged meanwhile by a call that reached the cap.
-			b.queued = false
-		case b.inflight != nil:
-			later = append(later, *e)
-		default:
-			b.queued = false
+		b.queued = false
+		// A bucket with no debt left was charged meanwhile by a call that
+		// reached the cap; one with a call in flight is charged when that
+		// call returns (chargeLeft), or queued again if it fails.
+		if b.owed > 0 && b.inflight == nil {
 			r.prefetch(b, e.name, e.key, e.t, e.burst, 0)
 		}
 		b.mu.Unlock()
-	}
-	if len(later) > 0 {
-		q.mu.Lock()
-		q.entries = append(q.entries, later...)
-		q.mu.Unlock()
 	}
 }

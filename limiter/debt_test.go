@@ -825,3 +825,90 @@ func stepFlusher(r *Redis) (entered chan int, step chan struct{}) {
 	}
 	return entered, step
 }
+
+// TestRedis_DebtWhileAChargeIsOut: a client's requests do not wait for
+// the flush's call charging its earlier debt. While that call is held,
+// they are allowed on debt up to the cap, counting the units in the call;
+// what they owe is charged once the call returns, also when Close runs
+// meanwhile.
+func TestRedis_DebtWhileAChargeIsOut(t *testing.T) {
+	for _, closing := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Flush", true: "Close"}[closing], func(t *testing.T) {
+			verifyNoLeaks(t)
+			p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Hour, Burst: 100}
+			const cap = 8
+			direct := MustClient(t, redisAddr)
+			prefix := MustPrefix(t, direct)
+			r := newRedis(t, direct, RedisOptions{Prefix: prefix, Debt: cap, DebtDelay: time.Hour})
+			t.Cleanup(r.Close)
+			mustAllow(t, r, "c", p, 1) // Redis decides
+			mustAllow(t, r, "c", p, 1) // on debt, queued
+			r.wg.Wait()
+			entered, step := stepFlusher(r)
+			released := false
+			defer func() {
+				if !released {
+					close(step)
+				}
+			}()
+			r.debts.flush(r)
+			<-entered // the charge of one unit is out, and held there
+
+			// cap-1 more on debt, none of them waiting for the held call.
+			decided := make(chan apiperf.RateDecision, cap)
+			go func() {
+				for range cap - 1 {
+					res, err := r.Allow(context.Background(), "c", p, 1)
+					if err != nil {
+						t.Error(err)
+					}
+					decided <- res
+				}
+			}()
+			for i := range cap - 1 {
+				select {
+				case res := <-decided:
+					if !res.Allowed {
+						t.Fatalf("request %d on debt refused: %+v", i, res)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatalf("request %d waits for the charge in flight", i)
+				}
+			}
+			b := r.bucket("read", "c", false)
+			b.mu.Lock()
+			owed, owing := b.owed, b.owing
+			b.mu.Unlock()
+			if owed != cap-1 || owing != 1 {
+				t.Fatalf("owed %d, owing %d with the charge held, want %d and 1", owed, owing, cap-1)
+			}
+			if closing {
+				closed := make(chan struct{})
+				go func() { r.Close(); close(closed) }()
+				// Close's last flush finds nothing queued: the debt
+				// taken during the call goes out when the call returns.
+				step <- struct{}{} // the held charge returns
+				<-entered          // the debt it left is sent
+				released = true
+				close(step)
+				<-closed
+			} else {
+				step <- struct{}{} // the held charge returns
+				deadline := time.Now().Add(10 * time.Second)
+				for r.debts.len() == 0 {
+					if time.Now().After(deadline) {
+						t.Fatal("the debt taken during the call was not queued when it returned")
+					}
+					time.Sleep(time.Millisecond)
+				}
+				released = true
+				close(step)
+				r.debts.flush(r)
+				r.Close()
+			}
+			if a := intervalsAhead(t, direct, prefix+"{read:c}", p); a < float64(cap+1)-0.1 {
+				t.Fatalf("TAT %.2f intervals ahead after %d units allowed, want %d: debt taken during the call was not charged", a, cap+1, cap+1)
+			}
+		})
+	}
+}

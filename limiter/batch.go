@@ -334,15 +334,16 @@ func (r *Redis) charge(b *bucket, name, key string, t int64, burst int) {
 
 // chargeLeft deals with the debt taken while a call for b was in flight,
 // once that call has succeeded: as charge would have when it was taken.
-// A background call's completion, which Close waits for, starts the next
-// call even once Close has begun (background), so that no debt is left
-// behind; a request's call leaves that to charge's rules. The caller
-// holds b.mu and has applied the call's outcome.
-func (r *Redis) chargeLeft(b *bucket, name, key string, t int64, burst int, background bool) {
+// The completion of a call that Close waits for (waited: a background
+// call, or a request's call that began before Close) starts the next call
+// even once Close has begun, so that no debt is left behind; a request's
+// call made after that leaves it to charge's rules. The caller holds b.mu
+// and has applied the call's outcome.
+func (r *Redis) chargeLeft(b *bucket, name, key string, t int64, burst int, waited bool) {
 	if b.owed == 0 || b.inflight != nil {
 		return
 	}
-	if !background {
+	if !waited {
 		r.charge(b, name, key, t, burst)
 		return
 	}
@@ -479,6 +480,13 @@ func (r *Redis) allowBatched(ctx context.Context, key string, p *apiperf.RatePol
 // the calling request. It is entered with b.mu held and returns with it
 // released.
 func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *apiperf.RatePolicy, t int64, cost, want int) (apiperf.RateDecision, error) {
+	// With debt on, Close waits for this call as for a background one:
+	// requests may take debt while it is out, and its return must be able
+	// to send that debt even once Close has stopped starting calls.
+	held := r.debt > 0 && r.hold()
+	if held {
+		defer r.wg.Done()
+	}
 	// The slots still held (fewer than cost) are set aside for this request:
 	// if Redis grants the rest, the request spends both; if not, they go
 	// back. No other call can run meanwhile, so nothing else changes them.
@@ -510,7 +518,7 @@ func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *apiperf.Ra
 		b.cur, b.spare = cur, spare
 		b.denyUntil = sent + rep.retryAfter*1000
 		b.denyCost = cost
-		r.chargeLeft(b, p.Name, key, t, p.Burst, false)
+		r.chargeLeft(b, p.Name, key, t, p.Burst, held)
 		res := b.estimate(sent, t, p.Burst, apiperf.RateDecision{RetryAfter: micros(rep.retryAfter)})
 		res.Remaining = int(rep.remaining)
 		return res, nil
@@ -523,7 +531,7 @@ func (r *Redis) refill(ctx context.Context, b *bucket, key string, p *apiperf.Ra
 	b.cur = slotRange{next: sent + (rep.tat+need*t-rep.now)*1000, count: int(rep.granted - need), step: t * 1000}
 	b.lastGrant = int(rep.granted)
 	b.denyUntil = 0
-	r.chargeLeft(b, p.Name, key, t, p.Burst, false)
+	r.chargeLeft(b, p.Name, key, t, p.Burst, held)
 	return apiperf.RateDecision{
 		Allowed:    true,
 		Limit:      p.Burst,
@@ -568,7 +576,7 @@ func (r *Redis) prefetch(b *bucket, name, key string, t int64, burst, want int) 
 
 // send starts the call prefetch describes. The caller holds b.mu, and
 // either holds r.closeMu for reading and has seen r.closed false, or runs
-// in a background call that Close waits for.
+// in a call that Close waits for.
 func (r *Redis) send(b *bucket, name, key string, t int64, burst, want int) {
 	ch := make(chan struct{})
 	b.inflight = ch

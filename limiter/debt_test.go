@@ -912,3 +912,58 @@ func TestRedis_DebtWhileAChargeIsOut(t *testing.T) {
 		})
 	}
 }
+
+// TestRedis_DebtDuringARequestsCallAtClose: debt taken while a request's
+// own call for the bucket is out is charged when that call returns, also
+// when it returns after Close has stopped starting background calls.
+func TestRedis_DebtDuringARequestsCallAtClose(t *testing.T) {
+	verifyNoLeaks(t)
+	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Hour, Burst: 100}
+	const cap = 8
+	direct := MustClient(t, redisAddr)
+	prefix := MustPrefix(t, direct)
+	r := newRedis(t, direct, RedisOptions{Prefix: prefix, Debt: cap, DebtDelay: time.Hour})
+	t.Cleanup(r.Close)
+	mustAllow(t, r, "c", p, 1) // Redis decides: the bucket is known
+	r.wg.Wait()
+	entered, step := stepFlusher(r)
+	released := false
+	defer func() {
+		if !released {
+			close(step)
+		}
+	}()
+	// A request over the debt cap makes its own call, held.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		if res, err := r.Allow(context.Background(), "c", p, cap+1); err != nil || !res.Allowed {
+			t.Errorf("cost %d: %+v, %v", cap+1, res, err)
+		}
+	})
+	<-entered
+	const owed = 3
+	for i := range owed {
+		if res := mustAllow(t, r, "c", p, 1); !res.Allowed {
+			t.Fatalf("request %d on debt refused: %+v", i, res)
+		}
+	}
+	closed := make(chan struct{})
+	go func() { r.Close(); close(closed) }()
+	for {
+		r.closeMu.RLock()
+		c := r.closed
+		r.closeMu.RUnlock()
+		if c {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	released = true
+	close(step) // the request's call returns, Close is under way
+	wg.Wait()
+	<-closed
+	if a, want := intervalsAhead(t, direct, prefix+"{read:c}", p), float64(1+cap+1+owed); a < want-0.1 {
+		t.Fatalf("TAT %.2f intervals ahead after %.0f units allowed and Close: the debt taken during the request's call was not charged", a, want)
+	}
+}

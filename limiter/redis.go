@@ -214,7 +214,7 @@ type Redis struct {
 	untracked atomic.Int64
 	closeMu   sync.RWMutex // orders prefetch starts before Close's wait
 	closed    bool
-	wg        sync.WaitGroup // background prefetches
+	wg        sync.WaitGroup // background calls, and requests' calls begun before Close
 }
 
 var _ Limiter = (*Redis)(nil)
@@ -315,8 +315,10 @@ func (r *Redis) Preload(ctx context.Context) error {
 }
 
 // Close implements Limiter. It charges the debt waiting for a flush, waits
-// for background calls, forgets the tokens reserved in process (they stay
-// counted in Redis until their time passes) and leaves the client open.
+// for background calls and, with debt on, for the calls of requests begun
+// before it (their return may charge debt taken meanwhile), forgets the tokens
+// reserved in process (they stay counted in Redis until their time passes)
+// and leaves the client open.
 func (r *Redis) Close() {
 	r.debts.stop(r)
 	r.closeMu.Lock()
@@ -324,6 +326,18 @@ func (r *Redis) Close() {
 	r.closeMu.Unlock()
 	r.wg.Wait()
 	r.buckets.clear()
+}
+
+// hold counts a call that Close must wait for, unless Close has begun
+// waiting, and reports whether it did; the caller then calls r.wg.Done.
+func (r *Redis) hold() bool {
+	r.closeMu.RLock()
+	defer r.closeMu.RUnlock()
+	if r.closed {
+		return false
+	}
+	r.wg.Add(1)
+	return true
 }
 
 // startBackground runs fn in a goroutine that Close waits for, unless the

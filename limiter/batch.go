@@ -309,8 +309,15 @@ func max64(a, b int64) int64 { return max(a, b) }
 
 // debtCap is the most debt a process takes for one bucket of a policy
 // with burst: Debt, and never more than an eighth of the burst, so that a
-// small burst (failed authentications, say) is decided exactly.
-func (r *Redis) debtCap(burst int) int { return min(r.debt, burst/8) }
+// small burst (failed authentications, say) is decided exactly. Once
+// Close has begun it is 0: debt taken then might find neither a flush nor
+// a call left to charge it, so those requests are Redis's.
+func (r *Redis) debtCap(burst int) int {
+	if r.closing.Load() {
+		return 0
+	}
+	return min(r.debt, burst/8)
+}
 
 // charge sends the debt just taken for b at once when it has reached the
 // cap, or when debt is never delayed, with a request for a batch: the

@@ -967,3 +967,59 @@ func TestRedis_DebtDuringARequestsCallAtClose(t *testing.T) {
 		t.Fatalf("TAT %.2f intervals ahead after %.0f units allowed and Close: the debt taken during the request's call was not charged", a, want)
 	}
 }
+
+// TestRedis_NoDebtOnceClosing: a request that arrives while Close waits
+// for a call still out is decided by Redis, not on debt: by then no flush
+// is left and no new call may start, so debt taken then would never be
+// charged.
+func TestRedis_NoDebtOnceClosing(t *testing.T) {
+	verifyNoLeaks(t)
+	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Hour, Burst: 100}
+	direct := MustClient(t, redisAddr)
+	prefix := MustPrefix(t, direct)
+	r := newRedis(t, direct, RedisOptions{Prefix: prefix, Debt: 8, DebtDelay: time.Hour})
+	t.Cleanup(r.Close)
+	mustAllow(t, r, "a", p, 1) // Redis decides: "a" is known, and far from its limit
+	mustAllow(t, r, "b", p, 1)
+	mustAllow(t, r, "b", p, 1) // on debt, queued
+	r.wg.Wait()
+	entered, step := stepFlusher(r)
+	released := false
+	defer func() {
+		if !released {
+			close(step)
+		}
+	}()
+	closed := make(chan struct{})
+	go func() { r.Close(); close(closed) }()
+	<-entered // Close's last flush: "b"'s charge is out, and held there
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.closeMu.RLock()
+		c := r.closed
+		r.closeMu.RUnlock()
+		if c {
+			break // Close now waits for the held call
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Close did not get to waiting for the held call")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	decided := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := r.Allow(ctx, "a", p, 1)
+		decided <- err
+	}()
+	released = true
+	close(step)
+	if err := <-decided; err != nil {
+		t.Fatal(err)
+	}
+	<-closed
+	if a := intervalsAhead(t, direct, prefix+"{read:a}", p); a < 1.9 {
+		t.Fatalf("TAT %.2f intervals ahead after 2 units allowed, want 2: the request during Close went on debt and was never charged", a)
+	}
+}

@@ -214,6 +214,7 @@ type Redis struct {
 	untracked atomic.Int64
 	closeMu   sync.RWMutex // orders prefetch starts before Close's wait
 	closed    bool
+	closing   atomic.Bool    // set as Close begins: no more debt
 	wg        sync.WaitGroup // background calls, and requests' calls begun before Close
 }
 
@@ -320,6 +321,7 @@ func (r *Redis) Preload(ctx context.Context) error {
 // reserved in process (they stay counted in Redis until their time passes)
 // and leaves the client open.
 func (r *Redis) Close() {
+	r.closing.Store(true)
 	r.debts.stop(r)
 	r.closeMu.Lock()
 	r.closed = true

@@ -621,13 +621,8 @@ func TestRedis_FlushDoesNotDelayRequests(t *testing.T) {
 	}
 	r.wg.Wait()
 	// One flusher, stopped before each batch until the test steps it.
-	entered, step := stepFlusher(r)
-	released := false
-	defer func() {
-		if !released {
-			close(step)
-		}
-	}()
+	entered, step, release := stepFlusher(r)
+	defer release()
 	r.debts.flush(r) // 200 charges queued; the first 64 are taken and held
 	<-entered
 	fg := make(chan error, 1)
@@ -656,8 +651,7 @@ func TestRedis_FlushDoesNotDelayRequests(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatalf("the request's call was not in the batch after the one held: it waits behind %d background charges", r.co.queued())
 	}
-	released = true
-	close(step)
+	release()
 	r.wg.Wait()
 	for i := range clients {
 		b := r.bucket("read", "slow"+strconv.Itoa(i), false)
@@ -676,9 +670,7 @@ func TestRedis_FlushDoesNotDelayRequests(t *testing.T) {
 func TestRedis_DebtDuringClose(t *testing.T) {
 	verifyNoLeaks(t)
 	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Hour, Burst: 100}
-	direct := MustClient(t, redisAddr)
-	prefix := MustPrefix(t, direct)
-	r := newRedis(t, direct, RedisOptions{Prefix: prefix, Debt: 8, DebtDelay: time.Hour})
+	r, direct, prefix := flushedByHand(t, 8)
 	mustAllow(t, r, "c", p, 1)
 	mustAllow(t, r, "c", p, 1) // on debt, charged by the last flush
 	r.debts.stop(r)            // Close's first step: the last flush
@@ -715,15 +707,10 @@ func TestRedis_RequestsDoNotStarveCharges(t *testing.T) {
 	mustAllow(t, r, "owes", slow, 1)
 	mustAllow(t, r, "owes", slow, 1) // on debt, queued
 	r.wg.Wait()
-	entered, step := stepFlusher(r)
+	entered, step, release := stepFlusher(r)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	released := false
-	defer func() {
-		if !released {
-			close(step)
-		}
-	}()
+	defer release()
 	ask := func(client string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -756,8 +743,7 @@ func TestRedis_RequestsDoNotStarveCharges(t *testing.T) {
 	if owed != 0 || out {
 		t.Fatalf("after the first batch behind the stream: owed %d, charge still out %v; the stream held the charge back", owed, out)
 	}
-	released = true
-	close(step)
+	release()
 }
 
 // TestRedis_LookupKeepsTheBucket: a request that has looked up a client's
@@ -813,9 +799,21 @@ func settled(t *testing.T, r *Redis, prefix string, clients int) {
 	}
 }
 
+// flushedByHand returns a limiter with debt up to debt whose flush runs
+// only when the test calls it (the delay is an hour), its client and its
+// key prefix; it is closed at the end of the test.
+func flushedByHand(t *testing.T, debt int) (*Redis, rueidis.Client, string) {
+	t.Helper()
+	direct := MustClient(t, redisAddr)
+	prefix := MustPrefix(t, direct)
+	r := newRedis(t, direct, RedisOptions{Prefix: prefix, Debt: debt, DebtDelay: time.Hour})
+	t.Cleanup(r.Close)
+	return r, direct, prefix
+}
+
 // stepFlusher leaves r one flusher, which before each batch sends the
 // batch's number (from 1) on entered and waits for a value on step.
-func stepFlusher(r *Redis) (entered chan int, step chan struct{}) {
+func stepFlusher(r *Redis) (entered chan int, step chan struct{}, release func()) {
 	entered, step = make(chan int, 16), make(chan struct{})
 	var batches atomic.Int32
 	r.co.maxFlushers = 1
@@ -823,7 +821,8 @@ func stepFlusher(r *Redis) (entered chan int, step chan struct{}) {
 		entered <- int(batches.Add(1))
 		<-step
 	}
-	return entered, step
+	var once sync.Once
+	return entered, step, func() { once.Do(func() { close(step) }) }
 }
 
 // TestRedis_DebtWhileAChargeIsOut: a client's requests do not wait for
@@ -837,20 +836,12 @@ func TestRedis_DebtWhileAChargeIsOut(t *testing.T) {
 			verifyNoLeaks(t)
 			p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Hour, Burst: 100}
 			const cap = 8
-			direct := MustClient(t, redisAddr)
-			prefix := MustPrefix(t, direct)
-			r := newRedis(t, direct, RedisOptions{Prefix: prefix, Debt: cap, DebtDelay: time.Hour})
-			t.Cleanup(r.Close)
+			r, direct, prefix := flushedByHand(t, cap)
 			mustAllow(t, r, "c", p, 1) // Redis decides
 			mustAllow(t, r, "c", p, 1) // on debt, queued
 			r.wg.Wait()
-			entered, step := stepFlusher(r)
-			released := false
-			defer func() {
-				if !released {
-					close(step)
-				}
-			}()
+			entered, step, release := stepFlusher(r)
+			defer release()
 			r.debts.flush(r)
 			<-entered // the charge of one unit is out, and held there
 
@@ -889,8 +880,7 @@ func TestRedis_DebtWhileAChargeIsOut(t *testing.T) {
 				// taken during the call goes out when the call returns.
 				step <- struct{}{} // the held charge returns
 				<-entered          // the debt it left is sent
-				released = true
-				close(step)
+				release()
 				<-closed
 			} else {
 				step <- struct{}{} // the held charge returns
@@ -901,8 +891,7 @@ func TestRedis_DebtWhileAChargeIsOut(t *testing.T) {
 					}
 					time.Sleep(time.Millisecond)
 				}
-				released = true
-				close(step)
+				release()
 				r.debts.flush(r)
 				r.Close()
 			}
@@ -920,22 +909,14 @@ func TestRedis_DebtDuringARequestsCallAtClose(t *testing.T) {
 	verifyNoLeaks(t)
 	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Hour, Burst: 100}
 	const cap = 8
-	direct := MustClient(t, redisAddr)
-	prefix := MustPrefix(t, direct)
-	r := newRedis(t, direct, RedisOptions{Prefix: prefix, Debt: cap, DebtDelay: time.Hour})
-	t.Cleanup(r.Close)
+	r, direct, prefix := flushedByHand(t, cap)
 	mustAllow(t, r, "c", p, 1) // Redis decides: the bucket is known
 	r.wg.Wait()
-	entered, step := stepFlusher(r)
-	released := false
-	defer func() {
-		if !released {
-			close(step)
-		}
-	}()
+	entered, _, release := stepFlusher(r)
 	// A request over the debt cap makes its own call, held.
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer release()
 	wg.Go(func() {
 		if res, err := r.Allow(context.Background(), "c", p, cap+1); err != nil || !res.Allowed {
 			t.Errorf("cost %d: %+v, %v", cap+1, res, err)
@@ -959,8 +940,7 @@ func TestRedis_DebtDuringARequestsCallAtClose(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	released = true
-	close(step) // the request's call returns, Close is under way
+	release() // the request's call returns, Close is under way
 	wg.Wait()
 	<-closed
 	if a, want := intervalsAhead(t, direct, prefix+"{read:c}", p), float64(1+cap+1+owed); a < want-0.1 {
@@ -975,21 +955,13 @@ func TestRedis_DebtDuringARequestsCallAtClose(t *testing.T) {
 func TestRedis_NoDebtOnceClosing(t *testing.T) {
 	verifyNoLeaks(t)
 	p := apiperf.RatePolicy{Name: "read", Rate: 10, Period: time.Hour, Burst: 100}
-	direct := MustClient(t, redisAddr)
-	prefix := MustPrefix(t, direct)
-	r := newRedis(t, direct, RedisOptions{Prefix: prefix, Debt: 8, DebtDelay: time.Hour})
-	t.Cleanup(r.Close)
+	r, direct, prefix := flushedByHand(t, 8)
 	mustAllow(t, r, "a", p, 1) // Redis decides: "a" is known, and far from its limit
 	mustAllow(t, r, "b", p, 1)
 	mustAllow(t, r, "b", p, 1) // on debt, queued
 	r.wg.Wait()
-	entered, step := stepFlusher(r)
-	released := false
-	defer func() {
-		if !released {
-			close(step)
-		}
-	}()
+	entered, _, release := stepFlusher(r)
+	defer release()
 	closed := make(chan struct{})
 	go func() { r.Close(); close(closed) }()
 	<-entered // Close's last flush: "b"'s charge is out, and held there
@@ -1013,8 +985,7 @@ func TestRedis_NoDebtOnceClosing(t *testing.T) {
 		_, err := r.Allow(ctx, "a", p, 1)
 		decided <- err
 	}()
-	released = true
-	close(step)
+	release()
 	if err := <-decided; err != nil {
 		t.Fatal(err)
 	}

@@ -50,8 +50,10 @@ type FallbackOptions struct {
 	// one request probes it again. Zero means DefaultFallbackBackoff.
 	Backoff time.Duration
 	// Local is the in-process limiter used with FailOpen; nil means a new
-	// one owned (and closed) by the Fallback.
+	// one owned (and closed) by the Fallback, with MaxClients.
 	Local *Local
+	// MaxClients is the new Local's MaxClients (see Local).
+	MaxClients int
 	// Logger receives one line per state change; nil means slog.Default().
 	Logger *slog.Logger
 	// Registerer, when set, receives apiperf_ratelimit_fallbacks_total and
@@ -141,6 +143,7 @@ func NewFallback(primary Limiter, opts FallbackOptions) (*Fallback, error) {
 	f.known, _ = primary.(aheadKnower)
 	if f.local == nil {
 		f.local, f.ownsLocal = NewLocal(), true
+		f.local.MaxClients = opts.MaxClients
 	}
 	if f.timeout <= 0 {
 		f.timeout = DefaultFallbackTimeout

@@ -1,7 +1,10 @@
 package limiter
 
 import (
+	"cmp"
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	apiperf "github.com/api-perf/api-perf"
@@ -15,8 +18,20 @@ type Local struct {
 	// it to replay a sequence of decisions at chosen instants. Nil means
 	// the monotonic clock.
 	Now func() time.Time
+	// MaxClients, when set before the first Allow, caps the buckets kept:
+	// 0 means DefaultMaxClients, a negative number no cap. A new client
+	// that finds no room (every bucket of its shard still in use) is
+	// decided on one bucket per policy that all such clients share: the
+	// limit then errs toward refusing, and memory stays bounded however
+	// many addresses a flood comes from.
+	MaxClients int
 
-	tats table[*localTAT]
+	tats      table[*localTAT]
+	capOnce   sync.Once
+	shardCap  int
+	ovMu      sync.Mutex
+	overflow  map[string]*localTAT // policy name -> the shared bucket
+	untracked atomic.Int64         // decisions made on the shared bucket
 }
 
 // localTAT is one bucket's theoretical arrival time, in microseconds.
@@ -62,8 +77,22 @@ func (l *Local) allowAfter(key string, p apiperf.RatePolicy, cost int, ahead int
 	now := l.nowMicros()
 	sh := l.tats.shard(k)
 
+	l.capOnce.Do(func() {
+		if n := cmp.Or(l.MaxClients, DefaultMaxClients); n > 0 {
+			l.shardCap = (n + tableShards - 1) / tableShards
+		}
+	})
+
 	sh.mu.Lock()
 	e := sh.m[string(k)]
+	if e == nil {
+		sh.sweep(now, sweepEvery.Microseconds())
+		if !sh.room(l.shardCap, now, time.Second.Microseconds()) {
+			sh.mu.Unlock()
+			l.untracked.Add(1)
+			return l.allowShared(p.Name, now, t, p.Burst, cost, ahead), true, nil
+		}
+	}
 	tat := now + max(ahead, 0)
 	if e != nil && e.us > tat {
 		tat = e.us
@@ -71,7 +100,6 @@ func (l *Local) allowAfter(key string, p apiperf.RatePolicy, cost int, ahead int
 	r, newTAT := gcra(now, tat, t, p.Burst, cost)
 	if r.Allowed {
 		if e == nil {
-			sh.sweep(now, sweepEvery.Microseconds())
 			e = &localTAT{}
 			sh.m[string(k)] = e
 		}
@@ -79,6 +107,27 @@ func (l *Local) allowAfter(key string, p apiperf.RatePolicy, cost int, ahead int
 	}
 	sh.mu.Unlock()
 	return r, true, nil
+}
+
+// allowShared decides a client over MaxClients on the bucket that every
+// such client of the policy shares.
+func (l *Local) allowShared(name string, now, t int64, burst, cost int, ahead int64) apiperf.RateDecision {
+	l.ovMu.Lock()
+	defer l.ovMu.Unlock()
+	if l.overflow == nil {
+		l.overflow = make(map[string]*localTAT)
+	}
+	e := l.overflow[name]
+	if e == nil {
+		e = &localTAT{}
+		l.overflow[name] = e
+	}
+	tat := max(now+max(ahead, 0), e.us)
+	r, newTAT := gcra(now, tat, t, burst, cost)
+	if r.Allowed {
+		e.us = newTAT
+	}
+	return r
 }
 
 // gcra is the decision shared by Local and, line for line, the Lua script:
@@ -117,7 +166,12 @@ func floorDiv(a, b int64) int64 {
 
 // Close implements Limiter. Local owns no goroutine or connection, so Close
 // only drops the state.
-func (l *Local) Close() { l.tats.clear() }
+func (l *Local) Close() {
+	l.tats.clear()
+	l.ovMu.Lock()
+	clear(l.overflow)
+	l.ovMu.Unlock()
+}
 
 // len counts the keys held, for tests of the idle expiry.
 func (l *Local) len() int { return l.tats.len() }

@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -183,4 +184,59 @@ func TestLocal_Allow(t *testing.T) {
 			t.Fatalf("allowed %d of 800 concurrent requests, want exactly the burst (20)", n)
 		}
 	})
+}
+
+// TestLocal_MaxClients: past MaxClients, new clients share one bucket per
+// policy, clients already kept keep theirs, memory stays at the cap, and
+// once kept clients' buckets are full again new clients get their own.
+func TestLocal_MaxClients(t *testing.T) {
+	p := apiperf.RatePolicy{Name: "auth", Rate: 1, Period: time.Hour, Burst: 1}
+	clk := newFakeClock()
+	l := NewLocal()
+	l.Now = clk.Now
+	l.MaxClients = tableShards // one bucket per shard
+	const clients = 2000
+	allowed := 0
+	for i := range clients {
+		if mustAllow(t, l, "flood"+strconv.Itoa(i), p, 1).Allowed {
+			allowed++
+		}
+	}
+	kept := l.len()
+	if kept > tableShards {
+		t.Fatalf("holding %d buckets, want at most MaxClients (%d)", kept, tableShards)
+	}
+	// Every kept client spent its own burst of 1; all the others shared
+	// one bucket of burst 1.
+	if allowed != kept+1 {
+		t.Fatalf("allowed %d of %d one-request clients with %d kept, want %d: the clients over the cap are not limited together",
+			allowed, clients, kept, kept+1)
+	}
+	if n := l.untracked.Load(); n != int64(clients-kept) {
+		t.Fatalf("%d decisions on the shared bucket, want %d", n, clients-kept)
+	}
+	// A kept client is still decided on its own bucket: refused, its own
+	// burst spent, not the shared one's.
+	if mustAllow(t, l, "flood0", p, 1).Allowed {
+		t.Fatal("a kept client was allowed past its own burst")
+	}
+	// The policy's window passes: every bucket is full again, idle, and
+	// forgotten on the next sweep, so new clients have room once more.
+	clk.Advance(time.Hour + sweepEvery)
+	if !mustAllow(t, l, "later", p, 1).Allowed || l.untracked.Load() != int64(clients-kept) {
+		t.Fatal("a new client after the flood's buckets went idle was not given a bucket of its own")
+	}
+
+	// No cap: every client is kept.
+	open := NewLocal()
+	open.MaxClients = -1
+	open.Now = clk.Now
+	for i := range clients {
+		if !mustAllow(t, open, "c"+strconv.Itoa(i), p, 1).Allowed {
+			t.Fatalf("client %d refused with no cap", i)
+		}
+	}
+	if n := open.len(); n != clients {
+		t.Fatalf("holding %d buckets with no cap, want %d", n, clients)
+	}
 }

@@ -68,7 +68,9 @@ func openBackends(ctx context.Context, cfg config, logger *slog.Logger, reg prom
 		b.cache, b.closers = c, append(b.closers, c.Close)
 		// The in-process limiter never fails; the Fallback around it only
 		// counts decisions, so embedded mode has the same metrics.
-		f, err := limiter.NewFallback(limiter.NewLocal(), limiter.FallbackOptions{Logger: logger, Registerer: reg})
+		local := limiter.NewLocal()
+		local.MaxClients = maxClients(cfg.RateLimitMaxClients)
+		f, err := limiter.NewFallback(local, limiter.FallbackOptions{Logger: logger, Registerer: reg})
 		if err != nil {
 			b.Close()
 			return nil, fmt.Errorf("rate limiter: %w", err)
@@ -160,6 +162,7 @@ func newFallback(cfg config, primary limiter.Limiter, logger *slog.Logger, reg p
 	}
 	f, err := limiter.NewFallback(primary, limiter.FallbackOptions{
 		Timeout: cfg.RedisTimeout, Failure: failure, Logger: logger, Registerer: reg,
+		MaxClients: maxClients(cfg.RateLimitMaxClients),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rate limiter: %w", err)
@@ -294,7 +297,8 @@ func (unreachable) Allow(context.Context, string, apiperf.RatePolicy, int) (apip
 func (unreachable) Close() {}
 
 // maxClients maps RATE_LIMIT_MAX_CLIENTS, where 0 is no cap, onto
-// RedisOptions.MaxClients, where that is a negative number.
+// RedisOptions.MaxClients and Local.MaxClients, where that is a negative
+// number.
 func maxClients(n int) int {
 	if n == 0 {
 		return -1

@@ -110,7 +110,9 @@ func (l *Local) allowAfter(key string, p apiperf.RatePolicy, cost int, ahead int
 }
 
 // allowShared decides a client over MaxClients on the bucket that every
-// such client of the policy shares.
+// such client of the policy shares. What is known of the client's own
+// bucket (ahead) can refuse it, but only the cost is charged to the shared
+// bucket: one client's debt is not every other client's.
 func (l *Local) allowShared(name string, now, t int64, burst, cost int, ahead int64) apiperf.RateDecision {
 	l.ovMu.Lock()
 	defer l.ovMu.Unlock()
@@ -122,10 +124,10 @@ func (l *Local) allowShared(name string, now, t int64, burst, cost int, ahead in
 		e = &localTAT{}
 		l.overflow[name] = e
 	}
-	tat := max(now+max(ahead, 0), e.us)
-	r, newTAT := gcra(now, tat, t, burst, cost)
+	shared := max(now, e.us)
+	r, _ := gcra(now, max(now+max(ahead, 0), shared), t, burst, cost)
 	if r.Allowed {
-		e.us = newTAT
+		e.us = shared + int64(cost)*t
 	}
 	return r
 }

@@ -240,3 +240,42 @@ func TestLocal_MaxClients(t *testing.T) {
 		t.Fatalf("holding %d buckets with no cap, want %d", n, clients)
 	}
 }
+
+// TestLocal_MaxClientsAhead: what the primary knew of one client's bucket
+// (Fallback's ahead) refuses or allows that client, but it is not charged
+// to the bucket it shares with every other client over the cap: one
+// client that spent its burst in Redis must not spend everyone's here.
+func TestLocal_MaxClientsAhead(t *testing.T) {
+	fill := apiperf.RatePolicy{Name: "fill", Rate: 1, Period: time.Hour, Burst: 1}
+	p := apiperf.RatePolicy{Name: "auth", Rate: 10, Period: time.Minute, Burst: 10}
+	clk := newFakeClock()
+	l := NewLocal()
+	l.Now = clk.Now
+	l.MaxClients = tableShards
+	for i := range 2000 {
+		mustAllow(t, l, "fill"+strconv.Itoa(i), fill, 1)
+	}
+	if n := l.len(); n != tableShards {
+		t.Fatalf("holding %d buckets, want every shard full (%d)", n, tableShards)
+	}
+	step := (time.Minute / 10).Microseconds()
+	// The primary knew this client one request short of its burst.
+	r, _, err := l.allowAfter("spent", p, 1, 9*step)
+	if err != nil || !r.Allowed {
+		t.Fatalf("client with one request left: %+v, %v; want allowed", r, err)
+	}
+	// And now with its burst spent: refused, on its own knowledge.
+	if r, _, _ := l.allowAfter("spent", p, 1, 10*step); r.Allowed {
+		t.Fatal("client known to have spent its burst was allowed on the shared bucket")
+	}
+	// The shared bucket was charged one request, not the client's debt.
+	allowed := 0
+	for i := range 20 {
+		if mustAllow(t, l, "other"+strconv.Itoa(i), p, 1).Allowed {
+			allowed++
+		}
+	}
+	if allowed != p.Burst-1 {
+		t.Fatalf("other clients over the cap got %d of the shared burst, want %d", allowed, p.Burst-1)
+	}
+}

@@ -3,6 +3,7 @@ package limiter
 import (
 	"cmp"
 	"context"
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +22,10 @@ type Local struct {
 	// MaxClients, when set before the first Allow, caps the buckets kept:
 	// 0 means DefaultMaxClients, a negative number no cap. A new client
 	// that finds no room (every bucket of its shard still in use) is
-	// decided on one bucket per policy that all such clients share: the
+	// decided on a shared bucket: one of overflowBuckets per policy,
+	// chosen by a hash of the client key with a seed of this process's
+	// own, so that the clients a flood crowds out share their allowance
+	// with a small, unpredictable part of it rather than all of it. The
 	// limit then errs toward refusing, and memory stays bounded however
 	// many addresses a flood comes from.
 	MaxClients int
@@ -29,9 +33,25 @@ type Local struct {
 	tats      table[*localTAT]
 	capOnce   sync.Once
 	shardCap  int
+	seed      maphash.Seed
 	ovMu      sync.Mutex
-	overflow  map[string]*localTAT // policy name -> the shared bucket
-	untracked atomic.Int64         // decisions made on the shared bucket
+	overflow  map[overflowKey]*localTAT
+	untracked atomic.Int64 // decisions made on a shared bucket
+	// overflowN is the number of shared buckets per policy:
+	// overflowBuckets, or what a test sets before the first Allow.
+	overflowN int
+}
+
+// overflowBuckets is how many shared buckets each policy has for the
+// clients over MaxClients: enough that a flood spread over them leaves
+// most of the shared allowance to the rest, few enough to cost nothing
+// (about 100 bytes each).
+const overflowBuckets = 1024
+
+// overflowKey names a shared bucket: the policy and the slot.
+type overflowKey struct {
+	name string
+	slot int
 }
 
 // localTAT is one bucket's theoretical arrival time, in microseconds.
@@ -81,6 +101,8 @@ func (l *Local) allowAfter(key string, p apiperf.RatePolicy, cost int, ahead int
 		if n := cmp.Or(l.MaxClients, DefaultMaxClients); n > 0 {
 			l.shardCap = (n + tableShards - 1) / tableShards
 		}
+		l.seed = maphash.MakeSeed()
+		l.overflowN = cmp.Or(l.overflowN, overflowBuckets)
 	})
 
 	sh.mu.Lock()
@@ -90,7 +112,7 @@ func (l *Local) allowAfter(key string, p apiperf.RatePolicy, cost int, ahead int
 		if !sh.room(l.shardCap, now, time.Second.Microseconds()) {
 			sh.mu.Unlock()
 			l.untracked.Add(1)
-			return l.allowShared(p.Name, now, t, p.Burst, cost, ahead), true, nil
+			return l.allowShared(p.Name, key, now, t, p.Burst, cost, ahead), true, nil
 		}
 	}
 	tat := now + max(ahead, 0)
@@ -109,20 +131,21 @@ func (l *Local) allowAfter(key string, p apiperf.RatePolicy, cost int, ahead int
 	return r, true, nil
 }
 
-// allowShared decides a client over MaxClients on the bucket that every
-// such client of the policy shares. What is known of the client's own
-// bucket (ahead) can refuse it, but only the cost is charged to the shared
-// bucket: one client's debt is not every other client's.
-func (l *Local) allowShared(name string, now, t int64, burst, cost int, ahead int64) apiperf.RateDecision {
+// allowShared decides a client over MaxClients on the shared bucket its
+// key falls in. What is known of the client's own bucket (ahead) can
+// refuse it, but only the cost is charged to the shared bucket: one
+// client's debt is not every other client's.
+func (l *Local) allowShared(name, key string, now, t int64, burst, cost int, ahead int64) apiperf.RateDecision {
+	k := overflowKey{name: name, slot: int(maphash.String(l.seed, key) % uint64(l.overflowN))}
 	l.ovMu.Lock()
 	defer l.ovMu.Unlock()
 	if l.overflow == nil {
-		l.overflow = make(map[string]*localTAT)
+		l.overflow = make(map[overflowKey]*localTAT)
 	}
-	e := l.overflow[name]
+	e := l.overflow[k]
 	if e == nil {
 		e = &localTAT{}
-		l.overflow[name] = e
+		l.overflow[k] = e
 	}
 	shared := max(now, e.us)
 	r, _ := gcra(now, max(now+max(ahead, 0), shared), t, burst, cost)

@@ -195,6 +195,7 @@ func TestLocal_MaxClients(t *testing.T) {
 	l := NewLocal()
 	l.Now = clk.Now
 	l.MaxClients = tableShards // one bucket per shard
+	l.overflowN = 1            // one shared bucket, for exact counts
 	const clients = 2000
 	allowed := 0
 	for i := range clients {
@@ -252,6 +253,7 @@ func TestLocal_MaxClientsAhead(t *testing.T) {
 	l := NewLocal()
 	l.Now = clk.Now
 	l.MaxClients = tableShards
+	l.overflowN = 1
 	for i := range 2000 {
 		mustAllow(t, l, "fill"+strconv.Itoa(i), fill, 1)
 	}
@@ -277,5 +279,51 @@ func TestLocal_MaxClientsAhead(t *testing.T) {
 	}
 	if allowed != p.Burst-1 {
 		t.Fatalf("other clients over the cap got %d of the shared burst, want %d", allowed, p.Burst-1)
+	}
+}
+
+// TestLocal_MaxClientsFloodSpread: the clients over the cap share
+// overflowBuckets buckets, not one, chosen by a seeded hash. A flood from
+// 100 addresses spends the buckets it lands in, and most of 100 other new
+// clients, landing elsewhere, are still allowed; memory stays at most
+// overflowBuckets per policy.
+func TestLocal_MaxClientsFloodSpread(t *testing.T) {
+	fill := apiperf.RatePolicy{Name: "fill", Rate: 1, Period: time.Hour, Burst: 1}
+	p := apiperf.RatePolicy{Name: "auth", Rate: 1, Period: time.Hour, Burst: 1}
+	clk := newFakeClock()
+	l := NewLocal()
+	l.Now = clk.Now
+	l.MaxClients = tableShards
+	for i := range 2000 {
+		mustAllow(t, l, "fill"+strconv.Itoa(i), fill, 1)
+	}
+	for i := range 100 {
+		allowedOf(t, l, "flood"+strconv.Itoa(i), p, 100)
+	}
+	allowed := 0
+	for i := range 100 {
+		if mustAllow(t, l, "new"+strconv.Itoa(i), p, 1).Allowed {
+			allowed++
+		}
+	}
+	// About 85 expected: a new client is refused when the flood or an
+	// earlier new client took its bucket (about 10% and 5%); with one
+	// shared bucket, none would be.
+	if allowed < 60 {
+		t.Fatalf("%d of 100 new clients allowed after a flood from 100 addresses, want most of them", allowed)
+	}
+	for i := range 5000 {
+		mustAllow(t, l, "more"+strconv.Itoa(i), p, 1)
+	}
+	perPolicy := map[string]int{}
+	l.ovMu.Lock()
+	for k := range l.overflow {
+		perPolicy[k.name]++
+	}
+	l.ovMu.Unlock()
+	for name, n := range perPolicy {
+		if n > overflowBuckets {
+			t.Fatalf("%d shared buckets for policy %s, want at most %d", n, name, overflowBuckets)
+		}
 	}
 }

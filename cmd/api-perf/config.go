@@ -186,7 +186,7 @@ var settings = []setting{
 			c.RateLimitDebt = n
 			return nil
 		}},
-	{"RATE_LIMIT_MAX_CLIENTS", strconv.Itoa(limiter.DefaultMaxClients), "Clients a replica keeps rate-limit state for in process (about 250 bytes each); beyond it a new client is decided by one Redis call per request, exactly, until idle clients make room. The in-process limiter (no `REDIS_URL`, or while Redis is down) keeps as many, and decides a new client beyond them on one bucket per policy that all such clients share. `0` removes the cap.",
+	{"RATE_LIMIT_MAX_CLIENTS", strconv.Itoa(limiter.DefaultMaxClients), "Clients a replica keeps rate-limit state for in process (about 250 bytes each); beyond it a new client is decided by one Redis call per request, exactly, until idle clients make room. The in-process limiter (no `REDIS_URL`, or while Redis is down) keeps as many, and decides a new client beyond them on one of 1,024 buckets per policy that such clients share. `0` removes the cap.",
 		integer(0, 100_000_000, func(c *config) *int { return &c.RateLimitMaxClients })},
 	{"RATE_LIMIT_DEBT_DELAY", "1s", "How long debt below `RATE_LIMIT_DEBT` may wait before it is charged, so that the requests of a slow client share one Redis call; debt that reaches the cap is charged at once. `0` or `off` charges every debt at once; under `1ms` counts as `1ms`.",
 		durationOrOff(func(c *config) *time.Duration { return &c.RateLimitDebtDelay })},

@@ -247,16 +247,8 @@ func TestLocal_MaxClients(t *testing.T) {
 // to the bucket it shares with every other client over the cap: one
 // client that spent its burst in Redis must not spend everyone's here.
 func TestLocal_MaxClientsAhead(t *testing.T) {
-	fill := apiperf.RatePolicy{Name: "fill", Rate: 1, Period: time.Hour, Burst: 1}
 	p := apiperf.RatePolicy{Name: "auth", Rate: 10, Period: time.Minute, Burst: 10}
-	clk := newFakeClock()
-	l := NewLocal()
-	l.Now = clk.Now
-	l.MaxClients = tableShards
-	l.overflowN = 1
-	for i := range 2000 {
-		mustAllow(t, l, "fill"+strconv.Itoa(i), fill, 1)
-	}
+	l := fullLocal(t, 1)
 	if n := l.len(); n != tableShards {
 		t.Fatalf("holding %d buckets, want every shard full (%d)", n, tableShards)
 	}
@@ -288,15 +280,8 @@ func TestLocal_MaxClientsAhead(t *testing.T) {
 // clients, landing elsewhere, are still allowed; memory stays at most
 // overflowBuckets per policy.
 func TestLocal_MaxClientsFloodSpread(t *testing.T) {
-	fill := apiperf.RatePolicy{Name: "fill", Rate: 1, Period: time.Hour, Burst: 1}
 	p := apiperf.RatePolicy{Name: "auth", Rate: 1, Period: time.Hour, Burst: 1}
-	clk := newFakeClock()
-	l := NewLocal()
-	l.Now = clk.Now
-	l.MaxClients = tableShards
-	for i := range 2000 {
-		mustAllow(t, l, "fill"+strconv.Itoa(i), fill, 1)
-	}
+	l := fullLocal(t, 0)
 	for i := range 100 {
 		allowedOf(t, l, "flood"+strconv.Itoa(i), p, 100)
 	}
@@ -326,4 +311,20 @@ func TestLocal_MaxClientsFloodSpread(t *testing.T) {
 			t.Fatalf("%d shared buckets for policy %s, want at most %d", n, name, overflowBuckets)
 		}
 	}
+}
+
+// fullLocal returns a Local on a frozen clock with one bucket per shard,
+// every shard holding one still in use, and overflowN shared buckets per
+// policy (0: overflowBuckets).
+func fullLocal(t *testing.T, overflowN int) *Local {
+	t.Helper()
+	fill := apiperf.RatePolicy{Name: "fill", Rate: 1, Period: time.Hour, Burst: 1}
+	l := NewLocal()
+	l.Now = newFakeClock().Now
+	l.MaxClients = tableShards
+	l.overflowN = overflowN
+	for i := range 2000 {
+		mustAllow(t, l, "fill"+strconv.Itoa(i), fill, 1)
+	}
+	return l
 }

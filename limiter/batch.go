@@ -319,43 +319,37 @@ func (r *Redis) debtCap(burst int) int {
 	return min(r.debt, burst/8)
 }
 
-// charge sends the debt just taken for b at once when it has reached the
-// cap, or when debt is never delayed, with a request for a batch: the
-// client is busy. Otherwise the bucket waits for the next flush. While a
-// call for b is in flight nothing is sent: chargeLeft sends it when that
-// call returns. The caller holds b.mu and has just allowed a request on
-// debt.
-func (r *Redis) charge(b *bucket, name, key string, t int64, burst int) {
+// charge sends the debt owed for b at once when it has reached the cap,
+// or when debt is never delayed, or when Close has run the last flush,
+// with a request for a batch: the client is busy. Otherwise the bucket
+// waits for the next flush. While a call for b is in flight nothing is
+// sent: chargeLeft sends it when that call returns. A caller running in a
+// call that Close waits for (waited) starts the next call even once Close
+// has begun, so that no debt is left behind; any other caller starts it
+// only before. The caller holds b.mu and has just allowed a request on
+// debt, or is chargeLeft.
+func (r *Redis) charge(b *bucket, name, key string, t int64, burst int, waited bool) {
 	if b.inflight != nil {
 		return
 	}
-	if r.debtDelay == 0 || b.owed+b.owing >= r.debtCap(burst) {
-		r.prefetch(b, name, key, t, burst, r.want(t, 1))
+	if r.debtDelay != 0 && b.owed+b.owing < r.debtCap(burst) && (b.queued || r.debts.add(b, name, key, t, burst)) {
 		return
 	}
-	if !b.queued && !r.debts.add(b, name, key, t, burst) {
-		// Close has run the last flush.
+	if waited {
+		r.send(b, name, key, t, burst, r.want(t, 1))
+	} else {
 		r.prefetch(b, name, key, t, burst, r.want(t, 1))
 	}
 }
 
 // chargeLeft deals with the debt taken while a call for b was in flight,
 // once that call has succeeded: as charge would have when it was taken.
-// The completion of a call that Close waits for (waited: a background
-// call, or a request's call that began before Close) starts the next call
-// even once Close has begun, so that no debt is left behind; a request's
-// call made after that leaves it to charge's rules. The caller holds b.mu
-// and has applied the call's outcome.
+// waited is as for charge: a background call, or a request's call that
+// began before Close. The caller holds b.mu and has applied the call's
+// outcome.
 func (r *Redis) chargeLeft(b *bucket, name, key string, t int64, burst int, waited bool) {
-	if b.owed == 0 || b.inflight != nil {
-		return
-	}
-	if !waited {
-		r.charge(b, name, key, t, burst)
-		return
-	}
-	if r.debtDelay == 0 || b.owed+b.owing >= r.debtCap(burst) || (!b.queued && !r.debts.add(b, name, key, t, burst)) {
-		r.send(b, name, key, t, burst, r.want(t, 1))
+	if b.owed > 0 {
+		r.charge(b, name, key, t, burst, waited)
 	}
 }
 
@@ -437,7 +431,7 @@ func (r *Redis) tryAllow(key string, p apiperf.RatePolicy, cost int) (apiperf.Ra
 		r.prefetch(b, p.Name, key, t, p.Burst, r.want(t, 1))
 	case !ok && b.canOwe(now, t, p.Burst, cost, r.debtCap(p.Burst)):
 		res, ok = b.owe(now, t, p.Burst, cost), true
-		r.charge(b, p.Name, key, t, p.Burst)
+		r.charge(b, p.Name, key, t, p.Burst, false)
 	}
 	b.mu.Unlock()
 	return res, ok, nil
@@ -465,7 +459,7 @@ func (r *Redis) allowBatched(ctx context.Context, key string, p *apiperf.RatePol
 		}
 		if b.canOwe(now, t, p.Burst, cost, r.debtCap(p.Burst)) {
 			res := b.owe(now, t, p.Burst, cost)
-			r.charge(b, p.Name, key, t, p.Burst)
+			r.charge(b, p.Name, key, t, p.Burst, false)
 			b.mu.Unlock()
 			return res, nil
 		}
@@ -606,25 +600,19 @@ func (r *Redis) send(b *bucket, name, key string, t int64, burst, want int) {
 		b.inflight = nil
 		close(ch)
 		b.settle(owed, err)
+		n, k := name, key
+		if call != nil {
+			n, k = splitKey(call.keys[0], len(r.prefix), nameLen)
+		}
 		if err != nil {
 			// The next request that runs out calls Redis itself; a
 			// debt that was not charged waits for the next flush.
-			n, k := name, key
-			if call != nil {
-				n, k = splitKey(call.keys[0], len(r.prefix), nameLen)
-			}
 			r.requeue(b, n, k, t, burst)
 			return
 		}
 		b.known = true
 		b.tatNs = monoNanos() + rep.resetAfter*1000
-		defer func() {
-			n, k := name, key
-			if call != nil {
-				n, k = splitKey(call.keys[0], len(r.prefix), nameLen)
-			}
-			r.chargeLeft(b, n, k, t, burst, true)
-		}()
+		defer r.chargeLeft(b, n, k, t, burst, true)
 		if rep.granted == 0 {
 			b.denyUntil = sent + rep.retryAfter*1000
 			b.denyCost = 1

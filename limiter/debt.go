@@ -17,9 +17,9 @@ import (
 // other call, so the charges of a crowd go out in a few round trips. A
 // bucket whose call is still in flight is charged when that call returns;
 // debt that any call fails to charge (the flush's, the one sent at the
-// cap, a request's own) goes back into the queue. With debt charged at once (a
-// negative DebtDelay) the loop still runs, every DefaultDebtDelay, for
-// those retries. Close flushes once more, so a process that stops cleanly
+// cap, a request's own) goes back into the queue. With debt charged at
+// once (a negative DebtDelay) the loop still runs, every DefaultDebtDelay,
+// for those retries. Close flushes once more, so a process that stops cleanly
 // leaves no debt uncharged.
 
 // debtEntry is one bucket waiting for the flush, with what its call needs.

@@ -345,12 +345,9 @@ func (r *Redis) hold() bool {
 // startBackground runs fn in a goroutine that Close waits for, unless the
 // limiter is closed, and reports whether it did.
 func (r *Redis) startBackground(fn func()) bool {
-	r.closeMu.RLock()
-	defer r.closeMu.RUnlock()
-	if r.closed {
+	if !r.hold() {
 		return false
 	}
-	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		fn()
